@@ -1,0 +1,2 @@
+//! Benchmarks of the pure core (run with `cargo bench --bench core`).
+fn main() {}

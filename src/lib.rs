@@ -1,0 +1,11 @@
+//! ovs-egress: gives Kubernetes Pods a stable, chosen source IP for traffic leaving the cluster,
+//! implementing the `crd.antrea.io` `Egress` and `ExternalIPPool` APIs on Open vSwitch.
+//!
+//! The pure core (`api`, `ipam`, `placement`, `plan`) holds every decision; the adapters
+//! (`ovs`, `host`, `kube`) only make the world match a `NodePlan`.
+
+pub mod api;
+pub mod ipam;
+pub mod model;
+pub mod placement;
+pub mod plan;

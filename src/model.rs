@@ -1,0 +1,107 @@
+//! Plain data the pure core decides on: one snapshot of the cluster as seen by one process.
+//! The Kubernetes adapters and the offline renderer both fill these structs; nothing here does
+//! I/O or knows about API versions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::api::{AppliedTo, IpRange, LabelSelector};
+
+/// Labels or annotations of an object.
+pub type Labels = BTreeMap<String, String>;
+
+/// Seconds since the Unix epoch; Kubernetes `creationTimestamp` has second resolution.
+/// Objects without a timestamp (offline YAML) sort as 0, then by name.
+pub type Timestamp = i64;
+
+/// An `Egress`, version-independent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub name: String,
+    pub created: Timestamp,
+    pub applied_to: AppliedTo,
+    /// `spec.egressIP` as written (may be empty or invalid; the core reports that in status).
+    pub egress_ip: Option<String>,
+    /// `spec.externalIPPool`.
+    pub external_ip_pool: Option<String>,
+}
+
+/// An `ExternalIPPool`, version-independent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalIpPool {
+    pub name: String,
+    pub created: Timestamp,
+    pub ip_ranges: Vec<IpRange>,
+    pub node_selector: LabelSelector,
+}
+
+/// A Kubernetes Node as far as egress cares.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    /// The IP other Nodes tunnel to (InternalIP).
+    pub transport_ip: Option<IpAddr>,
+    /// `spec.podCIDR`, e.g. `10.244.1.0/24`.
+    pub pod_cidr: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PodPhase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    /// `spec.nodeName`; `None` while not scheduled.
+    pub node_name: Option<String>,
+    pub ips: Vec<IpAddr>,
+    pub phase: PodPhase,
+    pub host_network: bool,
+}
+
+/// Knobs that change decisions and must be equal on every agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// `egress.maxEgressIPsPerNode` (1..=255); a Node annotation
+    /// `node.antrea.io/max-egress-ips` overrides it per Node.
+    pub max_egress_ips_per_node: u32,
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        Self {
+            max_egress_ips_per_node: 255,
+        }
+    }
+}
+
+/// Everything `plan::compute` looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub egresses: Vec<Egress>,
+    pub pools: Vec<ExternalIpPool>,
+    pub nodes: Vec<Node>,
+    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<Pod>,
+    /// IPs configured on this Node's interfaces (static egress IP ownership), `kube-ipvs0` excluded.
+    pub local_ips: BTreeSet<IpAddr>,
+    /// Nodes considered alive; `None` means every Node is alive.
+    pub alive: Option<BTreeSet<String>>,
+    pub config: PlanConfig,
+}

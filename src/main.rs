@@ -1,6 +1,9 @@
 //! The `ovs-egress` binary: one executable, one subcommand per process role.
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -8,9 +11,38 @@ use clap::Parser;
     version,
     about = "Stable egress IPs for Kubernetes Pods on Open vSwitch"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the Egress and ExternalIPPool CRDs as multi-document YAML.
+    Crds {
+        /// Write one file per CRD into this directory instead (e.g. charts/ovs-egress/crds).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    match Cli::parse().command {
+        Command::Crds { dir } => crds(dir),
+    }
+}
+
+fn crds(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let files = ovs_egress::api::crd_yaml().context("serializing the CRDs to YAML")?;
+    for (name, yaml) in files {
+        match &dir {
+            Some(dir) => {
+                let path = dir.join(name);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            None => print!("---\n{yaml}"),
+        }
+    }
     Ok(())
 }

@@ -6,27 +6,33 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A label selector as in `metav1.LabelSelector`. An empty selector matches everything.
+/// What a label value may look like (empty, or alphanumeric at both ends with `-_.` inside);
+/// the CRD schema enforces it on `matchLabels` values and `matchExpressions[].values`.
+pub const LABEL_VALUE_PATTERN: &str = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+/// A label selector (Kubernetes metav1.LabelSelector); an empty selector matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("additionalProperties" = {"type": "string", "pattern": LABEL_VALUE_PATTERN}))]
     pub match_labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
-/// One `matchExpressions` entry.
+/// A requirement on one label key: In, NotIn, Exists or DoesNotExist.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelectorRequirement {
     pub key: String,
     pub operator: Operator,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = LABEL_VALUE_PATTERN)))]
     pub values: Vec<String>,
 }
 
-/// The set-based operators Kubernetes accepts in a label selector.
+/// The set-based operators of a label selector requirement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Operator {
     In,

@@ -1,0 +1,257 @@
+//! The admission rules of Antrea's validating webhooks for `ExternalIPPool` and `Egress`, as pure
+//! functions: the controller's webhook and the offline renderer call them. Each error names the
+//! object, the field (or range) and the rule. Nothing here does I/O or consults the allocator:
+//! an IP that another Egress already uses is the controller's business (AllocationError), not
+//! a validation error.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::selector::{LabelSelector, Operator};
+use super::{non_empty, v1beta1};
+use crate::ipam::{ParsedRange, ip_to_u128, parse_range};
+use crate::model::ExternalIpPool;
+
+/// One rejected rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name}: {field}: {rule}")]
+pub struct ValidationError {
+    /// `Egress` or `ExternalIPPool`.
+    pub kind: &'static str,
+    pub name: String,
+    /// The offending field, e.g. `spec.ipRanges[1]`.
+    pub field: String,
+    /// What is wrong, in Antrea's words where Antrea has them.
+    pub rule: String,
+}
+
+/// Validate an ExternalIPPool on CREATE (`old` = None) or UPDATE: every range parses, no range
+/// overlaps another of this pool or of `others` (a pool named like `new` in `others` is
+/// ignored), existing ranges are kept, and the nodeSelector's expressions are well-formed.
+pub fn validate_pool(
+    new: &ExternalIpPool,
+    old: Option<&ExternalIpPool>,
+    others: &[ExternalIpPool],
+) -> Result<(), Vec<ValidationError>> {
+    let error = |field: String, rule: String| ValidationError {
+        kind: "ExternalIPPool",
+        name: new.name.clone(),
+        field,
+        rule,
+    };
+    let mut errors = Vec::new();
+    let mut parsed: Vec<(usize, ParsedRange)> = Vec::new();
+    for (i, range) in new.ip_ranges.iter().enumerate() {
+        match parse_range(range) {
+            Ok(p) => parsed.push((i, p)),
+            Err(e) => errors.push(error(format!("spec.ipRanges[{i}]"), e.0)),
+        }
+    }
+    for (n, (i, a)) in parsed.iter().enumerate() {
+        let field = || format!("spec.ipRanges[{i}]");
+        for (_, b) in parsed[..n].iter().filter(|(_, b)| overlaps(a, b)) {
+            let rule = format!("range [{}] overlaps with range [{}]", a.key, b.key);
+            errors.push(error(field(), rule));
+        }
+        for other in others.iter().filter(|o| o.name != new.name) {
+            for b in other.ip_ranges.iter().filter_map(|r| parse_range(r).ok()) {
+                if overlaps(a, &b) {
+                    let rule = format!(
+                        "range [{}] overlaps with range [{}] of ExternalIPPool {}",
+                        a.key, b.key, other.name
+                    );
+                    errors.push(error(field(), rule));
+                }
+            }
+        }
+    }
+    if let Some(old) = old {
+        let kept: BTreeSet<String> = new.ip_ranges.iter().map(range_key).collect();
+        let missing: Vec<String> = old
+            .ip_ranges
+            .iter()
+            .map(range_key)
+            .filter(|k| !kept.contains(k))
+            .collect();
+        if !missing.is_empty() {
+            let rule = format!(
+                "existing IPRanges [{}] cannot be updated or deleted",
+                missing.join(", ")
+            );
+            errors.push(error("spec.ipRanges".to_string(), rule));
+        }
+    }
+    for (field, rule) in selector_errors(&new.node_selector, "spec.nodeSelector") {
+        errors.push(error(field, rule));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Validate an Egress on CREATE (`old` = None) or UPDATE against the existing pools, with
+/// Antrea's rules: `egressIPs`/`externalIPPools` are not supported yet, `bandwidth` rate and
+/// burst are Kubernetes quantities, and, only when `egressIP` or `externalIPPool` changed and
+/// both are set, the IP parses, the pool exists and the IP lies inside one of its ranges.
+///
+/// Takes v1beta1 objects: the webhook is registered for v1beta1 (the API server converts), and
+/// both versions have the same fields, so any version's YAML deserializes into them.
+pub fn validate_egress(
+    new: &v1beta1::Egress,
+    old: Option<&v1beta1::Egress>,
+    pools: &[ExternalIpPool],
+) -> Result<(), Vec<ValidationError>> {
+    let name = new.metadata.name.clone().unwrap_or_default();
+    let error = |field: &str, rule: String| ValidationError {
+        kind: "Egress",
+        name: name.clone(),
+        field: field.to_string(),
+        rule,
+    };
+    let spec = &new.spec;
+    let mut errors = Vec::new();
+    if !spec.egress_ips.is_empty() {
+        let rule = "spec.egressIPs is not supported yet".to_string();
+        errors.push(error("spec.egressIPs", rule));
+    }
+    if !spec.external_ip_pools.is_empty() {
+        let rule = "spec.externalIPPools is not supported yet".to_string();
+        errors.push(error("spec.externalIPPools", rule));
+    }
+    if let Some(bandwidth) = &spec.bandwidth {
+        for (field, label, value) in [
+            ("spec.bandwidth.rate", "Rate", &bandwidth.rate),
+            ("spec.bandwidth.burst", "Burst", &bandwidth.burst),
+        ] {
+            if let Err(e) = parse_quantity(value) {
+                errors.push(error(
+                    field,
+                    format!("{label} {value} in Egress {name} is invalid: {e}"),
+                ));
+            }
+        }
+    }
+    let (ip, pool) = (
+        non_empty(&spec.egress_ip),
+        non_empty(&spec.external_ip_pool),
+    );
+    let changed = old.is_none_or(|o| {
+        non_empty(&o.spec.egress_ip) != ip || non_empty(&o.spec.external_ip_pool) != pool
+    });
+    if let (true, Some(ip), Some(pool)) = (changed, ip, pool)
+        && let Err((field, rule)) = check_ip_in_pool(&ip, &pool, pools)
+    {
+        errors.push(error(field, rule));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Rules 6–8: the IP parses, the pool exists, the IP is inside one of the pool's ranges (a
+/// CIDR's broadcast address counts as inside, its network address does not).
+fn check_ip_in_pool(
+    ip: &str,
+    pool: &str,
+    pools: &[ExternalIpPool],
+) -> Result<(), (&'static str, String)> {
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| ("spec.egressIP", format!("IP {ip} is not valid")))?;
+    let pool = pools.iter().find(|p| p.name == pool).ok_or_else(|| {
+        (
+            "spec.externalIPPool",
+            format!("ExternalIPPool {pool} does not exist"),
+        )
+    })?;
+    let value = ip_to_u128(addr);
+    let inside = pool
+        .ip_ranges
+        .iter()
+        .filter_map(|r| parse_range(r).ok())
+        .any(|r| {
+            r.first.is_ipv4() == addr.is_ipv4()
+                && ip_to_u128(r.first) <= value
+                && value <= ip_to_u128(r.span_end)
+        });
+    if inside {
+        Ok(())
+    } else {
+        Err((
+            "spec.egressIP",
+            format!("IP {ip} is not within the IP range"),
+        ))
+    }
+}
+
+/// Whether two ranges of one family share an address, over their full span (a CIDR from its
+/// network to its broadcast address).
+fn overlaps(a: &ParsedRange, b: &ParsedRange) -> bool {
+    a.span_start.is_ipv4() == b.span_start.is_ipv4()
+        && ip_to_u128(a.span_start) <= ip_to_u128(b.span_end)
+        && ip_to_u128(a.span_end) >= ip_to_u128(b.span_start)
+}
+
+/// The identity of a range for the "existing ranges are kept" rule: the normalized CIDR or
+/// `start-end`; the text as written when it does not parse.
+fn range_key(range: &super::IpRange) -> String {
+    parse_range(range).map(|p| p.key).unwrap_or_else(|_| {
+        let part = |s: &Option<String>| s.clone().unwrap_or_default();
+        match &range.cidr {
+            Some(cidr) => cidr.clone(),
+            None => format!("{}-{}", part(&range.start), part(&range.end)),
+        }
+    })
+}
+
+/// The API server's rules for set-based requirements: In/NotIn need values, Exists and
+/// DoesNotExist take none. Yields (field, rule).
+fn selector_errors(selector: &LabelSelector, field: &str) -> Vec<(String, String)> {
+    let mut errors = Vec::new();
+    for (i, r) in selector.match_expressions.iter().enumerate() {
+        let needs_values = matches!(r.operator, Operator::In | Operator::NotIn);
+        let rule = match (needs_values, r.values.is_empty()) {
+            (true, true) => "must be specified when `operator` is 'In' or 'NotIn'",
+            (false, false) => "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            _ => continue,
+        };
+        errors.push((
+            format!("{field}.matchExpressions[{i}].values"),
+            rule.to_string(),
+        ));
+    }
+    errors
+}
+
+/// Accept what Kubernetes' `resource.ParseQuantity` accepts: a signed decimal number, then
+/// nothing, a binary suffix (Ki…Ei), a decimal suffix (n u m k M G T P E) or an exponent (e3).
+fn parse_quantity(text: &str) -> Result<(), &'static str> {
+    const FORMAT: &str = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let end = unsigned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(end);
+    if !number.bytes().any(|b| b.is_ascii_digit()) || number.matches('.').count() > 1 {
+        return Err(FORMAT);
+    }
+    let exponent = |s: &str| {
+        let Some(rest) = s.strip_prefix(['e', 'E']) else {
+            return false;
+        };
+        let digits = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    const SUFFIXES: [&str; 16] = [
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    if SUFFIXES.contains(&suffix) || exponent(suffix) {
+        Ok(())
+    } else {
+        Err("unable to parse quantity's suffix")
+    }
+}

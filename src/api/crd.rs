@@ -214,6 +214,13 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "`type` inside a junctor")]
+    fn structural_check_catches_a_type_inside_one_of() {
+        let bad = serde_json::json!({"type": "string", "oneOf": [{"type": "string"}]});
+        assert_structural(&bad, "bad", false);
+    }
+
+    #[test]
     fn egress_schema_requires_spec_and_applied_to_and_an_ip_source() {
         let crd = egress_crd();
         let s = schema(&crd, "v1alpha2");

@@ -143,3 +143,40 @@ impl From<&ExternalIPPool> for model::ExternalIpPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn egress_converts_and_keeps_status_fields() {
+        let egress: Egress = serde_yaml::from_str(
+            "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: web\n\
+             \x20 creationTimestamp: \"1970-01-01T00:01:40Z\"\nspec:\n  appliedTo: {}\n\
+             \x20 externalIPPool: pool-a\n  bandwidth: {rate: 100M, burst: 200M}\n\
+             status:\n  egressIP: 10.0.0.1\n  conditions:\n  - {type: IPAllocated, status: \"True\", reason: Allocated}\n",
+        )
+        .unwrap();
+        let model = model::Egress::from(&egress);
+        assert_eq!((model.name.as_str(), model.created), ("web", 100));
+        assert_eq!(model.egress_ip, None);
+        assert_eq!(model.external_ip_pool.as_deref(), Some("pool-a"));
+        let status = egress.status.unwrap();
+        assert_eq!(status.egress_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(status.conditions[0].reason.as_deref(), Some("Allocated"));
+    }
+
+    #[test]
+    fn pool_converts() {
+        let pool: ExternalIPPool = serde_yaml::from_str(
+            "apiVersion: crd.antrea.io/v1beta1\nkind: ExternalIPPool\nmetadata: {name: p}\n\
+             spec:\n  ipRanges: [{cidr: 2021:1::aaa0/124}]\n  nodeSelector: {matchLabels: {a: b}}\n\
+             status: {usage: {total: 15, used: 1}}\n",
+        )
+        .unwrap();
+        let model = model::ExternalIpPool::from(&pool);
+        assert_eq!((model.name.as_str(), model.created), ("p", 0));
+        assert_eq!(model.node_selector.match_labels["a"], "b");
+        assert_eq!(pool.status.unwrap().usage.unwrap().total, 15);
+    }
+}

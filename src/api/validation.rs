@@ -255,3 +255,302 @@ fn parse_quantity(text: &str) -> Result<(), &'static str> {
         Err("unable to parse quantity's suffix")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Bandwidth, IpRange, LabelSelectorRequirement, v1beta1::EgressSpec};
+
+    fn cidr(text: &str) -> IpRange {
+        IpRange {
+            cidr: Some(text.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn span(start: &str, end: &str) -> IpRange {
+        IpRange {
+            start: Some(start.to_string()),
+            end: Some(end.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn pool(name: &str, ranges: Vec<IpRange>) -> ExternalIpPool {
+        ExternalIpPool {
+            name: name.to_string(),
+            created: 0,
+            ip_ranges: ranges,
+            node_selector: LabelSelector::default(),
+        }
+    }
+
+    fn rules(result: Result<(), Vec<ValidationError>>) -> Vec<String> {
+        result
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn valid_pool_with_disjoint_ranges_is_accepted() {
+        let new = pool(
+            "a",
+            vec![span("10.0.0.2", "10.0.0.10"), cidr("10.0.1.0/28")],
+        );
+        let other = pool("b", vec![cidr("10.0.2.0/24"), cidr("::a00:10/124")]);
+        assert_eq!(validate_pool(&new, None, &[other]), Ok(()));
+    }
+
+    #[test]
+    fn unparsable_ranges_are_rejected_with_the_range_rule() {
+        let new = pool(
+            "a",
+            vec![
+                cidr("10.0.0.0/33"),
+                span("10.0.0.x", "10.0.0.2"),
+                span("10.0.0.1", "::2"),
+                span("10.0.0.9", "10.0.0.1"),
+            ],
+        );
+        assert_eq!(
+            rules(validate_pool(&new, None, &[])),
+            [
+                "ExternalIPPool a: spec.ipRanges[0]: invalid cidr 10.0.0.0/33",
+                "ExternalIPPool a: spec.ipRanges[1]: invalid start ip address 10.0.0.x",
+                "ExternalIPPool a: spec.ipRanges[2]: range start 10.0.0.1 and range end ::2 should belong to same family",
+                "ExternalIPPool a: spec.ipRanges[3]: range start 10.0.0.9 should not be greater than range end 10.0.0.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn ranges_of_one_pool_overlapping_on_the_cidr_broadcast_address_are_rejected() {
+        let new = pool("a", vec![cidr("10.0.0.0/30"), span("10.0.0.3", "10.0.0.9")]);
+        assert_eq!(
+            rules(validate_pool(&new, None, &[])),
+            [
+                "ExternalIPPool a: spec.ipRanges[1]: range [10.0.0.3-10.0.0.9] overlaps with range [10.0.0.0/30]"
+            ]
+        );
+    }
+
+    #[test]
+    fn range_overlapping_another_pool_is_rejected_naming_that_pool() {
+        let new = pool("a", vec![span("10.0.0.250", "10.0.1.5")]);
+        let others = [
+            pool("b", vec![cidr("10.0.1.0/24")]),
+            pool("c", vec![cidr("10.0.2.0/24")]),
+        ];
+        assert_eq!(
+            rules(validate_pool(&new, None, &others)),
+            [
+                "ExternalIPPool a: spec.ipRanges[0]: range [10.0.0.250-10.0.1.5] overlaps with range [10.0.1.0/24] of ExternalIPPool b"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_pools_own_stored_version_is_not_an_overlapping_other_pool() {
+        let old = pool("a", vec![cidr("10.0.0.0/24")]);
+        let new = pool("a", vec![cidr("10.0.0.0/24"), cidr("10.0.1.0/24")]);
+        assert_eq!(
+            validate_pool(&new, Some(&old), std::slice::from_ref(&old)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_ranges_with_equal_numeric_values_do_not_overlap() {
+        let new = pool("a", vec![cidr("10.0.0.0/24"), cidr("::a00:0/120")]);
+        assert_eq!(validate_pool(&new, None, &[]), Ok(()));
+    }
+
+    #[test]
+    fn update_may_add_ranges_but_not_change_or_delete_existing_ones() {
+        let old = pool("a", vec![cidr("10.0.0.0/24"), span("10.0.1.1", "10.0.1.9")]);
+        let grown = pool(
+            "a",
+            vec![
+                cidr("10.0.0.7/24"),
+                span("10.0.1.1", "10.0.1.9"),
+                cidr("10.0.2.0/24"),
+            ],
+        );
+        assert_eq!(validate_pool(&grown, Some(&old), &[]), Ok(()));
+        let changed = pool("a", vec![cidr("10.0.0.0/24"), span("10.0.1.1", "10.0.1.8")]);
+        assert_eq!(
+            rules(validate_pool(&changed, Some(&old), &[])),
+            [
+                "ExternalIPPool a: spec.ipRanges: existing IPRanges [10.0.1.1-10.0.1.9] cannot be updated or deleted"
+            ]
+        );
+    }
+
+    #[test]
+    fn node_selector_expressions_need_values_exactly_for_in_and_not_in() {
+        let requirement = |operator, values: &[&str]| LabelSelectorRequirement {
+            key: "k".to_string(),
+            operator,
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let mut new = pool("a", vec![cidr("10.0.0.0/24")]);
+        new.node_selector.match_expressions = vec![
+            requirement(Operator::In, &[]),
+            requirement(Operator::NotIn, &["v"]),
+            requirement(Operator::Exists, &["v"]),
+            requirement(Operator::DoesNotExist, &[]),
+        ];
+        assert_eq!(
+            rules(validate_pool(&new, None, &[])),
+            [
+                "ExternalIPPool a: spec.nodeSelector.matchExpressions[0].values: must be specified when `operator` is 'In' or 'NotIn'",
+                "ExternalIPPool a: spec.nodeSelector.matchExpressions[2].values: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            ]
+        );
+    }
+
+    fn egress(ip: Option<&str>, pool: Option<&str>) -> v1beta1::Egress {
+        v1beta1::Egress::new(
+            "web",
+            EgressSpec {
+                egress_ip: ip.map(str::to_string),
+                external_ip_pool: pool.map(str::to_string),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn pools() -> Vec<ExternalIpPool> {
+        vec![pool(
+            "p",
+            vec![cidr("10.0.0.0/30"), span("10.0.1.1", "10.0.1.3")],
+        )]
+    }
+
+    #[test]
+    fn egress_ips_and_external_ip_pools_are_not_supported_yet() {
+        let mut new = egress(None, None);
+        new.spec.egress_ips = vec!["10.0.0.1".to_string()];
+        new.spec.external_ip_pools = vec!["p".to_string()];
+        assert_eq!(
+            rules(validate_egress(&new, None, &pools())),
+            [
+                "Egress web: spec.egressIPs: spec.egressIPs is not supported yet",
+                "Egress web: spec.externalIPPools: spec.externalIPPools is not supported yet",
+            ]
+        );
+    }
+
+    #[test]
+    fn bandwidth_rate_and_burst_must_be_quantities() {
+        let mut new = egress(None, Some("p"));
+        new.spec.bandwidth = Some(Bandwidth {
+            rate: "100M".to_string(),
+            burst: "2e8".to_string(),
+        });
+        assert_eq!(validate_egress(&new, None, &pools()), Ok(()));
+        new.spec.bandwidth = Some(Bandwidth {
+            rate: "fast".to_string(),
+            burst: "100Mb".to_string(),
+        });
+        let errors = rules(validate_egress(&new, None, &pools()));
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].starts_with("Egress web: spec.bandwidth.rate: Rate fast in Egress web is invalid: quantities must match"));
+        assert_eq!(
+            errors[1],
+            "Egress web: spec.bandwidth.burst: Burst 100Mb in Egress web is invalid: unable to parse quantity's suffix"
+        );
+    }
+
+    #[test]
+    fn quantity_parser_accepts_kubernetes_forms_only() {
+        for good in [
+            "1", "+1.5", "-.5", "100M", "1Gi", "250m", "1e3", "2E-2", "5E", "3.",
+        ] {
+            assert_eq!(parse_quantity(good), Ok(()), "{good}");
+        }
+        for bad in ["", "M", ".", "1.2.3", "1MB", "1e", "1e+", "1 M", "++1"] {
+            assert!(parse_quantity(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unchanged_ip_and_pool_are_not_revalidated_on_update() {
+        let old = egress(Some("10.9.9.9"), Some("gone"));
+        let mut new = old.clone();
+        new.spec.applied_to.pod_selector = Some(LabelSelector::default());
+        assert_eq!(validate_egress(&new, Some(&old), &pools()), Ok(()));
+        assert!(validate_egress(&new, None, &pools()).is_err());
+    }
+
+    #[test]
+    fn ip_or_pool_alone_is_not_checked_against_pools() {
+        assert_eq!(
+            validate_egress(&egress(Some("10.9.9.9"), None), None, &[]),
+            Ok(())
+        );
+        assert_eq!(
+            validate_egress(&egress(None, Some("gone")), None, &[]),
+            Ok(())
+        );
+        assert_eq!(
+            validate_egress(&egress(Some(""), Some("gone")), None, &[]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn unparsable_egress_ip_is_rejected() {
+        assert_eq!(
+            rules(validate_egress(
+                &egress(Some("10.0.0.300"), Some("p")),
+                None,
+                &pools()
+            )),
+            ["Egress web: spec.egressIP: IP 10.0.0.300 is not valid"]
+        );
+    }
+
+    #[test]
+    fn unknown_pool_is_rejected() {
+        assert_eq!(
+            rules(validate_egress(
+                &egress(Some("10.0.0.1"), Some("q")),
+                None,
+                &pools()
+            )),
+            ["Egress web: spec.externalIPPool: ExternalIPPool q does not exist"]
+        );
+    }
+
+    #[test]
+    fn ip_must_lie_in_a_pool_range_where_the_cidr_broadcast_counts_and_the_network_does_not() {
+        for inside in ["10.0.0.1", "10.0.0.3", "10.0.1.1", "10.0.1.3"] {
+            let new = egress(Some(inside), Some("p"));
+            assert_eq!(validate_egress(&new, None, &pools()), Ok(()), "{inside}");
+        }
+        for outside in ["10.0.0.0", "10.0.1.4", "::a00:1"] {
+            let new = egress(Some(outside), Some("p"));
+            assert_eq!(
+                rules(validate_egress(&new, None, &pools())),
+                [format!(
+                    "Egress web: spec.egressIP: IP {outside} is not within the IP range"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn changing_the_pool_while_keeping_an_ip_outside_it_is_rejected() {
+        let old = egress(Some("10.0.0.1"), Some("p"));
+        let new = egress(Some("10.0.0.1"), Some("q"));
+        let q = pool("q", vec![cidr("10.5.0.0/24")]);
+        assert_eq!(
+            rules(validate_egress(&new, Some(&old), &[q])),
+            ["Egress web: spec.egressIP: IP 10.0.0.1 is not within the IP range"]
+        );
+    }
+}

@@ -553,4 +553,18 @@ mod tests {
             ["Egress web: spec.egressIP: IP 10.0.0.1 is not within the IP range"]
         );
     }
+
+    #[test]
+    fn user_guide_v1alpha2_yaml_deserializes_into_v1beta1_and_validates() {
+        let new: v1beta1::Egress = serde_yaml::from_str(
+            "apiVersion: crd.antrea.io/v1alpha2\nkind: Egress\nmetadata:\n  name: egress-prod-web\n\
+             spec:\n  appliedTo:\n    podSelector: {matchLabels: {role: web}}\n\
+             \x20 egressIP: 10.0.1.9\n  externalIPPool: p\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rules(validate_egress(&new, None, &pools())),
+            ["Egress egress-prod-web: spec.egressIP: IP 10.0.1.9 is not within the IP range"]
+        );
+    }
 }

@@ -5,7 +5,10 @@
 //! (`ovs`, `host`, `kube`) only make the world match a `NodePlan`.
 
 pub mod api;
+pub mod config;
+pub mod controller;
 pub mod ipam;
+pub mod kube;
 pub mod model;
 pub mod placement;
 pub mod plan;

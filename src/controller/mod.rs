@@ -310,3 +310,29 @@ fn strip_time(condition: &crate::api::EgressCondition) -> crate::api::EgressCond
         ..condition.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_objects_are_skipped_and_the_others_kept() {
+        let object = |value: serde_json::Value| Arc::new(serde_json::from_value(value).unwrap());
+        let objects: Vec<Arc<DynamicObject>> = vec![
+            object(
+                json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+                "metadata": {"name": "good"}, "spec": {"appliedTo": {}, "externalIPPool": "p"}}),
+            ),
+            object(
+                json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+                "metadata": {"name": "bad"}, "spec": {"appliedTo": "everything"}}),
+            ),
+        ];
+        let egresses = typed_objects::<v1beta1::Egress>(&objects, "Egress");
+        let names: Vec<_> = egresses
+            .iter()
+            .map(|e| e.metadata.name.as_deref())
+            .collect();
+        assert_eq!(names, [Some("good")]);
+    }
+}

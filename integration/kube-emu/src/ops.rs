@@ -24,6 +24,8 @@ pub struct Ctx {
     /// Empty for cluster-scoped resources (and all-namespace lists).
     pub ns: String,
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields are an error instead of being pruned silently.
+    pub strict: bool,
 }
 
 impl Ctx {
@@ -87,7 +89,21 @@ fn check_schema(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
     else {
         return Ok(());
     };
-    schema::prune_and_default(schema, obj, true);
+    let mut unknown = Vec::new();
+    schema::prune_and_default(schema, obj, "", &mut unknown);
+    if ctx.strict && !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            ctx.def.kind,
+            ctx.version,
+            ctx.def.kind,
+            fields.join(", ")
+        )));
+    }
     let causes = schema::validate(schema, obj);
     if causes.is_empty() {
         Ok(())
@@ -130,7 +146,7 @@ fn random_suffix(seed: u64) -> String {
 }
 
 /// Fills server-owned fields that depend on the kind (namespace label, CRD status, pod phase).
-fn apply_special(st: &State, ctx: &Ctx, obj: &mut Value, creating: bool) -> Result<(), ApiError> {
+fn apply_special(ctx: &Ctx, obj: &mut Value, creating: bool) -> Result<(), ApiError> {
     let name = name_of(obj).to_string();
     match ctx.def.special {
         Special::Namespace => {
@@ -140,6 +156,18 @@ fn apply_special(st: &State, ctx: &Ctx, obj: &mut Value, creating: bool) -> Resu
             }
         }
         Special::Pod if creating => obj["status"] = json!({"phase": "Pending"}),
+        Special::Secret => {
+            use base64::Engine;
+            if let Some(Value::Object(sd)) =
+                obj.as_object_mut().and_then(|m| m.remove("stringData"))
+            {
+                for (k, v) in sd {
+                    let enc = base64::engine::general_purpose::STANDARD
+                        .encode(v.as_str().unwrap_or_default());
+                    obj["data"][k] = Value::String(enc);
+                }
+            }
+        }
         Special::Crd => {
             let def = from_crd(obj).map_err(|(field, message)| {
                 ctx.invalid(
@@ -151,8 +179,9 @@ fn apply_special(st: &State, ctx: &Ctx, obj: &mut Value, creating: bool) -> Resu
                     }],
                 )
             })?;
-            if let Some(existing) = st.defs.get(&def.key())
-                && existing.special != Special::None
+            if crate::resources::builtins()
+                .iter()
+                .any(|b| b.key() == def.key())
             {
                 return Err(ctx.invalid(
                     &name,
@@ -265,7 +294,7 @@ pub fn create(
         m.remove("status");
     }
     if !(keep_status && ctx.def.special == Special::Pod) {
-        apply_special(st, ctx, &mut obj, true)?;
+        apply_special(ctx, &mut obj, true)?;
     }
     check_schema(ctx, &mut obj)?;
     let uid = st.next_uid();
@@ -366,7 +395,7 @@ pub fn update(
         }
     }
     if sub == Sub::Main {
-        apply_special(st, ctx, &mut new, false)?;
+        apply_special(ctx, &mut new, false)?;
         if ctx.def.special == Special::Crd {
             new["status"] = old["status"].clone();
         }

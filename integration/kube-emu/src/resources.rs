@@ -33,6 +33,7 @@ pub enum Special {
     Namespace,
     Pod,
     Node,
+    Secret,
     Crd,
 }
 

@@ -214,6 +214,60 @@ fn apply_special(ctx: &Ctx, obj: &mut Value, creating: bool) -> Result<(), ApiEr
     Ok(())
 }
 
+/// Gives a ClusterIP Service its address from the service CIDR, as the real allocator does:
+/// the lowest free address when none is requested, an error naming the range otherwise.
+fn allocate_cluster_ip(st: &State, ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
+    use std::net::Ipv4Addr;
+    let name = name_of(obj).to_string();
+    let spec = &mut obj["spec"];
+    if spec["type"].is_null() {
+        spec["type"] = json!("ClusterIP");
+    }
+    if spec["type"] == "ExternalName" || spec["clusterIP"] == "None" {
+        return Ok(());
+    }
+    let (net, len) = st.service_cidr;
+    let size = 1u64 << (32 - u32::from(len));
+    let base = u64::from(u32::from(net));
+    let in_range = |ip: Ipv4Addr| {
+        let v = u64::from(u32::from(ip));
+        v >= base && v - base < size
+    };
+    let used: std::collections::HashSet<String> = st
+        .list(&ctx.def.key(), None)
+        .iter()
+        .filter_map(|s| s["spec"]["clusterIP"].as_str().map(str::to_string))
+        .collect();
+    let ip = match spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
+        Some(want) => {
+            let ok = want.parse::<Ipv4Addr>().is_ok_and(in_range);
+            if !ok || used.contains(want) {
+                let why = if ok {
+                    "provided IP is already allocated".to_string()
+                } else {
+                    format!(
+                        "the provided IP ({want}) is not in the valid range. The range of valid IPs is {net}/{len}"
+                    )
+                };
+                return Err(ctx.invalid(&name, vec![Cause { reason: "FieldValueInvalid", field: "spec.clusterIPs".into(), message: format!("Invalid value: []string{{{want:?}}}: failed to allocate IP {want}: {why}") }]));
+            }
+            want.to_string()
+        }
+        None => (1..size.saturating_sub(1))
+            .map(|i| Ipv4Addr::from((base + i) as u32).to_string())
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "failed to allocate a serviceIP: range {net}/{len} is full"
+                ))
+            })?,
+    };
+    spec["clusterIP"] = json!(ip);
+    spec["clusterIPs"] = json!([ip]);
+    spec["ipFamilies"] = json!(["IPv4"]);
+    Ok(())
+}
+
 /// Registers (or re-registers) the resource a stored CRD defines.
 fn register_crd(st: &mut State, crd: &Value) {
     if let Ok(def) = from_crd(crd) {
@@ -295,6 +349,9 @@ pub fn create(
     }
     if !(keep_status && ctx.def.special == Special::Pod) {
         apply_special(ctx, &mut obj, true)?;
+    }
+    if ctx.def.special == Special::Service {
+        allocate_cluster_ip(st, ctx, &mut obj)?;
     }
     check_schema(ctx, &mut obj)?;
     let uid = st.next_uid();

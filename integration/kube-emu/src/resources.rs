@@ -34,6 +34,7 @@ pub enum Special {
     Pod,
     Node,
     Secret,
+    Service,
     Crd,
 }
 
@@ -206,7 +207,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             short: &[],
             namespaced: true,
             status: false,
-            special: Special::None,
+            special: Special::Secret,
         },
         B {
             group: "",
@@ -216,7 +217,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             short: &["svc"],
             namespaced: true,
             status: true,
-            special: Special::None,
+            special: Special::Service,
         },
         B {
             group: "",

@@ -31,10 +31,27 @@ fn ensure_namespace(st: &mut State, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn default_namespaces(st: &mut State) -> anyhow::Result<()> {
+/// What every cluster starts with: the default namespaces and the `kubernetes` Service (which
+/// gets the first address of the service CIDR).
+pub fn cluster_defaults(st: &mut State) -> anyhow::Result<()> {
     DEFAULT_NAMESPACES
         .iter()
-        .try_for_each(|n| ensure_namespace(st, n))
+        .try_for_each(|n| ensure_namespace(st, n))?;
+    let def = st
+        .find("", "v1", "services")
+        .context("services are a built-in resource")?;
+    let ctx = Ctx {
+        def,
+        version: "v1".into(),
+        ns: "default".into(),
+        dry_run: false,
+        strict: false,
+    };
+    let svc = json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+    ops::create(st, &ctx, svc, false)
+        .map_err(|e| anyhow::anyhow!("creating service default/kubernetes: {}", e.message))?;
+    Ok(())
 }
 
 fn flatten(v: Value, out: &mut Vec<Value>) {

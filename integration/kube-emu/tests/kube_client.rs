@@ -559,3 +559,49 @@ async fn secret_string_data_is_stored_base64_encoded_in_data() {
     assert_eq!(got.string_data, None);
     assert_eq!(got.data.unwrap()["k"].0, b"secret");
 }
+
+#[tokio::test]
+async fn watches_send_bookmarks_and_end_after_timeout_seconds() {
+    let emu = Emu::start(&["--bookmark-interval", "0.2"]);
+    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    let rv = api
+        .create(&PostParams::default(), &cm("b", "1"))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("b2", "1"))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    let started = std::time::Instant::now();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("watch ends by itself")
+    {
+        match ev.unwrap() {
+            WatchEvent::Added(c) => kinds.push(format!("added {}", c.metadata.name.unwrap())),
+            WatchEvent::Bookmark(b) => {
+                assert!(
+                    b.metadata.resource_version.parse::<u64>().unwrap()
+                        > rv.parse::<u64>().unwrap()
+                );
+                if kinds.last().is_none_or(|k| k != "bookmark") {
+                    kinds.push("bookmark".into());
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["added b2", "bookmark"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "timeoutSeconds=2 ended the watch too early"
+    );
+}

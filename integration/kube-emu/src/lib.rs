@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod faults;
 pub mod openapi;
 pub mod ops;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selectors;

@@ -11,8 +11,9 @@
 //! (and writes the URL to `--url-file` if given). Plain HTTP only; bind loopback.
 //!
 //! Served: discovery (legacy JSON format), namespaces (auto label `kubernetes.io/metadata.name`),
-//! nodes, pods, events (core/v1 and events.k8s.io/v1), leases, configmaps, secrets, services,
-//! serviceaccounts, customresourcedefinitions and every CRD once created (all served versions,
+//! nodes, pods, events (core/v1 and events.k8s.io/v1), leases, configmaps, secrets (stringData
+//! folded into data), services (ClusterIPs allocated from `--service-cidr`; `default/kubernetes`
+//! holds the first address), serviceaccounts, customresourcedefinitions and every CRD once created (all served versions,
 //! schema pruning + validation, status subresource, printer columns), list/get/create/update/
 //! patch (json, merge, strategic-as-merge, apply as create-or-merge)/delete/deletecollection/
 //! watch (resourceVersion, bookmarks, timeoutSeconds, selectors, 410 Expired as an ERROR event
@@ -57,6 +58,9 @@ struct Args {
     /// Change events kept for watches; older resourceVersions get 410 Expired.
     #[arg(long, default_value_t = 100_000)]
     history: usize,
+    /// Service ClusterIP range (IPv4 CIDR); Services get addresses from it.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
     /// Seconds between BOOKMARK events on watches with allowWatchBookmarks=true.
     #[arg(long, default_value_t = 10.0)]
     bookmark_interval: f64,
@@ -66,6 +70,22 @@ fn kubeconfig(url: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-emu\n  cluster:\n    server: {url}\nusers:\n- name: kube-emu\n  user: {{}}\ncontexts:\n- name: kube-emu\n  context:\n    cluster: kube-emu\n    user: kube-emu\n    namespace: default\ncurrent-context: kube-emu\n"
     )
+}
+
+fn parse_cidr(s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
+    let err = || {
+        format!(
+            "--service-cidr {s:?} must be an IPv4 CIDR like 10.96.0.0/12 with a prefix of 8..=30"
+        )
+    };
+    let (ip, len) = s.split_once('/').with_context(err)?;
+    let (ip, len): (std::net::Ipv4Addr, u8) = (
+        ip.parse().with_context(err)?,
+        len.parse().with_context(err)?,
+    );
+    anyhow::ensure!((8..=30).contains(&len), err());
+    let mask = u32::MAX << (32 - len);
+    Ok((std::net::Ipv4Addr::from(u32::from(ip) & mask), len))
 }
 
 #[tokio::main]
@@ -79,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
     });
     {
         let mut st = app.store.lock();
-        snapshot::default_namespaces(&mut st)?;
+        st.service_cidr = parse_cidr(&args.service_cidr)?;
+        snapshot::cluster_defaults(&mut st)?;
         if let Some(path) = &args.snapshot {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading snapshot {}", path.display()))?;

@@ -24,6 +24,8 @@ pub struct Ctx {
     /// Empty for cluster-scoped resources (and all-namespace lists).
     pub ns: String,
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields are an error instead of being pruned silently.
+    pub strict: bool,
 }
 
 impl Ctx {
@@ -87,7 +89,21 @@ fn check_schema(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
     else {
         return Ok(());
     };
-    schema::prune_and_default(schema, obj, true);
+    let mut unknown = Vec::new();
+    schema::prune_and_default(schema, obj, "", &mut unknown);
+    if ctx.strict && !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            ctx.def.kind,
+            ctx.version,
+            ctx.def.kind,
+            fields.join(", ")
+        )));
+    }
     let causes = schema::validate(schema, obj);
     if causes.is_empty() {
         Ok(())
@@ -130,7 +146,7 @@ fn random_suffix(seed: u64) -> String {
 }
 
 /// Fills server-owned fields that depend on the kind (namespace label, CRD status, pod phase).
-fn apply_special(st: &State, ctx: &Ctx, obj: &mut Value, creating: bool) -> Result<(), ApiError> {
+fn apply_special(ctx: &Ctx, obj: &mut Value, creating: bool) -> Result<(), ApiError> {
     let name = name_of(obj).to_string();
     match ctx.def.special {
         Special::Namespace => {
@@ -140,6 +156,18 @@ fn apply_special(st: &State, ctx: &Ctx, obj: &mut Value, creating: bool) -> Resu
             }
         }
         Special::Pod if creating => obj["status"] = json!({"phase": "Pending"}),
+        Special::Secret => {
+            use base64::Engine;
+            if let Some(Value::Object(sd)) =
+                obj.as_object_mut().and_then(|m| m.remove("stringData"))
+            {
+                for (k, v) in sd {
+                    let enc = base64::engine::general_purpose::STANDARD
+                        .encode(v.as_str().unwrap_or_default());
+                    obj["data"][k] = Value::String(enc);
+                }
+            }
+        }
         Special::Crd => {
             let def = from_crd(obj).map_err(|(field, message)| {
                 ctx.invalid(
@@ -151,8 +179,9 @@ fn apply_special(st: &State, ctx: &Ctx, obj: &mut Value, creating: bool) -> Resu
                     }],
                 )
             })?;
-            if let Some(existing) = st.defs.get(&def.key())
-                && existing.special != Special::None
+            if crate::resources::builtins()
+                .iter()
+                .any(|b| b.key() == def.key())
             {
                 return Err(ctx.invalid(
                     &name,
@@ -182,6 +211,60 @@ fn apply_special(st: &State, ctx: &Ctx, obj: &mut Value, creating: bool) -> Resu
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Gives a ClusterIP Service its address from the service CIDR, as the real allocator does:
+/// the lowest free address when none is requested, an error naming the range otherwise.
+fn allocate_cluster_ip(st: &State, ctx: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
+    use std::net::Ipv4Addr;
+    let name = name_of(obj).to_string();
+    let spec = &mut obj["spec"];
+    if spec["type"].is_null() {
+        spec["type"] = json!("ClusterIP");
+    }
+    if spec["type"] == "ExternalName" || spec["clusterIP"] == "None" {
+        return Ok(());
+    }
+    let (net, len) = st.service_cidr;
+    let size = 1u64 << (32 - u32::from(len));
+    let base = u64::from(u32::from(net));
+    let in_range = |ip: Ipv4Addr| {
+        let v = u64::from(u32::from(ip));
+        v >= base && v - base < size
+    };
+    let used: std::collections::HashSet<String> = st
+        .list(&ctx.def.key(), None)
+        .iter()
+        .filter_map(|s| s["spec"]["clusterIP"].as_str().map(str::to_string))
+        .collect();
+    let ip = match spec["clusterIP"].as_str().filter(|s| !s.is_empty()) {
+        Some(want) => {
+            let ok = want.parse::<Ipv4Addr>().is_ok_and(in_range);
+            if !ok || used.contains(want) {
+                let why = if ok {
+                    "provided IP is already allocated".to_string()
+                } else {
+                    format!(
+                        "the provided IP ({want}) is not in the valid range. The range of valid IPs is {net}/{len}"
+                    )
+                };
+                return Err(ctx.invalid(&name, vec![Cause { reason: "FieldValueInvalid", field: "spec.clusterIPs".into(), message: format!("Invalid value: []string{{{want:?}}}: failed to allocate IP {want}: {why}") }]));
+            }
+            want.to_string()
+        }
+        None => (1..size.saturating_sub(1))
+            .map(|i| Ipv4Addr::from((base + i) as u32).to_string())
+            .find(|ip| !used.contains(ip))
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "failed to allocate a serviceIP: range {net}/{len} is full"
+                ))
+            })?,
+    };
+    spec["clusterIP"] = json!(ip);
+    spec["clusterIPs"] = json!([ip]);
+    spec["ipFamilies"] = json!(["IPv4"]);
     Ok(())
 }
 
@@ -265,7 +348,10 @@ pub fn create(
         m.remove("status");
     }
     if !(keep_status && ctx.def.special == Special::Pod) {
-        apply_special(st, ctx, &mut obj, true)?;
+        apply_special(ctx, &mut obj, true)?;
+    }
+    if ctx.def.special == Special::Service {
+        allocate_cluster_ip(st, ctx, &mut obj)?;
     }
     check_schema(ctx, &mut obj)?;
     let uid = st.next_uid();
@@ -366,7 +452,7 @@ pub fn update(
         }
     }
     if sub == Sub::Main {
-        apply_special(st, ctx, &mut new, false)?;
+        apply_special(ctx, &mut new, false)?;
         if ctx.def.special == Special::Crd {
             new["status"] = old["status"].clone();
         }

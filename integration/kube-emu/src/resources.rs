@@ -33,6 +33,8 @@ pub enum Special {
     Namespace,
     Pod,
     Node,
+    Secret,
+    Service,
     Crd,
 }
 
@@ -205,7 +207,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             short: &[],
             namespaced: true,
             status: false,
-            special: Special::None,
+            special: Special::Secret,
         },
         B {
             group: "",
@@ -215,7 +217,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             short: &["svc"],
             namespaced: true,
             status: true,
-            special: Special::None,
+            special: Special::Service,
         },
         B {
             group: "",

@@ -13,8 +13,10 @@ fn preserve(schema: &Value) -> bool {
     schema["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true)
 }
 
-/// Prunes unknown fields and nulls and fills defaults, in place.
-pub fn prune_and_default(schema: &Value, value: &mut Value, is_root: bool) {
+/// Prunes unknown fields and nulls and fills defaults, in place; the dotted paths of pruned
+/// unknown fields are appended to `unknown` (for `fieldValidation=Strict`).
+pub fn prune_and_default(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>) {
+    let is_root = path.is_empty();
     match value {
         Value::Object(map) => {
             let props = schema["properties"].as_object();
@@ -33,10 +35,11 @@ pub fn prune_and_default(schema: &Value, value: &mut Value, is_root: bool) {
                         if map[&k].is_null() && !nullable {
                             map.remove(&k);
                         } else if let Some(v) = map.get_mut(&k) {
-                            prune_and_default(sub, v, false);
+                            prune_and_default(sub, v, &child(path, &k), unknown);
                         }
                     }
                     None if !keep_unknown => {
+                        unknown.push(child(path, &k));
                         map.remove(&k);
                     }
                     None => {}
@@ -48,7 +51,7 @@ pub fn prune_and_default(schema: &Value, value: &mut Value, is_root: bool) {
                         && let Some(d) = sub.get("default")
                     {
                         let mut d = d.clone();
-                        prune_and_default(sub, &mut d, false);
+                        prune_and_default(sub, &mut d, &child(path, k), &mut Vec::new());
                         map.insert(k.clone(), d);
                     }
                 }
@@ -56,8 +59,8 @@ pub fn prune_and_default(schema: &Value, value: &mut Value, is_root: bool) {
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
-                for v in items.iter_mut() {
-                    prune_and_default(item_schema, v, false);
+                for (i, v) in items.iter_mut().enumerate() {
+                    prune_and_default(item_schema, v, &format!("{path}[{i}]"), unknown);
                 }
             }
         }
@@ -398,7 +401,9 @@ mod tests {
     fn pruning_drops_unknown_keeps_preserved_and_defaults() {
         let mut v = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a", "x": 1}, "junk": 1,
             "spec": {"appliedTo": {"podSelector": {"anything": {"goes": 1}}, "unknown": 2}, "egressIP": null, "other": 1}});
-        prune_and_default(&schema(), &mut v, true);
+        let mut unknown = Vec::new();
+        prune_and_default(&schema(), &mut v, "", &mut unknown);
+        assert_eq!(unknown, ["junk", "spec.appliedTo.unknown", "spec.other"]);
         assert_eq!(
             v,
             json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a", "x": 1},

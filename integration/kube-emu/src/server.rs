@@ -233,6 +233,9 @@ fn parse_object(ct: &str, body: &[u8]) -> Result<Value, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}"))),
+        "application/vnd.kubernetes.protobuf" => {
+            crate::protobuf::decode(body).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e))
+        }
         other => Err(ApiError::unsupported_media(other)),
     }
 }
@@ -336,6 +339,7 @@ async fn resource(
         version: version.to_string(),
         ns: r.ns.unwrap_or_default().to_string(),
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
     let as_table = table::wants_table(header(&req, "accept"));
     let include_object = q.get("includeObject").is_some_and(|v| v == "Object");

@@ -24,16 +24,34 @@ fn ensure_namespace(st: &mut State, name: &str) -> anyhow::Result<()> {
         version: "v1".into(),
         ns: String::new(),
         dry_run: false,
+        strict: false,
     };
     ops::create(st, &ctx, json!({"metadata": {"name": name}}), false)
         .map_err(|e| anyhow::anyhow!("creating namespace {name}: {}", e.message))?;
     Ok(())
 }
 
-pub fn default_namespaces(st: &mut State) -> anyhow::Result<()> {
+/// What every cluster starts with: the default namespaces and the `kubernetes` Service (which
+/// gets the first address of the service CIDR).
+pub fn cluster_defaults(st: &mut State) -> anyhow::Result<()> {
     DEFAULT_NAMESPACES
         .iter()
-        .try_for_each(|n| ensure_namespace(st, n))
+        .try_for_each(|n| ensure_namespace(st, n))?;
+    let def = st
+        .find("", "v1", "services")
+        .context("services are a built-in resource")?;
+    let ctx = Ctx {
+        def,
+        version: "v1".into(),
+        ns: "default".into(),
+        dry_run: false,
+        strict: false,
+    };
+    let svc = json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+    ops::create(st, &ctx, svc, false)
+        .map_err(|e| anyhow::anyhow!("creating service default/kubernetes: {}", e.message))?;
+    Ok(())
 }
 
 fn flatten(v: Value, out: &mut Vec<Value>) {
@@ -57,6 +75,17 @@ fn flatten(v: Value, out: &mut Vec<Value>) {
 /// Parses a snapshot document stream into objects.
 pub fn parse(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut objs = Vec::new();
+    if text.trim_start().starts_with(['[', '{']) {
+        // JSON: much faster than the YAML parser for large dumps.
+        let mut docs = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        for (i, doc) in docs.by_ref().enumerate() {
+            flatten(
+                doc.with_context(|| format!("snapshot JSON document #{}", i + 1))?,
+                &mut objs,
+            );
+        }
+        return Ok(objs);
+    }
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let v = Value::deserialize(doc).with_context(|| format!("snapshot document #{}", i + 1))?;
         flatten(v, &mut objs);
@@ -102,6 +131,7 @@ pub fn load(st: &mut State, mut objs: Vec<Value>) -> anyhow::Result<usize> {
             version,
             ns,
             dry_run: false,
+            strict: false,
         };
         let mut obj = o.clone();
         if let Some(m) = obj["metadata"].as_object_mut() {

@@ -79,6 +79,8 @@ pub struct State {
     tx: broadcast::Sender<Arc<Event>>,
     /// Counter for uids (unique per process).
     uid_seq: u64,
+    /// The Service ClusterIP range (`--service-cidr`): network address and prefix length.
+    pub service_cidr: (std::net::Ipv4Addr, u8),
 }
 
 /// Shared handle to the state.
@@ -103,6 +105,7 @@ impl Store {
                 compacted: 1,
                 tx,
                 uid_seq: 0,
+                service_cidr: (std::net::Ipv4Addr::new(10, 96, 0, 0), 12),
             }),
         }
     }

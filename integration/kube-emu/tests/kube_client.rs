@@ -502,3 +502,106 @@ async fn namespaces_get_metadata_name_label_and_snapshot_objects_load() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn services_get_cluster_ips_from_the_service_cidr() {
+    use k8s_openapi::api::core::v1::Service;
+    let emu = Emu::start(&["--service-cidr", "10.100.0.0/16"]);
+    let api: Api<Service> = Api::namespaced(emu.client().await, "default");
+    let ip = |s: Service| s.spec.unwrap().cluster_ip.unwrap();
+    assert_eq!(ip(api.get("kubernetes").await.unwrap()), "10.100.0.1");
+    let svc = |name: &str, cluster_ip: Option<&str>| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"clusterIP": cluster_ip, "ports": [{"port": 80}]}})).unwrap()
+    };
+    assert_eq!(
+        ip(api
+            .create(&PostParams::default(), &svc("a", None))
+            .await
+            .unwrap()),
+        "10.100.0.2"
+    );
+    assert_eq!(
+        ip(api
+            .create(&PostParams::default(), &svc("b", Some("10.100.7.7")))
+            .await
+            .unwrap()),
+        "10.100.7.7"
+    );
+    match api
+        .create(&PostParams::default(), &svc("c", Some("192.168.0.1")))
+        .await
+        .unwrap_err()
+    {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message.contains("spec.clusterIPs")
+                    && s.message
+                        .contains("The range of valid IPs is 10.100.0.0/16"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn secret_string_data_is_stored_base64_encoded_in_data() {
+    use k8s_openapi::api::core::v1::Secret;
+    let emu = Emu::start(&[]);
+    let api: Api<Secret> = Api::namespaced(emu.client().await, "kube-system");
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "keys"}, "stringData": {"k": "secret"}}),
+    )
+    .unwrap();
+    let got = api.create(&PostParams::default(), &s).await.unwrap();
+    assert_eq!(got.string_data, None);
+    assert_eq!(got.data.unwrap()["k"].0, b"secret");
+}
+
+#[tokio::test]
+async fn watches_send_bookmarks_and_end_after_timeout_seconds() {
+    let emu = Emu::start(&["--bookmark-interval", "0.2"]);
+    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    let rv = api
+        .create(&PostParams::default(), &cm("b", "1"))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(2), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &cm("b2", "1"))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    let started = std::time::Instant::now();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("watch ends by itself")
+    {
+        match ev.unwrap() {
+            WatchEvent::Added(c) => kinds.push(format!("added {}", c.metadata.name.unwrap())),
+            WatchEvent::Bookmark(b) => {
+                assert!(
+                    b.metadata.resource_version.parse::<u64>().unwrap()
+                        > rv.parse::<u64>().unwrap()
+                );
+                if kinds.last().is_none_or(|k| k != "bookmark") {
+                    kinds.push("bookmark".into());
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(kinds, ["added b2", "bookmark"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "timeoutSeconds=2 ended the watch too early"
+    );
+}

@@ -224,10 +224,80 @@ fn kubectl_builtin_workflow_namespaces_pods_nodes_selectors_delete() {
         ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     );
     assert_eq!(row(&nodes, "node1")[1], "Ready");
+    // `kubectl create <kind>` sends protobuf bodies.
+    emu.kubectl_ok(&["create", "namespace", "staging"]);
+    emu.kubectl_ok(&[
+        "create",
+        "configmap",
+        "c1",
+        "-n",
+        "staging",
+        "--from-literal=a=b",
+    ]);
+    emu.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "-n",
+        "staging",
+        "--from-literal=x=y",
+    ]);
+    assert_eq!(
+        emu.kubectl_ok(&[
+            "get",
+            "cm",
+            "c1",
+            "-n",
+            "staging",
+            "-o",
+            "jsonpath={.data.a}"
+        ]),
+        "b"
+    );
+    assert_eq!(
+        emu.kubectl_ok(&[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            "staging",
+            "-o",
+            "jsonpath={.data.x}"
+        ]),
+        "eQ=="
+    );
+    emu.kubectl_ok(&["delete", "namespace", "staging"]);
+    let (ok, _, err) = emu.kubectl(&["get", "cm", "c1", "-n", "staging"]);
+    assert!(
+        !ok && err.contains("not found"),
+        "namespace deletion removes its objects: {err}"
+    );
     emu.kubectl_ok(&["delete", "pod", "-n", "prod", "web-1"]);
     assert_eq!(
         emu.kubectl_ok(&["get", "pods", "-n", "prod", "-o", "name"])
             .trim(),
         "pod/db-1"
+    );
+}
+
+#[test]
+fn kubectl_strict_field_validation_rejects_unknown_fields_unless_validate_false() {
+    let emu = Emu::start(&[]);
+    apply_fixtures(&emu);
+    let path = emu.dir.join("typo.yaml");
+    std::fs::write(&path, "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata: {name: t}\nspec: {appliedTo: {}, egressIP: 10.0.0.1, egresIp: 1}\n").unwrap();
+    for mode in ["apply", "create"] {
+        let (ok, _, err) = emu.kubectl(&[mode, "-f", path.to_str().unwrap()]);
+        assert!(
+            !ok && err.contains(r#"unknown field "spec.egresIp""#),
+            "{mode}: {err}"
+        );
+    }
+    emu.kubectl_ok(&["create", "--validate=false", "-f", path.to_str().unwrap()]);
+    let spec = emu.kubectl_ok(&["get", "egress", "t", "-o", "jsonpath={.spec}"]);
+    assert!(
+        !spec.contains("egresIp") && spec.contains("10.0.0.1"),
+        "unknown field pruned: {spec}"
     );
 }

@@ -88,7 +88,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .context("--lease-renew-seconds must be a positive number")?,
     };
     tracing::info!(identity = %lease_config.identity, "competing for the leader Lease");
-    tokio::spawn(lease::run(client.clone(), lease_config, leading_tx));
+    tokio::spawn(lease::run(client.clone(), lease_config.clone(), leading_tx));
 
     egresses.wait_until_ready().await.context("Egress cache")?;
     pools
@@ -100,12 +100,28 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
     let reconciler = Reconciler {
         egresses: Api::all(client.clone()),
-        pools: Api::all(client),
+        pools: Api::all(client.clone()),
     };
     tokio::select! {
         result = health => result.context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen)),
         () = control_loop(&reconciler, &egresses, &pools, &changed, leading) => Ok(()),
+        result = shutdown_signal() => {
+            result.context("waiting for SIGTERM/SIGINT")?;
+            tracing::info!("shutting down");
+            lease::release(client, &lease_config).await.with_context(|| {
+                format!("releasing Lease {}/{}", lease_config.namespace, lease_config.name)
+            })
+        }
+    }
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the Pod) or SIGINT.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => Ok(()),
+        result = tokio::signal::ctrl_c() => result,
     }
 }
 

@@ -158,15 +158,13 @@ impl Cluster {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--lease-namespace", "default", "--identity", identity])
-            .args([
-                "--lease-duration-seconds",
-                "2",
-                "--lease-renew-seconds",
-                "0.4",
-            ])
+            .args(["--lease-renew-seconds", "0.4"])
             .args(["--health-listen", &health.to_string()])
             .args(extra)
             .stderr(std::fs::File::create(&log).expect("creating the controller log"));
+        if !extra.contains(&"--lease-duration-seconds") {
+            command.args(["--lease-duration-seconds", "2"]);
+        }
         if let Some(text) = config {
             let path = self.dir.0.join(format!("{identity}.conf"));
             std::fs::write(&path, text).expect("writing the controller config");

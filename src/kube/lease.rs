@@ -56,7 +56,8 @@ pub async fn run(client: kube::Client, config: LeaseConfig, leading: watch::Send
                 "leader election: cannot read or write the Lease"
             ),
         }
-        let is_leader = last_renewed.is_some_and(|t| t.elapsed() < config.duration);
+        // Step down a renew period before others may take over, so two never overlap.
+        let is_leader = last_renewed.is_some_and(|t| t.elapsed() + config.renew < config.duration);
         leading.send_if_modified(|current| {
             if *current == is_leader {
                 return false;

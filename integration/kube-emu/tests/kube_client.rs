@@ -476,8 +476,17 @@ async fn injected_faults_fail_requests_and_close_watches() {
     assert!(
         matches!(api.list(&ListParams::default()).await.unwrap_err(), kube::Error::Api(s) if s.code == 500)
     );
-    emu.admin("/emu/fail", r#"{"error500ForSeconds":0}"#);
+    emu.admin(
+        "/emu/fail",
+        r#"{"error500ForSeconds":0,"stallForSeconds":1}"#,
+    );
+    let t = std::time::Instant::now();
     api.list(&ListParams::default()).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "stalled request answered after {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -297,6 +297,20 @@ fn route<'a>(rest: &[&'a str]) -> Option<Route<'a>> {
     }
 }
 
+fn field_selector(
+    def: &crate::resources::ResourceDef,
+    q: &HashMap<String, String>,
+) -> Result<FieldSelector, ApiError> {
+    let raw = q.get("fieldSelector").map_or("", String::as_str);
+    if def.special == crate::resources::Special::EventsV1 {
+        return FieldSelector::parse(
+            &crate::events::selector_to_core(raw),
+            &def.selectable_fields,
+        );
+    }
+    FieldSelector::parse(raw, &def.selectable_fields)
+}
+
 fn rv_param(q: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
     match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => Ok(None),
@@ -349,10 +363,7 @@ async fn resource(
     match (method, r.name) {
         (Method::GET, None) => {
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
-            let fields = FieldSelector::parse(
-                q.get("fieldSelector").map_or("", String::as_str),
-                &def.selectable_fields,
-            )?;
+            let fields = field_selector(&def, &q)?;
             let watching = q.get("watch").is_some_and(|v| v == "true" || v == "1");
             if watching {
                 let p = WatchParams {
@@ -452,10 +463,7 @@ async fn resource(
         }
         (Method::DELETE, None) => {
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
-            let fields = FieldSelector::parse(
-                q.get("fieldSelector").map_or("", String::as_str),
-                &def.selectable_fields,
-            )?;
+            let fields = field_selector(&def, &q)?;
             let mut st = app.store.lock();
             let ns = (!ctx.ns.is_empty()).then_some(ctx.ns.as_str());
             let victims: Vec<String> = st

@@ -93,7 +93,7 @@ impl Store {
         let (tx, _) = broadcast::channel(16384);
         let mut defs = BTreeMap::new();
         for d in builtins() {
-            defs.insert(d.key(), Arc::new(d));
+            defs.insert(d.id(), Arc::new(d));
         }
         Store {
             state: Mutex::new(State {

@@ -614,3 +614,57 @@ async fn watches_send_bookmarks_and_end_after_timeout_seconds() {
         "timeoutSeconds=2 ended the watch too early"
     );
 }
+
+#[tokio::test]
+async fn recorder_events_are_visible_through_both_event_apis() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
+    let emu = Emu::start(&[]);
+    let client = emu.client().await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ovs-egress-agent".into(),
+            instance: Some("node1".into()),
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("crd.antrea.io/v1beta1".into()),
+        kind: Some("Egress".into()),
+        name: Some("eg1".into()),
+        ..Default::default()
+    };
+    let ev = RecEvent {
+        type_: EventType::Normal,
+        reason: "IPAssigned".into(),
+        note: Some("Assigned Egress eg1 with IP 10.0.0.1 on Node node1".into()),
+        action: "NodeAssignment".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let v1: Vec<EventV1> = Api::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(v1.len(), 1);
+    assert_eq!(v1[0].series.as_ref().map(|s| s.count), Some(2));
+    let core = Api::<CoreEvent>::namespaced(client, "default")
+        .list(&ListParams::default().fields("involvedObject.name=eg1,involvedObject.kind=Egress"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(core.len(), 1);
+    assert_eq!(
+        (core[0].reason.as_deref(), core[0].message.as_deref()),
+        (Some("IPAssigned"), ev.note.as_deref())
+    );
+    assert_eq!(
+        core[0].reporting_component.as_deref(),
+        Some("ovs-egress-agent")
+    );
+    let out = emu.kubectl_ok(&["get", "events", "-n", "default"]);
+    assert!(out.contains("IPAssigned"), "{out}");
+}

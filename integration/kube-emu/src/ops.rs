@@ -386,7 +386,11 @@ pub fn create(
     if ctx.def.special == Special::Crd {
         register_crd(st, &obj);
     }
-    Ok((*st.commit(&ctx.def.key(), EventType::Added, obj)).clone())
+    Ok(Value::clone(&st.commit(
+        &ctx.def.key(),
+        EventType::Added,
+        obj,
+    )))
 }
 
 /// PUT (and the second half of PATCH): replaces an object or its status.
@@ -424,7 +428,7 @@ pub fn update(
     }
     let status_sub = has_status_sub(ctx);
     let mut new = if sub == Sub::Status {
-        let mut n = (*old).clone();
+        let mut n = Value::clone(&old);
         n["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
         if n["status"].is_null()
             && let Some(m) = n.as_object_mut()
@@ -482,7 +486,7 @@ pub fn update(
         new["metadata"]["generation"] = json!(g + 1);
     }
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-    if new == *old || ctx.dry_run {
+    if new == **old || ctx.dry_run {
         return Ok(new);
     }
     let finalizers_left = new["metadata"]["finalizers"]
@@ -502,7 +506,7 @@ pub fn update(
             register_crd(st, &new);
         }
     }
-    Ok((*st.commit(&key, type_, new)).clone())
+    Ok(Value::clone(&st.commit(&key, type_, new)))
 }
 
 /// Supported PATCH encodings.
@@ -631,19 +635,19 @@ pub fn delete(
         return Err(ApiError::conflict(&ctx.target(name)));
     }
     if ctx.dry_run {
-        return Ok((*old).clone());
+        return Ok(Value::clone(&old));
     }
     let has_finalizers = old["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| !f.is_empty());
     if has_finalizers {
         if old["metadata"].get("deletionTimestamp").is_some() {
-            return Ok((*old).clone());
+            return Ok(Value::clone(&old));
         }
-        let mut new = (*old).clone();
+        let mut new = Value::clone(&old);
         new["metadata"]["deletionTimestamp"] = Value::String(now());
         new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        return Ok((*st.commit(&key, EventType::Modified, new)).clone());
+        return Ok(Value::clone(&st.commit(&key, EventType::Modified, new)));
     }
     match ctx.def.special {
         Special::Crd => {
@@ -660,11 +664,15 @@ pub fn delete(
                 .collect();
             for k in namespaced {
                 for obj in st.list(&k, Some(name)) {
-                    st.commit(&k, EventType::Deleted, (*obj).clone());
+                    st.commit(&k, EventType::Deleted, Value::clone(&obj));
                 }
             }
         }
         _ => {}
     }
-    Ok((*st.commit(&key, EventType::Deleted, (*old).clone())).clone())
+    Ok(Value::clone(&st.commit(
+        &key,
+        EventType::Deleted,
+        Value::clone(&old),
+    )))
 }

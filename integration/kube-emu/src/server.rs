@@ -553,7 +553,7 @@ fn list(
         }
         // Writing a Value into a Vec cannot fail.
         if o["apiVersion"].as_str() == Some(api_version.as_str()) {
-            let _ = serde_json::to_writer(&mut buf, &**o);
+            buf.extend_from_slice(&o.json());
         } else {
             let _ = serde_json::to_writer(&mut buf, &output(&ctx.def, &ctx.version, o));
         }

@@ -668,3 +668,42 @@ async fn recorder_events_are_visible_through_both_event_apis() {
     let out = emu.kubectl_ok(&["get", "events", "-n", "default"]);
     assert!(out.contains("IPAssigned"), "{out}");
 }
+
+#[tokio::test]
+async fn lists_paginate_with_limit_and_continue_and_json_patch_applies() {
+    let emu = Emu::start(&[]);
+    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    for i in 0..5 {
+        api.create(&PostParams::default(), &cm(&format!("p{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(2);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        assert!(page.items.len() <= 2);
+        names.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    let ops: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/data/v", "value": "0"}, {"op": "replace", "path": "/data/v", "value": "9"}])).unwrap();
+    let got = api
+        .patch("p3", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .unwrap();
+    assert_eq!(got.data.unwrap()["v"], "9");
+    let failing: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/data/v", "value": "0"}])).unwrap();
+    let err = api
+        .patch("p3", &PatchParams::default(), &Patch::<()>::Json(failing))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
+}

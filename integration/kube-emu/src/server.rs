@@ -414,14 +414,13 @@ async fn resource(
                 .lock()
                 .get(&def.key(), &ctx.ns, name)
                 .ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
-            let o = out(&obj);
             if as_table {
                 return Ok(json_resp(
                     200,
-                    &table::table(&def, version, &[o], None, include_object),
+                    &table::table(&def, version, &[&obj], None, include_object),
                 ));
             }
-            Ok(json_resp(200, &o))
+            Ok(json_resp(200, &out(&obj)))
         }
         (Method::POST, None) => {
             let body = read_body(req).await?;
@@ -517,7 +516,7 @@ fn list(
             }
             None => true,
         });
-    let mut page: Vec<_> = match limit {
+    let page: Vec<_> = match limit {
         Some(l) => selected.by_ref().take(l).collect(),
         None => selected.by_ref().collect(),
     };
@@ -536,10 +535,7 @@ fn list(
         meta["remainingItemCount"] = json!(remaining);
     }
     if as_table {
-        let items: Vec<Value> = page
-            .drain(..)
-            .map(|o| output(&ctx.def, &ctx.version, &o))
-            .collect();
+        let items: Vec<&Value> = page.iter().map(|o| &***o).collect();
         let mut t = table::table(&ctx.def, &ctx.version, &items, Some(rv), include_object);
         t["metadata"] = meta;
         return json_resp(200, &t);

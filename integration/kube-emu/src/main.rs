@@ -57,7 +57,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "kube-emu", about = "In-memory Kubernetes API server for tests (kubectl and kube-rs compatible)", long_about = None)]
+#[command(name = "kube-emu", about = "In-memory Kubernetes API server for tests (kubectl and kube-rs compatible)", long_about = None,
+    after_help = "On start: writes --kubeconfig, then prints `kube-emu listening on http://IP:PORT`.\n\
+Failure injection (admin endpoints, never faulted themselves):\n  \
+POST /emu/fail {\"closeWatches\":true}      end every open watch now\n  \
+POST /emu/fail {\"error500ForSeconds\":N}   answer API requests with 500 for N s (0 ends it)\n  \
+POST /emu/fail {\"stallForSeconds\":N}      hold API requests until N s have passed (0 ends it)\n  \
+POST /emu/compact                        forget the event history (older watches get 410)")]
 struct Args {
     /// Address to listen on (port 0 picks a free port). Use a loopback address.
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -60,6 +60,7 @@ impl Emu {
     pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("kubectl")
             .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
             .args(args)
             .output()
             .expect("kubectl must be installed (kubectl 1.32) for these tests");

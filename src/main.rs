@@ -1,6 +1,6 @@
 //! The `ovs-egress` binary: one executable, one subcommand per process role.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -8,9 +8,19 @@ use clap::Parser;
     version,
     about = "Stable egress IPs for Kubernetes Pods on Open vSwitch"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print what one Node would program and report for a cluster given as YAML (offline).
+    Render(ovs_egress::render::RenderArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    match Cli::parse().command {
+        Command::Render(args) => ovs_egress::render::run(&args),
+    }
 }

@@ -303,3 +303,6 @@ fn bind_local_pods(
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@ pub mod parse;
 pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -175,21 +176,29 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     for warning in &parsed.warnings {
         eprintln!("warning: {path}: {warning}");
     }
-    if args.list_nodes {
-        for name in node_names(&parsed.view) {
-            println!("{name}");
-        }
-        return Ok(());
-    }
-    let node = args
-        .node
-        .as_deref()
-        .context("--node is required unless --list-nodes is given")?;
-    let rendered = render(parsed.view, node).with_context(|| format!("rendering {path}"))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rendered)?);
+    let output = if args.list_nodes {
+        node_names(&parsed.view)
+            .into_iter()
+            .map(|name| name + "\n")
+            .collect()
     } else {
-        print!("{}", text::to_text(&rendered));
+        let node = args
+            .node
+            .as_deref()
+            .context("--node is required unless --list-nodes is given")?;
+        let rendered = render(parsed.view, node).with_context(|| format!("rendering {path}"))?;
+        if args.json {
+            serde_json::to_string_pretty(&rendered)? + "\n"
+        } else {
+            text::to_text(&rendered)
+        }
+    };
+    match std::io::stdout().lock().write_all(output.as_bytes()) {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
     }
-    Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -854,48 +854,43 @@ mod tests {
 
         #[test]
         fn allocate_all_is_independent_of_input_order(
-            specs in prop::collection::vec((0i64..3, 0u8..3, prop::option::of(0u8..12)), 0..30),
-            seed in any::<u64>(),
+            (egresses, shuffled) in prop::collection::vec(
+                (0i64..3, 0u8..3, prop::option::of(0u8..12)),
+                0..30,
+            )
+            .prop_map(|specs| specs.iter().enumerate().map(generated_egress).collect::<Vec<_>>())
+            .prop_flat_map(|egresses| (Just(egresses.clone()), Just(egresses).prop_shuffle())),
+            reverse_pools in any::<bool>(),
         ) {
-            let pools = vec![
+            let mut pools = vec![
                 pool("a", vec![cidr("10.0.0.0/29")]),
                 pool("b", vec![span("10.1.0.1", "10.1.0.4"), cidr("10.1.1.0/30")]),
             ];
-            let egresses: Vec<Egress> = specs
-                .iter()
-                .enumerate()
-                .map(|(i, (created, pool, host))| {
-                    let pool_name = ["a", "b", "gone"][usize::from(*pool)];
-                    let net = if *pool == 1 { 1 } else { 0 };
-                    let address = host.map(|h| format!("10.{net}.0.{h}"));
-                    egress(&format!("e{i}"), *created, Some(pool_name), address.as_deref())
-                })
-                .collect();
-            let mut shuffled_egresses = egresses.clone();
-            let mut shuffled_pools = pools.clone();
-            shuffle(&mut shuffled_egresses, seed);
-            shuffle(&mut shuffled_pools, seed.rotate_left(17));
             let expected = allocate_all(&pools, &egresses);
-            prop_assert_eq!(allocate_all(&shuffled_pools, &shuffled_egresses), expected.clone());
+            if reverse_pools {
+                pools.reverse();
+            }
+            prop_assert_eq!(allocate_all(&pools, &shuffled), expected.clone());
             // No IP is handed to two Egresses of one pool.
             let mut seen = std::collections::BTreeSet::new();
-            for (name, result) in &expected.by_egress {
-                if let Ok(address) = result {
-                    let pool = egresses.iter().find(|e| &e.name == name).and_then(|e| e.external_ip_pool.clone());
-                    prop_assert!(seen.insert((pool, *address)), "{} allocated twice", address);
+            for egress in &egresses {
+                if let Some(Ok(address)) = expected.by_egress.get(&egress.name) {
+                    let first = seen.insert((egress.external_ip_pool.clone(), *address));
+                    prop_assert!(first, "{} allocated twice", address);
                 }
             }
         }
     }
 
-    /// Deterministic Fisher–Yates with a SplitMix64 stream (tests only).
-    pub(crate) fn shuffle<T>(items: &mut [T], mut seed: u64) {
-        for i in (1..items.len()).rev() {
-            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            items.swap(i, ((z ^ (z >> 31)) % (i as u64 + 1)) as usize);
-        }
+    /// Egress `e<i>` of a generated (created, pool index, host) triple; pool 2 does not exist.
+    fn generated_egress((i, (created, pool, host)): (usize, &(i64, u8, Option<u8>))) -> Egress {
+        let pool_name = ["a", "b", "gone"][usize::from(*pool)];
+        let address = host.map(|h| format!("10.{}.0.{h}", u8::from(*pool == 1)));
+        egress(
+            &format!("e{i}"),
+            *created,
+            Some(pool_name),
+            address.as_deref(),
+        )
     }
 }

@@ -158,7 +158,7 @@ fn a_down_node_loses_its_pool_ip_and_the_other_ip_stays() {
     let after = render_all(Some(&owner));
     let new_owner = holder(&after, "10.10.0.11");
     assert_ne!(new_owner, owner);
-    assert_eq!(after[&owner].down_nodes, [owner.clone()]);
+    assert_eq!(after[&owner].down_nodes, std::slice::from_ref(&owner));
     if other_ip_owner != owner {
         assert_eq!(holder(&after, "10.10.0.12"), other_ip_owner);
     }

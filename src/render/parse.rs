@@ -23,11 +23,11 @@ const MAX_LIST_DEPTH: usize = 4;
 
 /// A problem in the input: where (document, list item, object) and which field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{object}: {field}: {message}")]
+#[error("{object}: {field}{}{message}", if .field.is_empty() { "" } else { ": " })]
 pub struct ParseError {
     /// e.g. `document 2, item 1 (ExternalIPPool external-ip-pool)`.
     pub object: String,
-    /// e.g. `spec.ipRanges`; `-` when the problem is not in one field.
+    /// e.g. `spec.ipRanges`; empty when the problem is not in one field.
     pub field: String,
     pub message: String,
 }
@@ -47,7 +47,7 @@ pub fn parse_cluster(text: &str) -> Result<Parsed, ParseError> {
         let place = format!("document {}", index + 1);
         let value = Value::deserialize(document).map_err(|e| ParseError {
             object: place.clone(),
-            field: "-".to_string(),
+            field: String::new(),
             message: format!("not valid YAML: {e}"),
         })?;
         builder.add(&value, &place, 0)?;
@@ -70,7 +70,7 @@ impl Builder {
     fn add(&mut self, value: &Value, place: &str, depth: usize) -> Result<(), ParseError> {
         let whole = |message: String| ParseError {
             object: place.to_string(),
-            field: "-".to_string(),
+            field: String::new(),
             message,
         };
         match value {
@@ -99,7 +99,7 @@ impl Builder {
         if depth >= MAX_LIST_DEPTH {
             return Err(ParseError {
                 object: place.to_string(),
-                field: "-".to_string(),
+                field: String::new(),
                 message: format!("lists of objects nested more than {MAX_LIST_DEPTH} deep"),
             });
         }
@@ -271,8 +271,14 @@ fn parse_egress(obj: &Obj<'_>, name: &str) -> Result<Egress, ParseError> {
         }
     }
     let applied_to: AppliedTo = obj.required_typed("spec.appliedTo")?;
-    let egress_ip = obj.optional_str("spec.egressIP")?.map(str::to_string);
-    let external_ip_pool = obj.optional_str("spec.externalIPPool")?.map(str::to_string);
+    let non_empty = |field| -> Result<Option<String>, ParseError> {
+        Ok(obj
+            .optional_str(field)?
+            .filter(|s| !s.is_empty())
+            .map(str::to_string))
+    };
+    let egress_ip = non_empty("spec.egressIP")?;
+    let external_ip_pool = non_empty("spec.externalIPPool")?;
     if egress_ip.is_none() && external_ip_pool.is_none() {
         return Err(obj.error(
             "spec",

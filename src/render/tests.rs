@@ -172,6 +172,11 @@ fn each_invalid_field_is_reported_by_name() {
         (egress("{egressIP: 10.0.0.1}"), "spec.appliedTo", "is required"),
         (egress("{appliedTo: {}}"), "spec", "one of egressIP or externalIPPool"),
         (
+            egress("{appliedTo: {}, egressIP: '', externalIPPool: ''}"),
+            "spec",
+            "one of egressIP or externalIPPool",
+        ),
+        (
             egress("{appliedTo: {podSelecter: {}}, egressIP: 10.0.0.1}"),
             "spec.appliedTo",
             "unknown field podSelecter",
@@ -251,8 +256,10 @@ fn yaml_syntax_errors_and_non_objects_name_the_document() {
     let error = error_of(&format!("{NODE}---\nkind: [unclosed\n"));
     assert!(error.object.starts_with("document 2"), "{error}");
     let error = error_of("--- 42\n");
-    assert_eq!(error.object, "document 1");
-    assert!(error.message.contains("found a number"), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "document 1: expected a Kubernetes object or a list of objects, found a number"
+    );
 }
 
 #[test]

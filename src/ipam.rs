@@ -171,7 +171,9 @@ impl RangeAllocator {
         let size = span as u32 + 1;
         let mut words = vec![0u64; size.div_ceil(64) as usize];
         let tail = size % 64;
-        if let (Some(last), true) = (words.last_mut(), tail != 0) {
+        if tail != 0
+            && let Some(last) = words.last_mut()
+        {
             *last = !0u64 << tail;
         }
         Self {

@@ -105,8 +105,8 @@ pub fn place(view: &ClusterView) -> BTreeMap<String, Result<(IpAddr, String), Pl
         .collect();
     egresses.sort_by(|(a, ..), (b, ..)| (a.created, &a.name).cmp(&(b.created, &b.name)));
 
-    // Indexes of each pool's candidate Nodes, computed on first use.
-    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+    // (hash, index) of each pool's candidate Nodes, computed on first use.
+    let mut members: HashMap<&str, Vec<(u64, usize)>> = HashMap::new();
     // The Node (index) holding each IP, decided by the oldest Egress using it.
     let mut held: HashMap<IpAddr, Result<usize, PlacementError>> = HashMap::new();
     let mut placed = BTreeMap::new();
@@ -127,6 +127,7 @@ pub fn place(view: &ClusterView) -> BTreeMap<String, Result<(IpAddr, String), Pl
             let members = members.entry(pool_name).or_insert_with(|| {
                 (0..nodes.len())
                     .filter(|&i| pool.node_selector.matches(&nodes[i].node.labels))
+                    .map(|i| (nodes[i].hash, i))
                     .collect()
             });
             let best = best_with_room(&nodes, members, xxh3_64(&ip_key(ip)))
@@ -142,12 +143,14 @@ pub fn place(view: &ClusterView) -> BTreeMap<String, Result<(IpAddr, String), Pl
     placed
 }
 
-/// The highest-weight member with room left: the first Node of `rank` that fits.
-fn best_with_room(nodes: &[Candidate], members: &[usize], key_hash: u64) -> Option<usize> {
+/// The highest-weight member with room left: the first Node of `rank` that fits. Only a
+/// member that beats the best so far has its room checked, which keeps the scan over the
+/// contiguous (hash, index) pairs.
+fn best_with_room(nodes: &[Candidate], members: &[(u64, usize)], key_hash: u64) -> Option<usize> {
     let mut best: Option<(u64, usize)> = None;
-    for &index in members.iter().filter(|&&i| nodes[i].free > 0) {
-        let w = weight(key_hash, nodes[index].hash);
-        if best.is_none_or(|(top, _)| w > top) {
+    for &(hash, index) in members {
+        let w = weight(key_hash, hash);
+        if best.is_none_or(|(top, _)| w > top) && nodes[index].free > 0 {
             best = Some((w, index));
         }
     }

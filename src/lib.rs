@@ -9,3 +9,4 @@ pub mod ipam;
 pub mod model;
 pub mod placement;
 pub mod plan;
+pub mod render;

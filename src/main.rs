@@ -24,11 +24,14 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print what one Node would program and report for a cluster given as YAML (offline).
+    Render(ovs_egress::render::RenderArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => crds(dir),
+        Command::Render(args) => ovs_egress::render::run(&args),
     }
 }
 

@@ -221,8 +221,14 @@ fn split_rule(rule: &str) -> Option<(u16, String)> {
 struct Installed {
     cookie: u64,
     actions: String,
-    /// The `add` line that installs it.
-    line: String,
+}
+
+/// The `add` line that installs the flow `key` with `flow`'s cookie and actions.
+fn add_line(key: &FlowKey, flow: &Installed) -> String {
+    format!(
+        "add cookie={:#x},{key} actions={}",
+        flow.cookie, flow.actions
+    )
 }
 
 /// Counts of one programming step.
@@ -305,7 +311,7 @@ impl FlowProgrammer {
                 Some(_) => continue,
             }
             // `add` replaces a flow with the same table, priority and match (cookie included).
-            ops.push((format!("add {}", flow.line), Some(key.clone())));
+            ops.push((add_line(key, flow), Some(key.clone())));
         }
         for key in self.owned.keys().filter(|k| !wanted.contains_key(*k)) {
             change.deleted += 1;
@@ -355,7 +361,7 @@ impl FlowProgrammer {
                 }
                 Some(_) => continue,
             }
-            ops.push((format!("add {}", have.line), Some(key.clone())));
+            ops.push((add_line(key, have), Some(key.clone())));
         }
         for (key, d) in &dumped {
             if d.cookie & round_mask == round_value && !self.owned.contains_key(key) {
@@ -374,11 +380,9 @@ impl FlowProgrammer {
     fn index(&self, desired: &[Flow]) -> Result<BTreeMap<FlowKey, Installed>, OfctlError> {
         let mut wanted: BTreeMap<FlowKey, Installed> = BTreeMap::new();
         for flow in desired {
-            let line = flow.render(self.round, Style::Numeric);
             let installed = Installed {
                 cookie: flow.cookie.value(self.round),
                 actions: render_actions(&flow.actions, Style::Numeric),
-                line,
             };
             match wanted.entry(flow.key()) {
                 std::collections::btree_map::Entry::Vacant(slot) => {
@@ -388,8 +392,8 @@ impl FlowProgrammer {
                     return Err(OfctlError::DuplicateFlow {
                         target: self.ofctl.target.clone(),
                         key: slot.key().clone(),
-                        first: slot.get().line.clone(),
-                        second: installed.line,
+                        first: add_line(slot.key(), slot.get()),
+                        second: add_line(slot.key(), &installed),
                     });
                 }
             }

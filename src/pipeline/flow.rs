@@ -229,59 +229,79 @@ impl Match {
     }
 }
 
-/// `0x..` for a value, OVS style: zero prints as `0`, a full mask is omitted.
-fn masked(value: u32, mask: u32) -> String {
-    let hex = |v: u32| {
-        if v == 0 {
-            "0".to_string()
-        } else {
-            format!("{v:#x}")
+/// A value under a mask, printed OVS style: zero as `0`, else hex; a full mask is omitted.
+struct Masked(u32, u32);
+
+impl fmt::Display for Masked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("0")?,
+            v => write!(f, "{v:#x}")?,
         }
-    };
-    if mask == u32::MAX {
-        hex(value)
-    } else {
-        format!("{}/{:#x}", hex(value), mask)
+        if self.1 != u32::MAX {
+            write!(f, "/{:#x}", self.1)?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Display for Match {
     /// The canonical field list (no leading or trailing comma; empty for match-all).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut fields: Vec<String> = Vec::new();
+        let mut first = true;
+        let mut field = |f: &mut fmt::Formatter<'_>, args: fmt::Arguments<'_>| {
+            let sep = if first { "" } else { "," };
+            first = false;
+            write!(f, "{sep}{args}")
+        };
         if let Some((v, m)) = self.pkt_mark {
-            fields.push(format!("pkt_mark={}", masked(v, m)));
+            field(f, format_args!("pkt_mark={}", Masked(v, m)))?;
         }
         if let Some(state) = self.ct_state {
-            fields.push(format!("ct_state={state}"));
+            field(f, format_args!("ct_state={state}"))?;
         }
         if let Some((v, m)) = self.ct_mark {
-            fields.push(format!("ct_mark={}", masked(v, m)));
+            field(f, format_args!("ct_mark={}", Masked(v, m)))?;
         }
         match self.proto {
-            Some(Proto::Ip) => fields.push("ip".into()),
-            Some(Proto::Arp) => fields.push("arp".into()),
+            Some(Proto::Ip) => field(f, format_args!("ip"))?,
+            Some(Proto::Arp) => field(f, format_args!("arp"))?,
             None => {}
         }
         for r in &self.regs {
-            fields.push(format!("reg{}={}", r.reg, masked(r.value, r.mask)));
+            field(f, format_args!("reg{}={}", r.reg, Masked(r.value, r.mask)))?;
         }
-        let mut opt = |name: &str, value: Option<String>| {
-            if let Some(v) = value {
-                fields.push(format!("{name}={v}"));
-            }
-        };
-        opt("tun_dst", self.tun_dst.map(|v| v.to_string()));
-        opt("in_port", self.in_port.map(|v| v.to_string()));
-        opt("dl_src", self.eth_src.map(|v| v.to_string()));
-        opt("dl_dst", self.eth_dst.map(|v| v.to_string()));
-        opt("nw_src", self.nw_src.map(|v| v.to_string()));
-        opt("nw_dst", self.nw_dst.map(|v| v.to_string()));
-        opt("arp_spa", self.arp_spa.map(|v| v.to_string()));
-        opt("arp_tpa", self.arp_tpa.map(|v| v.to_string()));
-        opt("arp_op", self.arp_op.map(|v| v.to_string()));
-        opt("arp_sha", self.arp_sha.map(|v| v.to_string()));
-        f.write_str(&fields.join(","))
+        if let Some(v) = self.tun_dst {
+            field(f, format_args!("tun_dst={v}"))?;
+        }
+        if let Some(v) = self.in_port {
+            field(f, format_args!("in_port={v}"))?;
+        }
+        if let Some(v) = self.eth_src {
+            field(f, format_args!("dl_src={v}"))?;
+        }
+        if let Some(v) = self.eth_dst {
+            field(f, format_args!("dl_dst={v}"))?;
+        }
+        if let Some(v) = self.nw_src {
+            field(f, format_args!("nw_src={v}"))?;
+        }
+        if let Some(v) = self.nw_dst {
+            field(f, format_args!("nw_dst={v}"))?;
+        }
+        if let Some(v) = self.arp_spa {
+            field(f, format_args!("arp_spa={v}"))?;
+        }
+        if let Some(v) = self.arp_tpa {
+            field(f, format_args!("arp_tpa={v}"))?;
+        }
+        if let Some(v) = self.arp_op {
+            field(f, format_args!("arp_op={v}"))?;
+        }
+        if let Some(v) = self.arp_sha {
+            field(f, format_args!("arp_sha={v}"))?;
+        }
+        Ok(())
     }
 }
 
@@ -388,9 +408,9 @@ impl Action {
             Action::SetEthSrc(mac) => write!(out, "set_field:{mac}->eth_src"),
             Action::SetEthDst(mac) => write!(out, "set_field:{mac}->eth_dst"),
             Action::SetTunDst(ip) => write!(out, "set_field:{ip}->tun_dst"),
-            Action::SetReg(m) => write!(out, "set_field:{}->reg{}", masked(m.value, m.mask), m.reg),
+            Action::SetReg(m) => write!(out, "set_field:{}->reg{}", Masked(m.value, m.mask), m.reg),
             Action::SetPktMark { value, mask } => {
-                write!(out, "set_field:{}->pkt_mark", masked(*value, *mask))
+                write!(out, "set_field:{}->pkt_mark", Masked(*value, *mask))
             }
             Action::SetArpOp(op) => write!(out, "set_field:{op}->arp_op"),
             Action::SetArpSha(mac) => write!(out, "set_field:{mac}->arp_sha"),

@@ -3,6 +3,9 @@
 //! internal gateway at 32769), a blocking runner for the async programmer, and a reader of the
 //! bridge's flows.
 
+// Each test binary that includes this module uses a different subset of it.
+#![allow(dead_code)]
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::Ipv4Addr;

@@ -52,6 +52,7 @@ fn sync_sends_only_the_difference_and_an_unchanged_set_changes_nothing() {
         }
     );
     assert_eq!(bridge.flows(), expected(&second, 1));
+    assert_eq!(p.owned_len(), second.len());
 
     assert!(block(p.sync(&second)).unwrap().is_empty());
     let change = block(p.sync(&[])).unwrap();

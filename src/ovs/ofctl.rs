@@ -63,7 +63,6 @@ pub struct Ofctl {
     program: OsString,
     /// The switch argument: a bridge name or `unix:<rundir>/<bridge>.mgmt`.
     target: String,
-    env: Vec<(OsString, OsString)>,
 }
 
 impl Ofctl {
@@ -73,14 +72,7 @@ impl Ofctl {
         Ofctl {
             program: "ovs-ofctl".into(),
             target: target.into(),
-            env: Vec::new(),
         }
-    }
-
-    /// Adds an environment variable for every invocation (e.g. `OVS_RUNDIR`).
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
     }
 
     pub fn target(&self) -> &str {
@@ -105,7 +97,6 @@ impl Ofctl {
             .args(args)
             .arg(&self.target)
             .args(extra)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -291,10 +282,6 @@ impl FlowProgrammer {
     /// Number of flows currently owned (installed by this programmer).
     pub fn owned_len(&self) -> usize {
         self.owned.len()
-    }
-
-    pub fn ofctl(&self) -> &Ofctl {
-        &self.ofctl
     }
 
     /// Makes the bridge hold exactly `desired` (as far as flows we own go): one bundle with the

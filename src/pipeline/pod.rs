@@ -168,10 +168,11 @@ fn skeleton_flows(net: &PodNetwork) -> Vec<Flow> {
             ],
             POD,
         ),
-        // Within the local Pod CIDR, packets that already carry real MACs are switched.
+        // Within the local Pod CIDR, packets that already carry real MACs are switched. Priority
+        // 200 like Antrea: Egress's priority-190 flows must never see local Pod traffic.
         Flow::new(
             L3Forwarding,
-            190,
+            200,
             Match::new()
                 .ip()
                 .reg(regs::NOT_REWRITE_MAC)
@@ -398,6 +399,24 @@ mod tests {
         let flows = pod_network_flows(&node(1, &[10, 11, 12], &[2, 3]));
         let keys: BTreeSet<_> = flows.iter().map(Flow::key).collect();
         assert_eq!(keys.len(), flows.len());
+    }
+
+    #[test]
+    fn priorities_reserved_for_egress_stay_free() {
+        // Egress adds L3Forwarding priority 190 and EgressMark 190..=210 (facts §4.4); a Pod
+        // networking flow there would overlap them with undefined precedence.
+        for flow in pod_network_flows(&node(1, &[10, 11], &[2])) {
+            let reserved = match flow.table {
+                Table::L3Forwarding => flow.priority == 190,
+                Table::EgressMark => flow.priority > 0,
+                _ => false,
+            };
+            assert!(
+                !reserved,
+                "{}",
+                flow.render(1, crate::pipeline::Style::Names)
+            );
+        }
     }
 
     #[test]

@@ -79,7 +79,9 @@ fn a_rejected_flow_rejects_the_whole_bundle_names_the_flow_and_keeps_owned_state
     block(p.sync(&first)).unwrap();
     let before = bridge.flows();
 
-    let mut bad = pod_network_flows(&node(1, &[10, 11], &[2, 3]));
+    // Big enough (~150 KB) that ovs-ofctl stops reading stdin at the bad line, long before the end.
+    let hosts: Vec<u8> = (10..=250).collect();
+    let mut bad = pod_network_flows(&node(1, &hosts, &[2, 3]));
     bad.push(backwards_flow());
     let err = block(p.sync(&bad)).unwrap_err();
     let OfctlError::Rejected { flow, .. } = &err else {

@@ -8,7 +8,6 @@
 //! retire, and never invokes a shell (argv only, flows on stdin, always `--no-names`).
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
@@ -57,10 +56,9 @@ pub enum OfctlError {
     RetireCurrentRound { target: String, round: u16 },
 }
 
-/// How to run `ovs-ofctl` against one bridge.
+/// How to run `ovs-ofctl` (from `PATH`) against one bridge.
 #[derive(Clone, Debug)]
 pub struct Ofctl {
-    program: OsString,
     /// The switch argument: a bridge name or `unix:<rundir>/<bridge>.mgmt`.
     target: String,
 }
@@ -70,7 +68,6 @@ impl Ofctl {
     /// private OVS instance).
     pub fn new(target: impl Into<String>) -> Self {
         Ofctl {
-            program: "ovs-ofctl".into(),
             target: target.into(),
         }
     }
@@ -92,7 +89,7 @@ impl Ofctl {
             target: self.target.clone(),
             source,
         };
-        let mut cmd = Command::new(&self.program);
+        let mut cmd = Command::new("ovs-ofctl");
         cmd.args(["--no-names", "-O", "OpenFlow15"])
             .args(args)
             .arg(&self.target)
@@ -106,10 +103,18 @@ impl Ofctl {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(io)?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).await.map_err(io)?;
-            // Dropping the pipe closes it: ovs-ofctl reads until EOF.
-        }
+        // Feed stdin while collecting the output: ovs-ofctl stops reading at the first line it
+        // rejects, and its verdict (stderr, exit status) matters more than our broken pipe.
+        let feeder = match (stdin, child.stdin.take()) {
+            (Some(text), Some(mut pipe)) => {
+                let text = text.to_owned();
+                Some(tokio::spawn(async move {
+                    pipe.write_all(text.as_bytes()).await
+                    // Dropping the pipe closes it: ovs-ofctl reads until EOF.
+                }))
+            }
+            _ => None,
+        };
         let out = child.wait_with_output().await.map_err(io)?;
         if !out.status.success() {
             return Err(OfctlError::Failed {
@@ -117,6 +122,12 @@ impl Ofctl {
                 target: self.target.clone(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
+        }
+        if let Some(feeder) = feeder {
+            feeder
+                .await
+                .map_err(|e| io(std::io::Error::other(e)))?
+                .map_err(io)?;
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

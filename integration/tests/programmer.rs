@@ -250,3 +250,25 @@ fn verification_repairs_deleted_and_altered_flows_and_removes_strays_of_its_roun
     assert_eq!(bridge.flows(), want);
     assert_eq!(block(p.verify()).unwrap(), Repair::default());
 }
+
+#[test]
+fn after_an_ovs_restart_verification_reinstalls_every_flow() {
+    let mut bridge = Bridge::start("prog-restart");
+    let desired = pod_network_flows(&node(1, &[10, 11], &[2]));
+    let mut p = FlowProgrammer::new(bridge.ofctl(), 1);
+    block(p.sync(&desired)).unwrap();
+    bridge.ovs.kill_vswitchd().unwrap();
+    let err = block(p.verify()).unwrap_err();
+    assert!(
+        matches!(&err, OfctlError::Failed { target, .. } if target.ends_with("br-int.mgmt")),
+        "{err}"
+    );
+    bridge.ovs.start_vswitchd().unwrap();
+    assert!(
+        bridge.flows().is_empty(),
+        "a restarted vswitchd keeps no flows"
+    );
+    let repair = block(p.verify()).unwrap();
+    assert_eq!(repair.missing, desired.len());
+    assert_eq!(bridge.flows(), expected(&desired, 1));
+}

@@ -83,7 +83,8 @@ fn bench_programmer_vs_raw_ofctl_bundle_10k_flows() {
             .expect("raw bundle");
         t.elapsed()
     };
-    let (mut raw, mut prog, mut one_change) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut prog) = (Vec::new(), Vec::new());
+    let (mut no_change, mut one_change) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let mut programmer = FlowProgrammer::new(bridge.ofctl(), 1);
         let mut program_once = || {
@@ -108,6 +109,14 @@ fn bench_programmer_vs_raw_ofctl_bundle_10k_flows() {
             "run {run}: the bridge does not hold the benchmark flows"
         );
         // One flow changes (loses its last action): the programmer sends a one-line bundle.
+        // Nothing changes: only rendering and diffing, no ovs-ofctl call.
+        let t = Instant::now();
+        assert!(
+            block(programmer.sync(&flows))
+                .expect("no change")
+                .is_empty()
+        );
+        no_change.push(t.elapsed());
         let mut changed = flows.clone();
         changed[FLOWS - 1].actions.pop();
         let t = Instant::now();
@@ -130,6 +139,10 @@ fn bench_programmer_vs_raw_ofctl_bundle_10k_flows() {
     println!(
         "  ratio programmer/raw: {:.2} (target <= 1.5)",
         prog_med.as_secs_f64() / raw_med.as_secs_f64()
+    );
+    println!(
+        "  FlowProgrammer::sync, nothing changed (render + diff only): median {:.1}",
+        ms(median(no_change))
     );
     println!(
         "  FlowProgrammer::sync, 1 of 10k flows changed: median {:.1}",

@@ -6,6 +6,11 @@
 //! restarted agent can install a full new round and then retire the previous one without the
 //! switch ever holding an empty table. It must never touch flows of rounds it was not told to
 //! retire, and never invokes a shell (argv only, flows on stdin, always `--no-names`).
+//!
+//! Agent start-up, with the round kept in `Bridge.external_ids` by the caller:
+//! `round = next_round(stored)`; `p = FlowProgrammer::new(Ofctl::new("br-int"), round)`;
+//! `p.sync(&all_flows)`; `p.retire_round(stored)` (if there was one); store `round`. Then
+//! `p.sync(..)` on every change and `p.verify()` periodically (also repairs an OVS restart).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

@@ -28,9 +28,9 @@ pub const FROM_POD: RegMark = reg0(0x3, 0xf);
 pub const TO_TUNNEL: RegMark = reg0(0x10, 0xf0);
 /// reg0[4..7] PktDestination: to the gateway.
 pub const TO_GATEWAY: RegMark = reg0(0x20, 0xf0);
-/// reg0[9] RewriteMAC set: the packet arrived with the virtual MAC and needs real MACs.
+/// `reg0[9]` RewriteMAC set: the packet arrived with the virtual MAC and needs real MACs.
 pub const REWRITE_MAC: RegMark = reg0(0x200, 0x200);
-/// reg0[9] RewriteMAC clear.
+/// `reg0[9]` RewriteMAC clear.
 pub const NOT_REWRITE_MAC: RegMark = reg0(0, 0x200);
 /// reg0[21..22] = 1 OutputToOFPort: reg1 holds the output port.
 pub const OUTPUT_TO_OFPORT: RegMark = reg0(0x200000, 0x600000);

@@ -7,5 +7,6 @@
 pub mod api;
 pub mod ipam;
 pub mod model;
+pub mod ovs;
 pub mod placement;
 pub mod plan;

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use ovs_egress::ovs::bridge::{
-    BridgeConfig, BridgeError, DatapathType, bridge_external_ids, clear_flow_restore_wait,
-    ensure_bridge, flow_restore_wait, update_bridge_external_ids, wait_until_applied,
+    BridgeConfig, BridgeError, DatapathType, add_port, bridge_external_ids,
+    clear_flow_restore_wait, delete_port, ensure_bridge, flow_restore_wait,
+    update_bridge_external_ids, wait_until_applied,
 };
 use ovs_egress::ovs::ovsdb::{Client, ClientOptions};
 use ovs_egress_integration::{Netns, OvsInstance};
@@ -279,4 +280,58 @@ async fn bridge_external_ids_are_set_replaced_and_removed_per_key() {
     );
     let err = bridge_external_ids(&c, "br-none").await.unwrap_err();
     assert!(err.to_string().contains("br-none"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_port_attaches_a_device_with_external_ids_idempotently_and_delete_port_removes_it() {
+    let (ovs, c) = setup("ports").await;
+    ensure_bridge(&c, &config()).await.unwrap();
+    let ns = ovs.netns();
+    ns.exec(&[
+        "ip", "link", "add", "vpod0", "type", "veth", "peer", "name", "vpod0p",
+    ])
+    .unwrap();
+    let ids = std::collections::BTreeMap::from([
+        ("k8s-pod-name".to_owned(), "a".to_owned()),
+        ("ip".to_owned(), "10.244.1.10".to_owned()),
+    ]);
+    let first = add_port(&c, "br-int", "vpod0", Some(10), &ids)
+        .await
+        .unwrap();
+    assert_eq!(
+        add_port(&c, "br-int", "vpod0", Some(10), &ids)
+            .await
+            .unwrap(),
+        first
+    );
+    wait_until_applied(&c, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(get(&ovs, "Interface", "vpod0", "ofport"), "10");
+    assert_eq!(
+        get(&ovs, "Interface", "vpod0", "external_ids"),
+        r#"{ip="10.244.1.10", k8s-pod-name=a}"#
+    );
+    let mut moved = ids.clone();
+    moved.insert("ip".into(), "10.244.1.11".into());
+    add_port(&c, "br-int", "vpod0", Some(10), &moved)
+        .await
+        .unwrap();
+    assert!(get(&ovs, "Interface", "vpod0", "external_ids").contains("10.244.1.11"));
+
+    assert!(delete_port(&c, "br-int", "vpod0").await.unwrap());
+    assert!(!delete_port(&c, "br-int", "vpod0").await.unwrap());
+    assert!(
+        !ovs.vsctl(&["list-ports", "br-int"])
+            .unwrap()
+            .contains("vpod0")
+    );
+    assert!(
+        ovs.vsctl(&["list", "Interface", "vpod0"]).is_err(),
+        "Interface row left behind"
+    );
+    let err = add_port(&c, "br-none", "vpod0", None, &ids)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BridgeError::NoSuchBridge { .. }), "{err}");
 }

@@ -690,6 +690,97 @@ pub async fn update_bridge_external_ids(
     Ok(())
 }
 
+/// Attaches an existing network device `name` to `bridge` as a port with `external_ids`
+/// (e.g. the Pod identity written by the CNI plugin) and an optional fixed OpenFlow port.
+/// Idempotent: if an Interface of that name already exists (it is not checked which bridge
+/// holds it), only differing `external_ids` are replaced. Returns the Interface row's UUID.
+pub async fn add_port(
+    client: &Client,
+    bridge: &str,
+    name: &str,
+    ofport_request: Option<i64>,
+    external_ids: &BTreeMap<String, String>,
+) -> Result<Uuid, BridgeError> {
+    let ids = Value::map(external_ids.clone());
+    let sel = Operation::select("Interface")
+        .where_eq("name", name)
+        .columns(&["_uuid", "external_ids"]);
+    let r = client
+        .transact(&[
+            sel,
+            Operation::select("Bridge")
+                .where_eq("name", bridge)
+                .columns(&["ports"]),
+        ])
+        .await
+        .map_err(ovsdb_err(bridge, "reading port"))?;
+    if r[1].rows().is_empty() {
+        return Err(BridgeError::NoSuchBridge {
+            bridge: bridge.to_owned(),
+        });
+    }
+    if let Some(row) = r[0].rows().first() {
+        let uuid = row_uuid(bridge, row, "Interface")?;
+        if &decoded(bridge, row.string_map("Interface", "external_ids"))? != external_ids {
+            let upd = Operation::update("Interface", Row::new().with("external_ids", ids))
+                .where_eq("_uuid", uuid.clone());
+            client
+                .transact(&[upd])
+                .await
+                .map_err(ovsdb_err(bridge, "updating port external_ids"))?;
+        }
+        return Ok(uuid);
+    }
+    let ofport = Value::Set(ofport_request.map(Atom::Integer).into_iter().collect());
+    let iface = Row::new()
+        .with("name", name)
+        .with("ofport_request", ofport)
+        .with("external_ids", ids);
+    let port = Row::new()
+        .with("name", name)
+        .with("interfaces", Value::set([Atom::named("i")]));
+    let link = Mutation::insert("ports", Value::set([Atom::named("p")]));
+    let ops = [
+        Operation::insert("Interface", iface).named("i"),
+        Operation::insert("Port", port).named("p"),
+        Operation::mutate("Bridge", vec![link]).where_eq("name", bridge),
+    ];
+    let r = client
+        .transact(&ops)
+        .await
+        .map_err(ovsdb_err(bridge, "adding port"))?;
+    decoded(
+        bridge,
+        r[0].uuid.clone().ok_or_else(|| OvsdbError::MissingColumn {
+            table: "Interface".into(),
+            column: "_uuid".into(),
+        }),
+    )
+}
+
+/// Removes port `name` from `bridge` (its Port and Interface rows go with it). Returns false if
+/// there was no such port, so repeating it is harmless.
+pub async fn delete_port(client: &Client, bridge: &str, name: &str) -> Result<bool, BridgeError> {
+    let sel = Operation::select("Port")
+        .where_eq("name", name)
+        .columns(&["_uuid"]);
+    let r = client
+        .transact(&[sel])
+        .await
+        .map_err(ovsdb_err(bridge, "reading port"))?;
+    let Some(row) = r[0].rows().first() else {
+        return Ok(false);
+    };
+    let uuid = row_uuid(bridge, row, "Port")?;
+    let unlink = Mutation::delete("ports", Value::set([uuid]));
+    let op = Operation::mutate("Bridge", vec![unlink]).where_eq("name", bridge);
+    client
+        .transact(&[op])
+        .await
+        .map_err(ovsdb_err(bridge, "deleting port"))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,6 +171,13 @@ async fn named_uuid_links_rows_inserted_in_one_transaction_and_errors_name_op_an
         .unwrap_err()
         .to_string();
     assert!(err.contains("select on No_Such_Table"), "{err}");
+    let spec = MonitorSpec::new().table("No_Such_Table", &[]);
+    let err = c
+        .monitor(&spec)
+        .await
+        .err()
+        .expect("monitor of an unknown table");
+    assert!(err.to_string().contains("OVSDB monitor failed"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,6 +427,11 @@ async fn missing_socket_is_an_error_naming_the_path_and_start_keeps_retrying() {
     };
     assert!(e.contains(&late.display().to_string()), "{e}");
     assert!(c.transact(&[Operation::select("Bridge")]).await.is_err());
+    // A monitor asked for while disconnected starts with a snapshot once connected.
+    let mut m = c
+        .monitor(&MonitorSpec::new().table("Open_vSwitch", &[]))
+        .await
+        .unwrap();
     ovs.dbctl(&[
         "ovsdb-server/add-remote",
         &format!("punix:{}", late.display()),
@@ -427,4 +439,9 @@ async fn missing_socket_is_an_error_naming_the_path_and_start_keeps_retrying() {
     .unwrap();
     c.wait_connected(Duration::from_secs(10)).await.unwrap();
     c.transact(&[Operation::select("Bridge")]).await.unwrap();
+    let ev = next(&mut m).await;
+    assert!(
+        matches!(&ev, MonitorEvent::Snapshot(s) if s["Open_vSwitch"].len() == 1),
+        "{ev:?}"
+    );
 }

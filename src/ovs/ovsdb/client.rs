@@ -88,7 +88,8 @@ pub struct Client {
     _stop: Arc<watch::Sender<()>>,
 }
 
-/// Receives the events of one monitor; dropping it ends the subscription.
+/// Receives the events of one monitor; dropping it ends the subscription. The stream ends
+/// (`recv` returns `None`) when the client is dropped or the server rejects the monitor.
 pub struct MonitorStream {
     rx: mpsc::UnboundedReceiver<MonitorEvent>,
 }
@@ -210,7 +211,11 @@ impl Client {
         };
         let mut monitors = self.inner.monitors.lock().await;
         if let Some(s) = self.inner.current() {
-            register(&self.inner, &s, &reg).await?;
+            match register(&self.inner, &s, &reg).await {
+                // Lost the connection meanwhile: the reconnect registers it.
+                Ok(()) | Err(OvsdbError::Disconnected { .. } | OvsdbError::Timeout { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         monitors.push(reg);
         Ok(MonitorStream { rx })
@@ -293,8 +298,20 @@ async fn connect_and_activate(inner: &Inner) -> Result<Arc<Session>, OvsdbError>
 async fn activate(inner: &Inner, s: &Arc<Session>) -> Result<(), OvsdbError> {
     let mut monitors = inner.monitors.lock().await;
     monitors.retain(|m| !m.events.is_closed());
-    for reg in monitors.iter() {
-        register(inner, s, reg).await?;
+    let mut rejected = Vec::new();
+    for (i, reg) in monitors.iter().enumerate() {
+        match register(inner, s, reg).await {
+            Ok(()) => {}
+            // The server refuses this monitor (e.g. unknown table); retrying cannot help.
+            Err(e @ (OvsdbError::Rpc { .. } | OvsdbError::Decode { .. })) => {
+                tracing::error!(monitor = %reg.id, error = %e, "OVSDB monitor rejected; ending its stream");
+                rejected.push(i);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for i in rejected.into_iter().rev() {
+        monitors.remove(i); // dropping the sender ends the subscriber's stream
     }
     inner.set_current(Some(s.clone()));
     Ok(())

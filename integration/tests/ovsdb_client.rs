@@ -445,3 +445,34 @@ async fn missing_socket_is_an_error_naming_the_path_and_start_keeps_retrying() {
         "{ev:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_client_handle_closes_the_connection_and_its_monitors() {
+    let ovs = ovs("drop");
+    let monitors = || {
+        let mem = ovs.dbctl(&["memory/show"]).unwrap();
+        mem.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("monitors:"))
+            .map(|n| n.parse::<u32>().unwrap())
+            .unwrap_or(0)
+    };
+    let base = monitors(); // ovs-vswitchd's own
+    let c = client(&ovs).await;
+    let clone = c.clone();
+    let mut m = c
+        .monitor(&MonitorSpec::new().table("Bridge", &[]))
+        .await
+        .unwrap();
+    next(&mut m).await;
+    assert_eq!(monitors(), base + 1);
+    drop(c);
+    clone.echo().await.unwrap(); // a clone keeps the connection
+    assert_eq!(monitors(), base + 1);
+    drop(clone);
+    assert_eq!(m.recv().await, None, "stream ends with the client");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while monitors() != base {
+        assert!(Instant::now() < deadline, "server still has our monitor");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,132 +1,67 @@
-//! Real packets through the Pod networking pipeline: two Nodes (namespaces, each with a private
-//! userspace OVS: `br-phy` on the underlay, `br-int` programmed by the FlowProgrammer with
-//! `pod_network_flows`), Pods wired by hand as the testbed recipe does (the CNI plugin is tested
-//! elsewhere). Proves Pod ↔ Pod on one Node, Pod ↔ gateway, Pod ↔ Pod across Nodes through
-//! Geneve, host → remote Pod through the ARP responder, and that spoofed sources are dropped.
+//! Real packets through the Pod networking pipeline: two test-bed Nodes (namespaces with a
+//! private userspace OVS and `br-phy` on the underlay), `br-int` set up by `ovs::bridge` with the
+//! catalog's table names and programmed by the FlowProgrammer with `pod_network_flows`, Pods
+//! wired by hand as the testbed recipe does (the CNI plugin is tested elsewhere). Proves Pod ↔ Pod
+//! on one Node, Pod ↔ gateway, Pod ↔ Pod across Nodes through Geneve, host → remote Pod through
+//! the ARP responder, and that spoofed sources are dropped.
 //! Needs root and Open vSwitch; fails (never skips) without them.
 
 mod programmer_support;
 
-use ovs_egress::ovs::ofctl::FlowProgrammer;
-use ovs_egress::pipeline::{PodNetwork, pod_network_flows};
-use ovs_egress_integration::{Netns, OvsInstance};
-use programmer_support::{block, node};
+use std::time::Duration;
 
-/// One Node: its namespace, OVS (kept running until drop) and Pods. Field order = drop order.
-struct Node {
+use ovs_egress::ovs::bridge::{
+    BridgeConfig, DatapathType, GATEWAY_OFPORT, TUNNEL_OFPORT, ensure_bridge, wait_until_applied,
+};
+use ovs_egress::ovs::ofctl::{FlowProgrammer, Ofctl};
+use ovs_egress::ovs::ovsdb::{Client, ClientOptions};
+use ovs_egress::pipeline::{pod_network_flows, table_names};
+use ovs_egress_integration::Netns;
+use ovs_egress_integration::node::{Node, quiet_ovs_port};
+use ovs_egress_integration::underlay::Underlay;
+use programmer_support::block;
+
+/// A test-bed Node with br-int programmed and its Pods. Field order = drop order.
+struct PodNode {
     pods: Vec<Netns>,
-    _ovs: OvsInstance,
-    ns: Netns,
+    node: Node,
 }
 
-/// P1 of the testbed notes: an OVS "system" port must be invisible to the Node's kernel.
-fn quiet_port(ns: &Netns, dev: &str) {
-    ns.exec(&["ip", "link", "set", dev, "arp", "off"]).unwrap();
-    ns.sysctl(&[&format!("net.ipv4.conf.{dev}.forwarding=0")])
-        .unwrap();
-    ns.exec(&[
-        "iptables",
-        "-t",
-        "raw",
-        "-A",
-        "PREROUTING",
-        "-i",
-        dev,
-        "-j",
-        "DROP",
-    ])
+fn start_node(underlay: &Underlay, i: u8, pods: &[u8], others: &[u8]) -> PodNode {
+    let node = Node::start(underlay, i).unwrap();
+    let ns = node.netns().clone();
+    let mut net = programmer_support::node(i, pods, others);
+    net.gateway.ofport = GATEWAY_OFPORT as u32;
+    net.tunnel_ofport = TUNNEL_OFPORT as u32;
+    let mut cfg = BridgeConfig {
+        datapath_type: DatapathType::Netdev,
+        table_names: table_names(),
+        ..BridgeConfig::default()
+    };
+    cfg.gateway.mac = Some(net.gateway.mac.to_string());
+    cfg.gateway.mtu = Some(1450);
+    block(async {
+        let client = Client::connect(&node.ovs.db_socket(), ClientOptions::default()).await?;
+        ensure_bridge(&client, &cfg).await?;
+        wait_until_applied(&client, Duration::from_secs(10)).await?;
+        anyhow::Ok(())
+    })
     .unwrap();
-    ns.exec(&["ip", "link", "set", dev, "up"]).unwrap();
-}
-
-fn start_node(underlay: &Netns, i: u8, net: &PodNetwork) -> Node {
-    let ns = Netns::new(&format!("n{i}")).unwrap();
-    let uplink = format!("u{i}");
-    underlay.veth_to(&uplink, &ns, "eth0").unwrap();
-    underlay
-        .exec(&["ip", "link", "set", &uplink, "master", "br-u", "up"])
-        .unwrap();
-    quiet_port(&ns, "eth0");
-    ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
-    ns.sysctl(&[
-        "net.ipv4.ip_forward=1",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.default.rp_filter=0",
-    ])
-    .unwrap();
-    let ovs = OvsInstance::start(&ns).unwrap();
-    let gw_mac = format!("\"{}\"", net.gateway.mac);
-    ovs.vsctl(&[
-        "add-br",
-        "br-phy",
-        "--",
-        "set",
-        "bridge",
-        "br-phy",
-        "datapath_type=netdev",
-        &format!("other-config:hwaddr=\"02:30:00:00:00:1{i}\""),
-        "--",
-        "add-port",
-        "br-phy",
-        "eth0",
-        "--",
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "bridge",
-        "br-int",
-        "datapath_type=netdev",
-        "fail-mode=secure",
-        "protocols=OpenFlow10,OpenFlow13,OpenFlow15",
-        "--",
-        "add-port",
-        "br-int",
-        "antrea-tun0",
-        "--",
-        "set",
-        "interface",
-        "antrea-tun0",
-        "type=geneve",
-        &format!("ofport_request={}", net.tunnel_ofport),
-        "options:remote_ip=flow",
-        "options:key=flow",
-        "--",
-        "add-port",
-        "br-int",
-        "antrea-gw0",
-        "--",
-        "set",
-        "interface",
-        "antrea-gw0",
-        "type=internal",
-        &format!("ofport_request={}", net.gateway.ofport),
-        "mtu_request=1450",
-        &format!("mac={gw_mac}"),
-    ])
-    .unwrap();
-    ns.exec(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("172.30.0.1{i}/24"),
-        "dev",
-        "br-phy",
-    ])
-    .unwrap();
-    ns.exec(&["ip", "link", "set", "br-phy", "up"]).unwrap();
     let gw = format!("{}/{}", net.gateway.ip, net.pod_cidr.prefix());
     ns.exec(&["ip", "addr", "add", &gw, "dev", "antrea-gw0"])
         .unwrap();
     ns.exec(&["ip", "link", "set", "antrea-gw0", "up"]).unwrap();
     // Antrea's Node routes: remote Pod CIDRs via the remote gateway IP, on-link on the gateway.
     for remote in &net.remote_nodes {
-        let via = remote.pod_cidr.gateway().to_string();
+        let (cidr, via) = (
+            remote.pod_cidr.to_string(),
+            remote.pod_cidr.gateway().to_string(),
+        );
         ns.exec(&[
             "ip",
             "route",
             "add",
-            &remote.pod_cidr.to_string(),
+            &cidr,
             "via",
             &via,
             "dev",
@@ -135,12 +70,13 @@ fn start_node(underlay: &Netns, i: u8, net: &PodNetwork) -> Node {
         ])
         .unwrap();
     }
-    let mut pods = Vec::new();
+    let mut pod_namespaces = Vec::new();
     for pod in &net.pods {
         let pod_ns = Netns::new(&format!("n{i}p{}", pod.ofport)).unwrap();
         let port = format!("vp{i}x{}", pod.ofport);
         ns.veth_to(&port, &pod_ns, "eth0").unwrap();
-        quiet_port(&ns, &port);
+        quiet_ovs_port(&ns, &port).unwrap();
+        ns.exec(&["ip", "link", "set", &port, "up"]).unwrap();
         let mac = pod.mac.to_string();
         let ip = format!("{}/{}", pod.ip, net.pod_cidr.prefix());
         for argv in [
@@ -159,26 +95,26 @@ fn start_node(underlay: &Netns, i: u8, net: &PodNetwork) -> Node {
         ] {
             pod_ns.exec(argv).unwrap();
         }
-        ovs.vsctl(&[
-            "add-port",
-            "br-int",
-            &port,
-            "--",
-            "set",
-            "interface",
-            &port,
-            &format!("ofport_request={}", pod.ofport),
-        ])
-        .unwrap();
-        pods.push(pod_ns);
+        let ofport = format!("ofport_request={}", pod.ofport);
+        node.ovs
+            .vsctl(&[
+                "add-port",
+                "br-int",
+                &port,
+                "--",
+                "set",
+                "interface",
+                &port,
+                &ofport,
+            ])
+            .unwrap();
+        pod_namespaces.push(pod_ns);
     }
-    let ofctl =
-        ovs_egress::ovs::ofctl::Ofctl::new(format!("unix:{}/br-int.mgmt", ovs.rundir().display()));
-    block(FlowProgrammer::new(ofctl, 1).sync(&pod_network_flows(net))).unwrap();
-    Node {
-        pods,
-        _ovs: ovs,
-        ns,
+    let ofctl = Ofctl::new(format!("unix:{}/br-int.mgmt", node.ovs.rundir().display()));
+    block(FlowProgrammer::new(ofctl, 1).sync(&pod_network_flows(&net))).unwrap();
+    PodNode {
+        pods: pod_namespaces,
+        node,
     }
 }
 
@@ -191,23 +127,28 @@ fn ping(from: &Netns, args: &[&str]) -> anyhow::Result<String> {
 
 #[test]
 fn pods_reach_each_other_the_gateway_and_remote_pods_and_spoofed_sources_are_dropped() {
-    let underlay = Netns::new("ul").unwrap();
-    underlay
-        .exec(&["ip", "link", "add", "br-u", "type", "bridge"])
+    let underlay = Underlay::new().unwrap();
+    let n1 = start_node(&underlay, 1, &[10, 11], &[2]);
+    let n2 = start_node(&underlay, 2, &[10], &[1]);
+    let names = n1
+        .node
+        .ovs
+        .ofctl(&["--names", "dump-flows", "br-int"])
         .unwrap();
-    underlay.exec(&["ip", "link", "set", "br-u", "up"]).unwrap();
-    let n1 = start_node(&underlay, 1, &node(1, &[10, 11], &[2]));
-    let n2 = start_node(&underlay, 2, &node(2, &[10], &[1]));
+    assert!(
+        names.contains("table=L3Forwarding"),
+        "catalog names not in Flow_Table:\n{names}"
+    );
     // Warm both OVS tunnel neighbour caches (snooped from the replies to the Node kernels).
-    ping(&n1.ns, &["172.30.0.12"]).unwrap();
-    ping(&n2.ns, &["172.30.0.11"]).unwrap();
+    ping(n1.node.netns(), &["172.30.0.12"]).unwrap();
+    ping(n2.node.netns(), &["172.30.0.11"]).unwrap();
 
     let (a, b, c) = (&n1.pods[0], &n1.pods[1], &n2.pods[0]);
     ping(a, &["10.244.1.11"]).expect("Pod to Pod on one Node");
     ping(a, &["10.244.1.1"]).expect("Pod to its gateway");
     ping(a, &["10.244.2.10"]).expect("Pod to Pod across Nodes");
     ping(c, &["10.244.1.11"]).expect("Pod to Pod across Nodes, other direction");
-    ping(&n1.ns, &["10.244.2.10"]).expect("Node to remote Pod via the ARP responder");
+    ping(n1.node.netns(), &["10.244.2.10"]).expect("Node to remote Pod via the ARP responder");
     ping(c, &["10.244.1.1"]).expect("remote Pod to this Node's gateway");
 
     // b first talks legitimately, so its ARP entries exist and only the IP/MAC guards can stop

@@ -159,10 +159,14 @@ impl Table {
     }
 }
 
-/// `(number, name)` of every table, for the `Flow_Table` rows bridge set-up writes so that
+/// `(number, name)` of every table, for `ovs::bridge::BridgeConfig::table_names` (the
+/// `Flow_Table` rows bridge set-up writes) so that
 /// `ovs-ofctl --names dump-flows` shows Antrea-like table names.
-pub fn table_names() -> Vec<(u8, &'static str)> {
-    Table::ALL.iter().map(|t| (t.number(), t.name())).collect()
+pub fn table_names() -> Vec<(u8, String)> {
+    Table::ALL
+        .iter()
+        .map(|t| (t.number(), t.name().to_string()))
+        .collect()
 }
 
 /// The priority-0 flow of every table, implementing its [`Miss`] behaviour.
@@ -245,7 +249,7 @@ mod tests {
     #[test]
     fn table_names_are_unique() {
         let names = table_names();
-        let mut unique: Vec<_> = names.iter().map(|(_, n)| *n).collect();
+        let mut unique: Vec<_> = names.iter().map(|(_, n)| n.as_str()).collect();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());

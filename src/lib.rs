@@ -7,6 +7,8 @@
 pub mod api;
 pub mod ipam;
 pub mod model;
+pub mod ovs;
+pub mod pipeline;
 pub mod placement;
 pub mod plan;
 pub mod render;

@@ -8,5 +8,6 @@ pub mod api;
 pub mod cni;
 pub mod ipam;
 pub mod model;
+pub mod ovs;
 pub mod placement;
 pub mod plan;

@@ -4,8 +4,12 @@
 
 pub mod cmd;
 pub mod netns;
+pub mod node;
 pub mod ovs_instance;
 pub mod process;
+pub mod underlay;
 
 pub use netns::Netns;
+pub use node::Node;
 pub use ovs_instance::OvsInstance;
+pub use underlay::Underlay;

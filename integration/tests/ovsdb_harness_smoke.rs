@@ -106,3 +106,26 @@ fn veth_pair_connects_two_namespaces_without_touching_the_default_one() {
     }
     a.exec(&["ping", "-c1", "-W2", "10.250.0.2"]).unwrap();
 }
+
+#[test]
+fn two_nodes_reach_each_other_over_the_underlay_through_their_br_phy() {
+    use ovs_egress_integration::{Node, Underlay};
+    let underlay = Underlay::new().unwrap();
+    let n1 = Node::start(&underlay, 1).unwrap();
+    let n2 = Node::start(&underlay, 2).unwrap();
+    let peer = n2.ip().to_string();
+    n1.netns()
+        .exec(&["ping", "-c2", "-i0.2", "-W2", &peer])
+        .unwrap();
+    // The kernel of node 1 answered through br-phy (OVS), never on the quiet eth0.
+    let neigh = n2
+        .netns()
+        .exec(&["ip", "neigh", "show", &n1.ip().to_string()])
+        .unwrap();
+    assert!(neigh.contains(&n1.phy_mac()), "{neigh}");
+    let fdb = n1.ovs.appctl(&["fdb/show", "br-phy"]).unwrap();
+    assert!(
+        fdb.contains(&n2.phy_mac()),
+        "br-phy did not learn node 2: {fdb}"
+    );
+}

@@ -4,7 +4,7 @@
 //! veth is created), `forwarding=0`, and a raw-table DROP rule (AF_PACKET taps run before
 //! netfilter, so OVS still gets the frames). Acts only in the current (Node) namespace.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use super::error::CniError;
 
@@ -28,14 +28,15 @@ fn raw_drop(op: &str, port: &str) -> Command {
         "-j",
         "DROP",
     ]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     cmd
 }
 
-/// `iptables -t raw -A PREROUTING -i <port> -j DROP`.
-pub fn add_raw_drop(port: &str) -> Result<(), CniError> {
-    let what = format!("adding the raw PREROUTING DROP rule for {port} (iptables)");
-    let out = raw_drop("-A", port)
-        .output()
+fn finish(child: Child, what: String) -> Result<(), CniError> {
+    let out = child
+        .wait_with_output()
         .map_err(|e| CniError::host(what.clone(), e))?;
     if !out.status.success() {
         return Err(CniError::host(
@@ -44,25 +45,44 @@ pub fn add_raw_drop(port: &str) -> Result<(), CniError> {
         ));
     }
     Ok(())
+}
+
+/// A running `iptables -t raw -A PREROUTING -i <port> -j DROP`, started early so that it
+/// overlaps with the rest of ADD (it is the slowest step after OVS).
+pub struct PendingRule {
+    child: Child,
+    what: String,
+}
+
+pub fn start_raw_drop(port: &str) -> Result<PendingRule, CniError> {
+    let what = format!("adding the raw PREROUTING DROP rule for {port} (iptables)");
+    let child = raw_drop("-A", port)
+        .spawn()
+        .map_err(|e| CniError::host(what.clone(), e))?;
+    Ok(PendingRule { child, what })
+}
+
+impl PendingRule {
+    /// Wait for iptables; its failure names the port and carries iptables' stderr.
+    pub fn wait(self) -> Result<(), CniError> {
+        finish(self.child, self.what)
+    }
 }
 
 /// Remove the rule; a missing rule is not an error (DEL is idempotent).
 pub fn remove_raw_drop(port: &str) -> Result<(), CniError> {
     let what = format!("removing the raw PREROUTING DROP rule for {port} (iptables)");
-    let exists = raw_drop("-C", port)
-        .output()
-        .map_err(|e| CniError::host(what.clone(), e))?;
-    if !exists.status.success() {
+    let spawn = |op| {
+        raw_drop(op, port)
+            .spawn()
+            .map_err(|e| CniError::host(what.clone(), e))
+    };
+    let Err(err) = finish(spawn("-D")?, what.clone()) else {
         return Ok(());
+    };
+    // -D failed: fine if the rule is absent (-C fails too), an error otherwise.
+    match finish(spawn("-C")?, what.clone()) {
+        Err(_) => Ok(()),
+        Ok(()) => Err(err),
     }
-    let out = raw_drop("-D", port)
-        .output()
-        .map_err(|e| CniError::host(what.clone(), e))?;
-    if !out.status.success() {
-        return Err(CniError::host(
-            what,
-            String::from_utf8_lossy(&out.stderr).trim(),
-        ));
-    }
-    Ok(())
 }

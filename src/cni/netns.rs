@@ -44,7 +44,7 @@ pub fn open(path: &Path) -> Result<File, CniError> {
 }
 
 /// A netlink connection bound to the namespace of the thread that opened it, with the
-/// single-threaded runtime that drives it.
+/// single-threaded runtime that drives it (and any other async work of the plugin, e.g. OVSDB).
 pub struct Netlink {
     rt: tokio::runtime::Runtime,
     handle: rtnetlink::Handle,

@@ -57,7 +57,7 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
         )),
         Err(err) => {
             if created.port {
-                let _ = port::detach(&conf.ovs_db_socket, &conf.ovs_bridge, &host);
+                let _ = nl.run(|_| port::detach(&conf.ovs_db_socket, &conf.ovs_bridge, &host));
             }
             if created.raw_drop {
                 let _ = hygiene::remove_raw_drop(&host);
@@ -83,12 +83,33 @@ fn wire(
     let netdev = conf.datapath == Datapath::Netdev;
     nl.run(|h| link::create_veth(h, host, &env.ifname, ns.as_raw_fd(), conf.mtu, !netdev))?;
     created.veth = true;
-    if netdev {
+    let rule = if netdev {
         hygiene::disable_forwarding(host)?;
-        hygiene::add_raw_drop(host)?;
-        created.raw_drop = true;
         link::disable_tx_checksum(host)?;
-    }
+        created.raw_drop = true;
+        Some(hygiene::start_raw_drop(host)?)
+    } else {
+        None
+    };
+    // Always wait for iptables, also when the rest failed, before anything is rolled back.
+    let links = configure(env, conf, ns, nl, host, ip, created);
+    let rule = rule.map(hygiene::PendingRule::wait).transpose();
+    let links = links?;
+    rule?;
+    Ok(links)
+}
+
+/// Host end up, Pod end configured, host end on the bridge.
+fn configure(
+    env: &Env,
+    conf: &NetConf,
+    ns: &std::fs::File,
+    nl: &Netlink,
+    host: &str,
+    ip: IpAddr,
+    created: &mut Created,
+) -> Result<(Link, Link), CniError> {
+    let netdev = conf.datapath == Datapath::Netdev;
     let host_link = nl.run(|h| async move {
         let link = link::get(h, host).await?.ok_or_else(|| {
             CniError::host(format!("finding veth {host} after creating it"), "missing")
@@ -125,7 +146,7 @@ fn wire(
         (port::keys::MAC, pod_link.mac.as_str()),
     ];
     created.port = true; // set before the call: a timed-out add may still have landed
-    port::attach(&conf.ovs_db_socket, &conf.ovs_bridge, host, &ids)?;
+    nl.run(|_| port::attach(&conf.ovs_db_socket, &conf.ovs_bridge, host, &ids))?;
     Ok((host_link, pod_link))
 }
 
@@ -178,11 +199,12 @@ fn result(
 /// when there is nothing to remove, and the reservation goes last so a failed DEL can be retried.
 pub fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     let host = host_ifname(&env.container_id, &env.ifname);
-    port::detach(&conf.ovs_db_socket, &conf.ovs_bridge, &host)?;
+    let nl = Netlink::open()?;
+    nl.run(|_| port::detach(&conf.ovs_db_socket, &conf.ovs_bridge, &host))?;
     if conf.datapath == Datapath::Netdev {
         hygiene::remove_raw_drop(&host)?;
     }
-    Netlink::open()?.run(|h| link::delete(h, &host))?;
+    nl.run(|h| link::delete(h, &host))?;
     Store::new(&conf.state_dir).release(&owner(env))?;
     Ok(())
 }

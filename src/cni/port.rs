@@ -1,5 +1,5 @@
-//! Attaching the host end of a Pod's veth to the OVS bridge, with the Interface `external_ids`
-//! the agent reads to learn local Pods:
+//! Attaching the host end of a Pod's veth to the OVS bridge through the crate's OVSDB client,
+//! with the Interface `external_ids` the agent reads to learn local Pods:
 //!
 //! | key | value |
 //! |---|---|
@@ -9,14 +9,18 @@
 //! | `ip` | the Pod's address, without prefix length |
 //! | `mac` | the MAC of the container interface |
 //!
-//! INTERIM: this talks to OVSDB through `ovs-vsctl --db=unix:<socket>` (argv, no shell) until the
-//! crate's OVSDB client (`src/ovs/`) lands; only the two functions below need to change then.
-//! `ovs-vsctl` without `--no-wait` returns once ovs-vswitchd has applied the change.
+//! ADD returns only once ovs-vswitchd has realized the port (its `ofport` is set), so the Pod's
+//! first packet finds it. Never touches ports other than the one it is given.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
 use super::error::{CniError, Code};
+use crate::ovs::bridge::{self, BridgeError};
+use crate::ovs::ovsdb::{
+    Atom, Client, ClientOptions, Operation, OvsdbError, Row, Value, WaitUntil,
+};
 
 /// The `external_ids` keys written on a Pod's Interface row.
 pub mod keys {
@@ -27,62 +31,95 @@ pub mod keys {
     pub const MAC: &str = "mac";
 }
 
-fn vsctl(db: &Path, what: &str, args: &[String]) -> Result<(), CniError> {
-    if !db.exists() {
-        return Err(CniError::new(
+/// Upper bound for each OVSDB request, including the wait for ovs-vswitchd.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connect(db: &Path, what: &str) -> Result<Client, CniError> {
+    let opts = ClientOptions {
+        request_timeout: TIMEOUT,
+        ..ClientOptions::default()
+    };
+    Client::connect(db, opts).await.map_err(|e| {
+        CniError::with_cause(
             Code::TryAgainLater,
-            format!(
-                "{what}: OVSDB socket {} does not exist (is OVS running?)",
-                db.display()
-            ),
-        ));
-    }
-    let out = Command::new("ovs-vsctl")
-        .arg(format!("--db=unix:{}", db.display()))
-        .arg("--timeout=10")
-        .args(args)
-        .output()
-        .map_err(|e| CniError::host(format!("{what} (ovs-vsctl)"), e))?;
-    if !out.status.success() {
+            format!("{what}: OVSDB is not reachable"),
+            e,
+        )
+    })
+}
+
+fn bridge_err(what: &str) -> impl Fn(BridgeError) -> CniError + '_ {
+    move |e| CniError::host(what.to_string(), e)
+}
+
+fn ovsdb_err(what: &str) -> impl Fn(OvsdbError) -> CniError + '_ {
+    move |e| CniError::host(what.to_string(), e)
+}
+
+/// Add `port` to `bridge` with `external_ids` on its Interface row, and wait until ovs-vswitchd
+/// has given it an OpenFlow port.
+pub async fn attach(
+    db: &Path,
+    bridge: &str,
+    port: &str,
+    ids: &[(&str, &str)],
+) -> Result<(), CniError> {
+    let what = format!("adding port {port} to bridge {bridge}");
+    let client = connect(db, &what).await?;
+    let ids: BTreeMap<String, String> = ids
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    bridge::add_port(&client, bridge, port, None, &ids)
+        .await
+        .map_err(bridge_err(&what))?;
+    let ms = u64::try_from(TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    let unset = vec![Row::new().with("ofport", Value::empty_set())];
+    let realized = Operation::wait(
+        "Interface",
+        &["ofport"],
+        WaitUntil::NotEqual,
+        unset,
+        Some(ms),
+    )
+    .where_eq("name", port);
+    let read = Operation::select("Interface")
+        .where_eq("name", port)
+        .columns(&["ofport", "error"]);
+    let waited = format!("{what}: waiting for ovs-vswitchd to realize it");
+    let r = client
+        .transact(&[realized, read])
+        .await
+        .map_err(ovsdb_err(&waited))?;
+    let row = r[1]
+        .rows()
+        .first()
+        .ok_or_else(|| CniError::host(waited.clone(), "row vanished"))?;
+    let ofport = row
+        .optional("Interface", "ofport")
+        .map_err(ovsdb_err(&waited))?;
+    if let Some(Atom::Integer(n)) = ofport
+        && *n < 0
+    {
+        let error = row
+            .optional("Interface", "error")
+            .ok()
+            .flatten()
+            .and_then(Atom::as_str);
         return Err(CniError::host(
-            format!("{what} (ovs-vsctl)"),
-            String::from_utf8_lossy(&out.stderr).trim(),
+            what,
+            format!("ovs-vswitchd rejected it: {}", error.unwrap_or("ofport -1")),
         ));
     }
     Ok(())
 }
 
-/// An OVSDB string atom in ovs-vsctl syntax (JSON-style quoting).
-fn quoted(value: &str) -> String {
-    serde_json::Value::String(value.to_string()).to_string()
-}
-
-/// Add `port` to `bridge` with `external_ids` on its Interface row.
-pub fn attach(db: &Path, bridge: &str, port: &str, ids: &[(&str, &str)]) -> Result<(), CniError> {
-    let mut args = vec![
-        "--".into(),
-        "--may-exist".into(),
-        "add-port".into(),
-        bridge.into(),
-        port.into(),
-        "--".into(),
-        "set".into(),
-        "Interface".into(),
-        port.into(),
-    ];
-    args.extend(
-        ids.iter()
-            .map(|(k, v)| format!("external_ids:{k}={}", quoted(v))),
-    );
-    vsctl(db, &format!("adding port {port} to bridge {bridge}"), &args)
-}
-
 /// Remove `port` from `bridge`; a missing port is not an error.
-pub fn detach(db: &Path, bridge: &str, port: &str) -> Result<(), CniError> {
-    let args = ["--", "--if-exists", "del-port", bridge, port].map(String::from);
-    vsctl(
-        db,
-        &format!("removing port {port} from bridge {bridge}"),
-        &args,
-    )
+pub async fn detach(db: &Path, bridge: &str, port: &str) -> Result<(), CniError> {
+    let what = format!("removing port {port} from bridge {bridge}");
+    let client = connect(db, &what).await?;
+    bridge::delete_port(&client, bridge, port)
+        .await
+        .map(drop)
+        .map_err(bridge_err(&what))
 }

@@ -441,13 +441,25 @@ fn bad_input_gets_its_cni_error_code_and_message_and_creates_nothing() -> Result
 fn failure_after_the_veth_exists_rolls_back_veth_rule_port_and_ip() -> Result<()> {
     let node = Node::new()?;
     let pod = Pod::new("rollback")?;
-    let mut conf = node.conf("10.244.5.0/24");
-    conf["ovsBridge"] = json!("br-missing");
-    let (ok, out) = node.call("ADD", &pod, &conf)?;
-    assert!(!ok && code(&out) == 100, "{out}");
-    assert!(out["msg"].as_str().unwrap().contains("br-missing"), "{out}");
-    node.assert_clean()?;
-    assert!(pod.ns.exec(&["ip", "link", "show", "eth0"]).is_err());
+    let missing_db = node.ovs.rundir().join("missing.sock");
+    let cases = [
+        ("ovsBridge", json!("br-missing"), 100, "br-missing"),
+        (
+            "ovsDbSocket",
+            json!(missing_db),
+            11,
+            "OVSDB is not reachable",
+        ),
+    ];
+    for (field, value, want, names) in cases {
+        let mut conf = node.conf("10.244.5.0/24");
+        conf[field] = value;
+        let (ok, out) = node.call("ADD", &pod, &conf)?;
+        assert!(!ok && code(&out) == want, "{field}: {out}");
+        assert!(out["msg"].as_str().unwrap().contains(names), "{out}");
+        node.assert_clean()?;
+        assert!(pod.ns.exec(&["ip", "link", "show", "eth0"]).is_err());
+    }
     Ok(())
 }
 
@@ -475,6 +487,29 @@ fn two_pods_on_one_node_reach_each_other_through_br_int() -> Result<()> {
     node.ovs.ofctl(&["add-flow", "br-int", "actions=NORMAL"])?;
     a.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.6.3"])?;
     b.ns.exec(&["ping", "-c", "1", "-W", "2", "10.244.6.2"])?;
+    // TCP too: it breaks (ping does not) if TX checksum offload was left on (testbed P2).
+    let mut server =
+        b.ns.command("python3")
+            .args(["-m", "http.server", "8080", "--bind", "10.244.6.3"])
+            .args(["--directory", "/usr/share/openvswitch"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+    let url = "http://10.244.6.3:8080/vswitch.ovsschema";
+    // The server (python start-up) may take seconds on a loaded machine; retry for up to 15 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let fetched = loop {
+        let got = a.ns.exec(&["curl", "-sSf", "--max-time", "3", url]);
+        if got.is_ok() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    server.kill()?;
+    server.wait()?;
+    let body = fetched.context("no HTTP answer from pod b")?;
+    let schema = std::fs::read_to_string("/usr/share/openvswitch/vswitch.ovsschema")?;
+    assert_eq!(body, schema, "the ~30 KB file arrived intact over TCP");
     Ok(())
 }
 

@@ -3,6 +3,24 @@
 //! as a port of the OVS bridge with the `external_ids` the agent reads (see [`port::keys`]).
 //! It prints exactly one JSON document on stdout (the Result, VERSION info, or a CNI error) and
 //! must never leave half a Pod behind when ADD fails.
+//!
+//! Network config (stdin), our fields with their defaults:
+//!
+//! ```json
+//! {
+//!   "cniVersion": "1.0.0", "name": "ovs-egress", "type": "ovs-egress",
+//!   "podCIDR": "10.244.1.0/24",        // required: the Node's Pod subnet
+//!   "gateway": "10.244.1.1",           // default: first address of podCIDR
+//!   "mtu": 1450,                       // default: 1500 underlay - 50 Geneve overhead
+//!   "ovsBridge": "br-int",
+//!   "ovsDbSocket": "/var/run/openvswitch/db.sock",
+//!   "datapathType": "system",          // or "netdev": adds the P1/P2 interface hygiene
+//!   "stateDir": "/var/lib/cni/networks/<name>"   // IP reservations, one file per IP
+//! }
+//! ```
+//!
+//! Error codes: 1, 2, 3, 4, 6, 7, 11 as in the spec; 100 a host operation failed, 101 podCIDR
+//! exhausted, 102 CHECK found a difference (see [`error::Code`]).
 
 pub mod config;
 pub mod error;

@@ -55,17 +55,34 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<CniResult, CniError> {
         Ok((host_link, pod_link)) => Ok(result(
             env, conf, netns_path, &host, &host_link, &pod_link, ip,
         )),
-        Err(err) => {
+        Err(mut err) => {
+            let mut failed = vec![];
+            let mut undo = |result: Result<(), CniError>| {
+                if let Err(e) = result {
+                    failed.push(e.to_string());
+                }
+            };
             if created.port {
-                let _ = nl.run(|_| port::detach(&conf.ovs_db_socket, &conf.ovs_bridge, &host));
+                undo(nl.run(|_| port::detach(&conf.ovs_db_socket, &conf.ovs_bridge, &host)));
             }
             if created.raw_drop {
-                let _ = hygiene::remove_raw_drop(&host);
+                undo(hygiene::remove_raw_drop(&host));
             }
             if created.veth {
-                let _ = nl.run(|h| link::delete(h, &host));
+                undo(nl.run(|h| link::delete(h, &host)).map(drop));
             }
-            let _ = store.release(&owner(env));
+            undo(store.release(&owner(env)).map(drop));
+            if !failed.is_empty() {
+                let prior = err
+                    .details
+                    .take()
+                    .map(|d| format!("{d}; "))
+                    .unwrap_or_default();
+                err.details = Some(format!(
+                    "{prior}rolling back also failed: {}",
+                    failed.join("; ")
+                ));
+            }
             Err(err)
         }
     }

@@ -26,12 +26,16 @@ enum Command {
     },
     /// Print what one Node would program and report for a cluster given as YAML (offline).
     Render(ovs_egress::render::RenderArgs),
+    /// CNI 1.0.0 plugin: reads CNI_* variables and the network config on stdin (as the kubelet
+    /// calls it), prints the Result or a CNI error on stdout.
+    Cni,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => crds(dir),
         Command::Render(args) => ovs_egress::render::run(&args),
+        Command::Cni => std::process::exit(ovs_egress::cni::main()),
     }
 }
 

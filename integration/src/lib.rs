@@ -1,3 +1,11 @@
 //! The test bed shared by the datapath and end-to-end tests: Nodes are network namespaces with
 //! their own OVS, Pods are namespaces wired by our CNI plugin, the underlay is a bridge in its own
 //! namespace. Everything it creates carries a per-run prefix and is removed on drop.
+
+pub mod cmd;
+pub mod netns;
+pub mod ovs_instance;
+pub mod process;
+
+pub use netns::Netns;
+pub use ovs_instance::OvsInstance;

@@ -5,6 +5,7 @@
 //! (`ovs`, `host`, `kube`) only make the world match a `NodePlan`.
 
 pub mod api;
+pub mod host;
 pub mod ipam;
 pub mod model;
 pub mod placement;

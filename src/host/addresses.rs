@@ -2,10 +2,11 @@
 //! duplicate address detection) with rtnetlink, in the calling thread's network namespace.
 //!
 //! Ownership is recorded in the kernel, not in a state file: every address this module adds
-//! carries the address protocol [`OWNED_PROTO`] (`IFA_PROTO`, shown by `ip -d addr` as
-//! `proto 0x65`). It survives agent restarts, needs no file, and cannot go stale. This module
-//! removes only addresses carrying that protocol: a static address the admin configured (protocol
-//! 0, or anything else) is never removed, even when it equals an egress IP.
+//! carries the address protocol [`OWNED_PROTO`] (`IFA_PROTO`, Linux 6.1+; iproute2 versions
+//! that know it print `proto 0x65`; an older kernel drops it, and then nothing is ever removed:
+//! the safe failure). It survives agent restarts, needs no file, and cannot go stale. This
+//! module removes only addresses carrying that protocol: a static address the admin configured
+//! (protocol 0, or anything else) is never removed, even when it equals an egress IP.
 //!
 //! Choosing the device: the configured one; otherwise a dummy `ovs-egress0` (created, never set
 //! up, as Antrea's `antrea-egress0`); otherwise, when the kernel has no dummy driver, the

@@ -1,15 +1,18 @@
 //! The iptables applier against real iptables (nf_tables backend), each test in a namespace of
 //! its own: chains, jumps and rules are created, left alone when unchanged, repaired after a
-//! flush, removed with the IP, placed before foreign masquerade rules, split by family, and a
-//! rejected rule set leaves the previous one intact.
+//! flush, removed with the IP, placed before foreign masquerade rules, split by family, a
+//! rejected rule set leaves the previous one intact, and packets really leave with the egress IP.
 
 mod host_support;
 
 use std::num::NonZeroU8;
+use std::time::Duration;
 
-use host_support::{enable_ipv6, in_netns};
+use host_support::{Capture, enable_ipv6, in_netns};
+use ovs_egress::host::addresses::Addresses;
+use ovs_egress::host::format_mac;
 use ovs_egress::host::iptables::{
-    Applier, Change, Family, IptablesError, MarkCarrier, SnatConfig, SnatEntry, Table,
+    Applier, Change, Family, IptablesError, MarkCarrier, SnatConfig, SnatEntry, Table, mark_mac,
 };
 use ovs_egress_integration::Netns;
 
@@ -227,4 +230,73 @@ fn a_rejected_rule_names_the_table_chain_and_culprit_and_keeps_the_previous_rule
     assert_eq!(nat.len(), 2, "{nat:#?}");
     assert!(nat[0].ends_with("--to-source 172.18.0.10"));
     assert!(nat.iter().all(|r| r.contains("! -o antrea-gw0")));
+}
+
+/// A Pod namespace `pod<n>` with `eth0` = `mac`/`ip`, plugged into bridge `antrea-gw0` of `node`.
+fn pod(node: &Netns, n: u8, mac: &str) -> Netns {
+    let pod = Netns::new(&format!("pod{n}")).unwrap();
+    let port = format!("p{n}");
+    pod.veth_to("eth0", node, &port).unwrap();
+    let ip = format!("10.244.1.{n}/24");
+    for argv in [
+        vec!["ip", "link", "set", "eth0", "address", mac, "up"],
+        vec!["ip", "addr", "add", &ip, "dev", "eth0"],
+        vec!["ip", "route", "add", "default", "via", "10.244.1.1"],
+    ] {
+        pod.exec(&argv).unwrap();
+    }
+    node.exec(&["ip", "link", "set", &port, "master", "antrea-gw0", "up"])
+        .unwrap();
+    pod
+}
+
+/// Pings the external host from `pod` and returns the source address the external host saw.
+fn source_seen_by_external(ext: &Netns, pod: &Netns) -> String {
+    let capture = Capture::start(ext, "eth0", 1, &["icmp[icmptype] == icmp-echo"]).unwrap();
+    pod.exec(&["ping", "-c", "1", "-W", "3", "172.18.0.100"])
+        .expect("the reply comes back (un-SNAT and ARP for the egress IP work)");
+    let seen = capture.finish(Duration::from_secs(5)).unwrap();
+    let (before, _) = seen
+        .split_once(" > 172.18.0.100: ICMP echo request")
+        .unwrap_or_else(|| panic!("no echo request in {seen}"));
+    before.split_whitespace().last().unwrap().to_string()
+}
+
+#[test]
+fn packets_whose_source_mac_carries_the_mark_leave_with_the_egress_ip_the_rest_masqueraded() {
+    let node = Netns::new("node").unwrap();
+    let ext = Netns::new("ext").unwrap();
+    node.veth_to("eth0", &ext, "eth0").unwrap();
+    for argv in [
+        &["ip", "link", "add", "antrea-gw0", "type", "bridge"][..],
+        &["ip", "link", "set", "antrea-gw0", "up"],
+        &["ip", "addr", "add", "10.244.1.1/24", "dev", "antrea-gw0"],
+        &["ip", "link", "set", "eth0", "up"],
+        &["ip", "addr", "add", "172.18.0.2/24", "dev", "eth0"],
+        &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+    ] {
+        node.exec(argv).unwrap();
+    }
+    ext.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    ext.exec(&["ip", "addr", "add", "172.18.0.100/24", "dev", "eth0"])
+        .unwrap();
+    let mark = NonZeroU8::new(5).unwrap();
+    let selected = pod(&node, 5, &format_mac(mark_mac(mark)));
+    let other = pod(&node, 6, "02:00:00:00:00:06");
+
+    in_netns(&node, move || async move {
+        // Make before break: SNAT rules first, then the IP (the flows would come in between).
+        let mut a = Applier::new(config("antrea-gw0"));
+        a.apply(&[SnatEntry {
+            ip: "172.18.0.50".parse().unwrap(),
+            mark,
+        }])
+        .await
+        .unwrap();
+        let nl = Addresses::connect().unwrap();
+        let eth0 = nl.link("eth0").await.unwrap();
+        nl.add(&eth0, "172.18.0.50".parse().unwrap()).await.unwrap();
+    });
+    assert_eq!(source_seen_by_external(&ext, &selected), "172.18.0.50");
+    assert_eq!(source_seen_by_external(&ext, &other), "172.18.0.2");
 }

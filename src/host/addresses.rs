@@ -122,7 +122,7 @@ fn link_from(msg: LinkMessage, name: &str) -> Link {
 impl Addresses {
     /// Opens a netlink connection in the calling thread's network namespace and spawns its
     /// driver on the current tokio runtime. The socket stays in that namespace whichever thread
-    /// later uses the handle.
+    /// later uses the handle. Must be called inside a tokio runtime.
     pub fn connect() -> Result<Addresses, AddressError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(AddressError::Connect)?;
         tokio::spawn(conn);

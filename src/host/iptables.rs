@@ -228,7 +228,7 @@ pub enum IptablesError {
         command: String,
         table: &'static str,
         chain: &'static str,
-        status: String,
+        status: std::process::ExitStatus,
         /// iptables's stderr, followed by the offending input line when it names one.
         stderr: String,
     },
@@ -470,7 +470,7 @@ async fn ensure_jump(family: Family, table: Table) -> Result<bool, IptablesError
     match run(family.program(), &check, None, table).await {
         Ok(_) => return Ok(false),
         // `-C` exits 1 exactly when the rule does not exist; anything else is a real error.
-        Err(IptablesError::Command { ref status, .. }) if status == "exit status: 1" => {}
+        Err(IptablesError::Command { status, .. }) if status.code() == Some(1) => {}
         Err(e) => return Err(e),
     }
     let mut insert = vec![LOCK_WAIT, "-t", table.name(), "-I", table.hook(), "1"];
@@ -520,7 +520,7 @@ async fn run(
         command,
         table: table.name(),
         chain: table.chain(),
-        status: out.status.to_string(),
+        status: out.status,
         stderr: describe_failure(&stderr, input),
     })
 }

@@ -31,13 +31,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `n` local egress IPs 172.18.0.1.. with marks 1..=n (`offset` shifts the IPs, so two sets
-/// with different offsets differ in every rule).
+/// `n` (at most 200) local egress IPs 172.18.<offset>.1.. with marks 1+offset.. (two sets with
+/// different offsets differ in every rule of both tables).
 fn entries(n: u8, offset: u8) -> Vec<SnatEntry> {
     (1..=n)
         .map(|i| SnatEntry {
             ip: IpAddr::V4(Ipv4Addr::new(172, 18, offset, i)),
-            mark: NonZeroU8::new(i).unwrap(),
+            mark: NonZeroU8::new(i + offset * 55).unwrap(),
         })
         .collect()
 }

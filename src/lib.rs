@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cni;
+pub mod host;
 pub mod ipam;
 pub mod model;
 pub mod ovs;

@@ -3,7 +3,7 @@
 //! selectors (lists and watches), optimistic concurrency, finalizers, and failure injection.
 
 mod common;
-use common::{Emu, crds_text, fixture};
+use common::{Emu, crds_text};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{

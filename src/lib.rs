@@ -5,10 +5,15 @@
 //! (`ovs`, `host`, `kube`) only make the world match a `NodePlan`.
 
 pub mod api;
+pub mod cni;
 pub mod config;
 pub mod controller;
+pub mod host;
 pub mod ipam;
 pub mod kube;
 pub mod model;
+pub mod ovs;
+pub mod pipeline;
 pub mod placement;
 pub mod plan;
+pub mod render;

@@ -24,6 +24,11 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print what one Node would program and report for a cluster given as YAML (offline).
+    Render(ovs_egress::render::RenderArgs),
+    /// CNI 1.0.0 plugin: reads CNI_* variables and the network config on stdin (as the kubelet
+    /// calls it), prints the Result or a CNI error on stdout.
+    Cni,
     /// Allocate egress IPs from ExternalIPPools, keep Egress and pool status current, and serve
     /// the validating webhook (one replica reconciles, elected with a Lease).
     Controller(Box<ovs_egress::config::ControllerArgs>),
@@ -32,6 +37,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => crds(dir),
+        Command::Render(args) => ovs_egress::render::run(&args),
+        Command::Cni => std::process::exit(ovs_egress::cni::main()),
         Command::Controller(args) => {
             init_logging();
             tokio::runtime::Runtime::new()

@@ -1,3 +1,15 @@
 //! The test bed shared by the datapath and end-to-end tests: Nodes are network namespaces with
 //! their own OVS, Pods are namespaces wired by our CNI plugin, the underlay is a bridge in its own
 //! namespace. Everything it creates carries a per-run prefix and is removed on drop.
+
+pub mod cmd;
+pub mod netns;
+pub mod node;
+pub mod ovs_instance;
+pub mod process;
+pub mod underlay;
+
+pub use netns::Netns;
+pub use node::Node;
+pub use ovs_instance::OvsInstance;
+pub use underlay::Underlay;

@@ -3,7 +3,7 @@
 //! selectors (lists and watches), optimistic concurrency, finalizers, and failure injection.
 
 mod common;
-use common::{Emu, fixture};
+use common::{Emu, crds_text};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{
@@ -194,7 +194,7 @@ fn egress_api(client: kube::Client) -> Api<DynamicObject> {
 async fn install_crds(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text = std::fs::read_to_string(fixture("crds.yaml")).unwrap();
+    let text = crds_text();
     for doc in kube_emu::snapshot::parse(&text).unwrap() {
         crds.create(
             &PostParams::default(),
@@ -492,7 +492,7 @@ async fn injected_faults_fail_requests_and_close_watches() {
 #[tokio::test]
 async fn namespaces_get_metadata_name_label_and_snapshot_objects_load() {
     let snap = std::env::temp_dir().join(format!("kube-emu-snap-{}.yaml", std::process::id()));
-    std::fs::write(&snap, format!("{}\n---\napiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata: {{name: snap}}\nspec: {{appliedTo: {{}}, egressIP: 10.1.1.1}}\nstatus: {{egressNode: n7}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: extra}}\n", std::fs::read_to_string(fixture("crds.yaml")).unwrap())).unwrap();
+    std::fs::write(&snap, format!("{}\n---\napiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata: {{name: snap}}\nspec: {{appliedTo: {{}}, egressIP: 10.1.1.1}}\nstatus: {{egressNode: n7}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: extra}}\n", crds_text())).unwrap();
     let emu = Emu::start(&["--snapshot", snap.to_str().unwrap()]);
     std::fs::remove_file(&snap).unwrap();
     let client = emu.client().await;

@@ -1,0 +1,125 @@
+//! Attaching the host end of a Pod's veth to the OVS bridge through the crate's OVSDB client,
+//! with the Interface `external_ids` the agent reads to learn local Pods:
+//!
+//! | key | value |
+//! |---|---|
+//! | `container-id` | `CNI_CONTAINERID` |
+//! | `k8s-pod-name` | `K8S_POD_NAME` from `CNI_ARGS` (empty if absent) |
+//! | `k8s-pod-namespace` | `K8S_POD_NAMESPACE` from `CNI_ARGS` (empty if absent) |
+//! | `ip` | the Pod's address, without prefix length |
+//! | `mac` | the MAC of the container interface |
+//!
+//! ADD returns only once ovs-vswitchd has realized the port (its `ofport` is set), so the Pod's
+//! first packet finds it. Never touches ports other than the one it is given.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{CniError, Code};
+use crate::ovs::bridge::{self, BridgeError};
+use crate::ovs::ovsdb::{
+    Atom, Client, ClientOptions, Operation, OvsdbError, Row, Value, WaitUntil,
+};
+
+/// The `external_ids` keys written on a Pod's Interface row.
+pub mod keys {
+    pub const CONTAINER_ID: &str = "container-id";
+    pub const POD_NAME: &str = "k8s-pod-name";
+    pub const POD_NAMESPACE: &str = "k8s-pod-namespace";
+    pub const IP: &str = "ip";
+    pub const MAC: &str = "mac";
+}
+
+/// Upper bound for each OVSDB request, including the wait for ovs-vswitchd.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connect(db: &Path, what: &str) -> Result<Client, CniError> {
+    let opts = ClientOptions {
+        request_timeout: TIMEOUT,
+        ..ClientOptions::default()
+    };
+    Client::connect(db, opts).await.map_err(|e| {
+        CniError::with_cause(
+            Code::TryAgainLater,
+            format!("{what}: OVSDB is not reachable"),
+            e,
+        )
+    })
+}
+
+fn bridge_err(what: &str) -> impl Fn(BridgeError) -> CniError + '_ {
+    move |e| CniError::host(what.to_string(), e)
+}
+
+fn ovsdb_err(what: &str) -> impl Fn(OvsdbError) -> CniError + '_ {
+    move |e| CniError::host(what.to_string(), e)
+}
+
+/// Add `port` to `bridge` with `external_ids` on its Interface row, and wait until ovs-vswitchd
+/// has given it an OpenFlow port.
+pub async fn attach(
+    db: &Path,
+    bridge: &str,
+    port: &str,
+    ids: &[(&str, &str)],
+) -> Result<(), CniError> {
+    let what = format!("adding port {port} to bridge {bridge}");
+    let client = connect(db, &what).await?;
+    let ids: BTreeMap<String, String> = ids
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    bridge::add_port(&client, bridge, port, None, &ids)
+        .await
+        .map_err(bridge_err(&what))?;
+    let ms = u64::try_from(TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    let unset = vec![Row::new().with("ofport", Value::empty_set())];
+    let realized = Operation::wait(
+        "Interface",
+        &["ofport"],
+        WaitUntil::NotEqual,
+        unset,
+        Some(ms),
+    )
+    .where_eq("name", port);
+    let read = Operation::select("Interface")
+        .where_eq("name", port)
+        .columns(&["ofport", "error"]);
+    let waited = format!("{what}: waiting for ovs-vswitchd to realize it");
+    let r = client
+        .transact(&[realized, read])
+        .await
+        .map_err(ovsdb_err(&waited))?;
+    let row = r[1]
+        .rows()
+        .first()
+        .ok_or_else(|| CniError::host(waited.clone(), "row vanished"))?;
+    let ofport = row
+        .optional("Interface", "ofport")
+        .map_err(ovsdb_err(&waited))?;
+    if let Some(Atom::Integer(n)) = ofport
+        && *n < 0
+    {
+        let error = row
+            .optional("Interface", "error")
+            .ok()
+            .flatten()
+            .and_then(Atom::as_str);
+        return Err(CniError::host(
+            what,
+            format!("ovs-vswitchd rejected it: {}", error.unwrap_or("ofport -1")),
+        ));
+    }
+    Ok(())
+}
+
+/// Remove `port` from `bridge`; a missing port is not an error.
+pub async fn detach(db: &Path, bridge: &str, port: &str) -> Result<(), CniError> {
+    let what = format!("removing port {port} from bridge {bridge}");
+    let client = connect(db, &what).await?;
+    bridge::delete_port(&client, bridge, port)
+        .await
+        .map(drop)
+        .map_err(bridge_err(&what))
+}

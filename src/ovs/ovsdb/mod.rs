@@ -1,0 +1,18 @@
+//! A hand-written OVSDB (RFC 7047) client on tokio + serde_json over the unix socket: typed
+//! values and operations, atomic transactions, monitors that survive reconnects, echo replies.
+//! (The published `ovsdb` crates fail basic use; see reference/crates.md §2.) It only speaks the
+//! protocol; what to put in the database is decided by its callers (`ovs::bridge`, the agent).
+
+mod client;
+mod error;
+mod framing;
+mod monitor;
+mod ops;
+mod session;
+mod value;
+
+pub use client::{Client, ClientOptions, ConnState, MonitorStream, OPEN_VSWITCH_DB};
+pub use error::OvsdbError;
+pub use monitor::{MonitorEvent, MonitorSpec, RowUpdate, TableCache, TableUpdates};
+pub use ops::{Condition, Function, Mutation, Mutator, OpResult, Operation, WaitUntil};
+pub use value::{Atom, Row, Uuid, Value};

@@ -1,0 +1,204 @@
+//! `ovs-egress render`: what one Node would program and report for a cluster given as YAML,
+//! offline. It does what the controller would do first (allocate pool IPs), decides liveness from
+//! annotations, then runs the pure `plan::compute`. Printing lives in [`text`] and serde (JSON);
+//! nothing here touches the network or the machine.
+
+pub mod parse;
+pub mod text;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::ipam;
+use crate::model::{ClusterView, Node};
+use crate::plan::{self, NodePlan};
+pub use parse::{ParseError, Parsed, parse_cluster};
+
+/// Node annotation: `"true"` marks the Node as down (not alive) for a what-if render.
+pub const DOWN_ANNOTATION: &str = "ovs-egress.io/down";
+/// Node annotation: extra IPs configured on the Node (comma-separated), besides its InternalIP;
+/// static Egress IPs listed here are local to it.
+pub const LOCAL_IPS_ANNOTATION: &str = "ovs-egress.io/local-ips";
+
+/// Command line of `ovs-egress render`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The Node whose plan to print.
+    #[arg(long, required_unless_present = "list_nodes")]
+    pub node: Option<String>,
+    /// The cluster: multi-document YAML (or JSON) with Node, Namespace, Pod, Egress and
+    /// ExternalIPPool objects.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the Node names of the file, one per line, and nothing else.
+    #[arg(long, conflicts_with_all = ["node", "json"])]
+    pub list_nodes: bool,
+}
+
+/// Why a parsed cluster cannot be rendered for a Node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("Node {node} is not in the cluster file (Nodes: {known})")]
+    NodeNotFound { node: String, known: String },
+    #[error("Node {node}: annotation {LOCAL_IPS_ANNOTATION}: {text:?} is not an IP address")]
+    InvalidLocalIp { node: String, text: String },
+}
+
+/// The controller's allocation for one Egress naming a pool (its `IPAllocated` condition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Allocation {
+    pub pool: String,
+    pub ip: Option<IpAddr>,
+    /// `Cannot allocate EgressIP from ExternalIPPool: …` when it failed.
+    pub error: Option<String>,
+}
+
+/// Everything `render` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rendered {
+    pub node: String,
+    pub transport_ip: Option<IpAddr>,
+    pub pod_cidr: Option<String>,
+    /// Nodes considered down (annotation `ovs-egress.io/down: "true"`).
+    pub down_nodes: Vec<String>,
+    /// By Egress name, for Egresses naming a pool.
+    pub allocations: BTreeMap<String, Allocation>,
+    pub plan: NodePlan,
+}
+
+/// Allocate, decide liveness and local IPs, and compute the plan of `node`.
+pub fn render(mut view: ClusterView, node: &str) -> Result<Rendered, RenderError> {
+    let this = view
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .cloned()
+        .ok_or_else(|| RenderError::NodeNotFound {
+            node: node.to_string(),
+            known: node_names(&view).join(", "),
+        })?;
+    let allocations = allocate(&mut view);
+    let down_nodes: Vec<String> = view
+        .nodes
+        .iter()
+        .filter(|n| n.annotations.get(DOWN_ANNOTATION).map(String::as_str) == Some("true"))
+        .map(|n| n.name.clone())
+        .collect();
+    view.alive = Some(
+        view.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| !down_nodes.contains(n))
+            .collect(),
+    );
+    view.local_ips = local_ips(&this)?;
+    let plan = plan::compute(&view, node, None);
+    Ok(Rendered {
+        node: node.to_string(),
+        transport_ip: this.transport_ip,
+        pod_cidr: this.pod_cidr,
+        down_nodes,
+        allocations,
+        plan,
+    })
+}
+
+/// Node names of the cluster, sorted.
+pub fn node_names(view: &ClusterView) -> Vec<String> {
+    let mut names: Vec<String> = view.nodes.iter().map(|n| n.name.clone()).collect();
+    names.sort();
+    names
+}
+
+/// Run the controller's allocation and write the new IPs into the Egresses without one.
+fn allocate(view: &mut ClusterView) -> BTreeMap<String, Allocation> {
+    let allocations = ipam::allocate_all(&view.pools, &view.egresses);
+    for egress in &mut view.egresses {
+        if egress.egress_ip.as_deref().is_none_or(str::is_empty)
+            && let Some(Ok(ip)) = allocations.by_egress.get(&egress.name)
+        {
+            egress.egress_ip = Some(ip.to_string());
+        }
+    }
+    view.egresses
+        .iter()
+        .filter_map(|egress| {
+            let pool = egress.external_ip_pool.clone()?;
+            let result = allocations.by_egress.get(&egress.name)?;
+            Some((
+                egress.name.clone(),
+                Allocation {
+                    pool,
+                    ip: result.as_ref().ok().copied(),
+                    error: result
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("Cannot allocate EgressIP from ExternalIPPool: {e}")),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The IPs configured on `node`: its transport IP and those of its local-IPs annotation.
+fn local_ips(node: &Node) -> Result<BTreeSet<IpAddr>, RenderError> {
+    let mut ips: BTreeSet<IpAddr> = node.transport_ip.into_iter().collect();
+    let listed = node
+        .annotations
+        .get(LOCAL_IPS_ANNOTATION)
+        .map(String::as_str);
+    for text in listed.unwrap_or("").split(',').map(str::trim) {
+        if text.is_empty() {
+            continue;
+        }
+        let ip = text.parse().map_err(|_| RenderError::InvalidLocalIp {
+            node: node.name.clone(),
+            text: text.to_string(),
+        })?;
+        ips.insert(ip);
+    }
+    Ok(ips)
+}
+
+/// The `render` subcommand: read the file, print warnings to stderr and the result to stdout.
+pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
+    let path = args.file.display();
+    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {path}"))?;
+    let parsed = parse_cluster(&text).with_context(|| format!("parsing {path}"))?;
+    for warning in &parsed.warnings {
+        eprintln!("warning: {path}: {warning}");
+    }
+    let output = if args.list_nodes {
+        node_names(&parsed.view)
+            .into_iter()
+            .map(|name| name + "\n")
+            .collect()
+    } else {
+        let node = args
+            .node
+            .as_deref()
+            .context("--node is required unless --list-nodes is given")?;
+        let rendered = render(parsed.view, node).with_context(|| format!("rendering {path}"))?;
+        if args.json {
+            serde_json::to_string_pretty(&rendered)? + "\n"
+        } else {
+            text::to_text(&rendered)
+        }
+    };
+    match std::io::stdout().lock().write_all(output.as_bytes()) {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

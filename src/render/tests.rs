@@ -1,0 +1,355 @@
+//! Unit tests of the cluster-file parser and of `render`'s controller steps.
+
+use std::net::IpAddr;
+
+use super::parse::parse_rfc3339;
+use super::*;
+use crate::model::PodPhase;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn error_of(text: &str) -> ParseError {
+    parse_cluster(text).expect_err("the input is invalid")
+}
+
+const NODE: &str = "
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {zone: a}, annotations: {note: x}}
+spec: {podCIDR: 10.244.1.0/24}
+status:
+  addresses:
+  - {type: Hostname, address: node-1}
+  - {type: InternalIP, address: 10.0.0.1}
+  - {type: InternalIP, address: 10.0.0.99}
+";
+
+#[test]
+fn node_transport_ip_is_the_first_internal_ip_and_pod_cidr_comes_from_spec() {
+    let view = parse_cluster(NODE).unwrap().view;
+    let node = &view.nodes[0];
+    assert_eq!(node.transport_ip, Some(ip("10.0.0.1")));
+    assert_eq!(node.pod_cidr.as_deref(), Some("10.244.1.0/24"));
+    assert_eq!(node.labels["zone"], "a");
+    assert_eq!(node.annotations["note"], "x");
+}
+
+#[test]
+fn user_guide_pool_list_and_egress_documents_are_accepted_as_written() {
+    let text = "
+- apiVersion: crd.antrea.io/v1alpha2
+  kind: ExternalIPPool
+  metadata:
+    name: prod-external-ip-pool
+  spec:
+    ipRanges:
+    - start: 10.10.0.2
+      end: 10.10.0.10
+    - cidr: 10.10.1.0/28
+    nodeSelector:
+      matchLabels:
+        network-role: egress-gateway
+---
+apiVersion: crd.antrea.io/v1alpha2
+kind: Egress
+metadata:
+  name: egress-prod-web
+spec:
+  appliedTo:
+    namespaceSelector:
+      matchLabels:
+        env: prod
+    podSelector:
+      matchLabels:
+        role: web
+  egressIP: 10.10.0.8 # can be populated by Antrea after assigning an IP from the pool below
+  externalIPPool: prod-external-ip-pool
+status:
+  egressNode: node01
+";
+    let parsed = parse_cluster(text).unwrap();
+    let pool = &parsed.view.pools[0];
+    assert_eq!(pool.ip_ranges.len(), 2);
+    assert_eq!(pool.ip_ranges[1].cidr.as_deref(), Some("10.10.1.0/28"));
+    assert_eq!(
+        pool.node_selector.match_labels["network-role"],
+        "egress-gateway"
+    );
+    let egress = &parsed.view.egresses[0];
+    assert_eq!(egress.egress_ip.as_deref(), Some("10.10.0.8"));
+    assert_eq!(
+        egress.external_ip_pool.as_deref(),
+        Some("prod-external-ip-pool")
+    );
+    let pods = egress.applied_to.pod_selector.as_ref().unwrap();
+    assert_eq!(pods.match_labels["role"], "web");
+    assert!(parsed.warnings.is_empty());
+}
+
+#[test]
+fn kind_list_items_are_read_and_unknown_kinds_are_skipped_with_a_warning() {
+    let text = "
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: prod, labels: {env: prod}}
+- kind: ConfigMap
+  apiVersion: v1
+  metadata: {name: antrea-config, namespace: kube-system}
+  data: {antrea-agent.conf: x}
+";
+    let parsed = parse_cluster(text).unwrap();
+    assert_eq!(parsed.view.namespaces[0].labels["env"], "prod");
+    assert_eq!(
+        parsed.warnings,
+        ["document 1, item 2 (ConfigMap antrea-config): kind ConfigMap is not used, skipped"]
+    );
+}
+
+#[test]
+fn pods_default_to_namespace_default_and_read_pod_ips_phase_and_host_network() {
+    let text = "
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec: {nodeName: node-1, hostNetwork: true}
+status: {phase: Succeeded, podIP: 10.244.1.5}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: prod}
+status: {podIPs: [{ip: 10.244.1.6}, {ip: 'fd00::6'}], podIP: 10.244.1.6}
+";
+    let pods = parse_cluster(text).unwrap().view.pods;
+    assert_eq!(
+        (pods[0].namespace.as_str(), pods[0].node_name.as_deref()),
+        ("default", Some("node-1"))
+    );
+    assert!(pods[0].host_network);
+    assert_eq!(pods[0].phase, PodPhase::Succeeded);
+    assert_eq!(pods[0].ips, [ip("10.244.1.5")]);
+    assert_eq!(pods[1].phase, PodPhase::Pending);
+    assert_eq!(pods[1].node_name, None);
+    assert_eq!(pods[1].ips, [ip("10.244.1.6"), ip("fd00::6")]);
+}
+
+#[test]
+fn errors_name_the_document_the_object_and_the_field() {
+    let text = format!(
+        "{NODE}---
+apiVersion: crd.antrea.io/v1beta1
+kind: Egress
+metadata: {{name: e}}
+spec: {{appliedTo: {{}}, egressIP: 5}}
+"
+    );
+    let error = error_of(&text);
+    assert_eq!(error.object, "document 2 (Egress e)");
+    assert_eq!(error.field, "spec.egressIP");
+    assert_eq!(
+        error.to_string(),
+        "document 2 (Egress e): spec.egressIP: expected a string, found a number"
+    );
+}
+
+#[test]
+fn each_invalid_field_is_reported_by_name() {
+    let egress = |spec: &str| {
+        format!(
+            "apiVersion: crd.antrea.io/v1alpha2\nkind: Egress\nmetadata: {{name: e}}\nspec: {spec}\n"
+        )
+    };
+    let pool = |spec: &str| {
+        format!(
+            "apiVersion: crd.antrea.io/v1beta1\nkind: ExternalIPPool\nmetadata: {{name: p}}\nspec: {spec}\n"
+        )
+    };
+    let cases = [
+        (egress("{egressIP: 10.0.0.1}"), "spec.appliedTo", "is required"),
+        (egress("{appliedTo: {}}"), "spec", "one of egressIP or externalIPPool"),
+        (
+            egress("{appliedTo: {}, egressIP: '', externalIPPool: ''}"),
+            "spec",
+            "one of egressIP or externalIPPool",
+        ),
+        (
+            egress("{appliedTo: {podSelecter: {}}, egressIP: 10.0.0.1}"),
+            "spec.appliedTo",
+            "unknown field podSelecter",
+        ),
+        (
+            egress("{appliedTo: {podSelector: {matchExpressions: [{key: a, operator: Has}]}}, egressIP: x}"),
+            "spec.appliedTo",
+            "unknown variant `Has`",
+        ),
+        (
+            egress("{appliedTo: {}, egressIPs: [10.0.0.1]}"),
+            "spec.egressIPs",
+            "not supported",
+        ),
+        (
+            pool("{ipRanges: [{cidr: 10.0.0.0/24}]}"),
+            "spec.nodeSelector",
+            "nodeSelector: {}",
+        ),
+        (pool("{nodeSelector: {}}"), "spec.ipRanges", "is required"),
+        (
+            "apiVersion: crd.antrea.io/v1\nkind: Egress\nmetadata: {name: e}\n".to_string(),
+            "apiVersion",
+            "not supported for Egress",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {v: 1}}\n".to_string(),
+            "metadata.labels.v",
+            "expected a string value",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {phase: Done}\n".to_string(),
+            "status.phase",
+            "is not one of",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIPs: [{ip: x}]}\n"
+                .to_string(),
+            "status.podIPs[0].ip",
+            "not an IP address",
+        ),
+        (
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {addresses: [{type: InternalIP}]}\n"
+                .to_string(),
+            "status.addresses[0].address",
+            "is required",
+        ),
+        ("kind: Node\nmetadata: {}\n".to_string(), "metadata.name", "is required"),
+        ("metadata: {name: n}\n".to_string(), "kind", "is required"),
+    ];
+    for (text, field, message) in cases {
+        match parse_cluster(&text) {
+            Ok(_) => panic!("{text} was accepted"),
+            Err(error) => {
+                assert_eq!(error.field, field, "{text}: {error}");
+                assert!(error.message.contains(message), "{text}: {error}");
+            }
+        }
+    }
+}
+
+#[test]
+fn egress_creation_timestamp_must_be_rfc3339() {
+    let text = "apiVersion: crd.antrea.io/v1alpha2\nkind: Egress\nmetadata: {name: e, creationTimestamp: yesterday}\nspec: {appliedTo: {}, egressIP: 10.0.0.1}\n";
+    assert_eq!(error_of(text).field, "metadata.creationTimestamp");
+}
+
+#[test]
+fn duplicate_objects_are_rejected_naming_the_first() {
+    let error = error_of(&format!("{NODE}---{NODE}"));
+    assert_eq!(error.object, "document 2 (Node node-1)");
+    assert!(error.message.contains("first in document 1"), "{error}");
+}
+
+#[test]
+fn yaml_syntax_errors_and_non_objects_name_the_document() {
+    let error = error_of(&format!("{NODE}---\nkind: [unclosed\n"));
+    assert!(error.object.starts_with("document 2"), "{error}");
+    let error = error_of("--- 42\n");
+    assert_eq!(
+        error.to_string(),
+        "document 1: expected a Kubernetes object or a list of objects, found a number"
+    );
+}
+
+#[test]
+fn rfc3339_times_convert_to_epoch_seconds() {
+    assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(parse_rfc3339("2024-05-01T10:00:00Z"), Some(1_714_557_600));
+    assert_eq!(
+        parse_rfc3339("2024-05-01T12:00:00.123+02:00"),
+        Some(1_714_557_600)
+    );
+    assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z"), Some(951_868_800));
+    for bad in [
+        "2024-05-01",
+        "2024-05-01T10:00:00",
+        "2024-13-01T10:00:00Z",
+        "2024-05-01T10:00:00.Z",
+        "2024-05-01T10:00:00+2",
+        "+024-05-01T10:00:00Z",
+    ] {
+        assert_eq!(parse_rfc3339(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn render_fills_allocated_ips_marks_down_nodes_and_reads_local_ip_annotations() {
+    let text = "
+apiVersion: v1
+kind: Node
+metadata: {name: a, annotations: {ovs-egress.io/down: 'true'}}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: b, annotations: {ovs-egress.io/local-ips: '192.0.2.7, 192.0.2.8'}}
+status: {addresses: [{type: InternalIP, address: 10.0.0.2}]}
+---
+apiVersion: crd.antrea.io/v1beta1
+kind: ExternalIPPool
+metadata: {name: p}
+spec: {ipRanges: [{start: 10.9.0.1, end: 10.9.0.1}], nodeSelector: {}}
+---
+apiVersion: crd.antrea.io/v1beta1
+kind: Egress
+metadata: {name: first, creationTimestamp: '2024-01-01T00:00:00Z'}
+spec: {appliedTo: {}, externalIPPool: p}
+---
+apiVersion: crd.antrea.io/v1beta1
+kind: Egress
+metadata: {name: second, creationTimestamp: '2024-01-02T00:00:00Z'}
+spec: {appliedTo: {}, externalIPPool: p}
+---
+apiVersion: crd.antrea.io/v1beta1
+kind: Egress
+metadata: {name: static}
+spec: {appliedTo: {}, egressIP: 192.0.2.8}
+";
+    let view = parse_cluster(text).unwrap().view;
+    let rendered = render(view, "b").unwrap();
+    assert_eq!(rendered.down_nodes, ["a"]);
+    assert_eq!(rendered.allocations["first"].ip, Some(ip("10.9.0.1")));
+    let error = rendered.allocations["second"].error.clone().unwrap();
+    assert!(
+        error.starts_with("Cannot allocate EgressIP from ExternalIPPool: "),
+        "{error}"
+    );
+    // Node a is down, so the only pool IP lands on b; the annotation makes 192.0.2.8 local.
+    assert_eq!(
+        rendered.plan.hold_ips.iter().copied().collect::<Vec<_>>(),
+        [ip("10.9.0.1")]
+    );
+    assert!(rendered.plan.mark_of(ip("192.0.2.8")).is_some());
+    assert_eq!(rendered.plan.statuses["first"].egress_node, "b");
+}
+
+#[test]
+fn render_rejects_unknown_nodes_and_bad_local_ip_annotations() {
+    let view = parse_cluster(NODE).unwrap().view;
+    assert_eq!(
+        render(view.clone(), "node-9").unwrap_err().to_string(),
+        "Node node-9 is not in the cluster file (Nodes: node-1)"
+    );
+    let mut view = view;
+    view.nodes[0]
+        .annotations
+        .insert(LOCAL_IPS_ANNOTATION.into(), "10.0.0.7,nope".into());
+    assert_eq!(
+        render(view, "node-1").unwrap_err(),
+        RenderError::InvalidLocalIp {
+            node: "node-1".into(),
+            text: "nope".into()
+        }
+    );
+}

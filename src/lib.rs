@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cni;
+pub mod datapath;
 pub mod datapath_egress;
 pub mod host;
 pub mod ipam;

@@ -7,7 +7,7 @@
 //!
 //! It is thin on purpose: flows come from `pipeline::egress`, rules from `host::iptables`,
 //! addresses from `host::addresses`; the caller installs the flows (through the datapath
-//! runtime or a `FlowProgrammer`). A failure concerning one egress IP (no such device, netlink
+//! runtime or a `FlowProgrammer`) between [`EgressHost::prepare`] and [`EgressHost::finish`]. A failure concerning one egress IP (no such device, netlink
 //! error) is reported for the Egresses using that IP and never stops the others. It never
 //! decides which IP is local or which mark it has: that is the plan's.
 
@@ -69,56 +69,65 @@ pub fn snat_entries(plan: &NodePlan) -> Vec<SnatEntry> {
         .collect()
 }
 
-/// The host side of one Node's Egress, between applies.
+/// The host side of one Node's Egress, between applies. Plain data: it may move between
+/// threads, but each phase must run on a thread in the Node's network namespace, inside a tokio
+/// runtime.
 #[derive(Debug)]
 pub struct EgressHost {
     iptables: Applier,
-    addresses: Addresses,
     device: DeviceChoice,
     /// The SNAT entries of the last apply.
     entries: Vec<SnatEntry>,
 }
 
+/// Proof that [`EgressHost::prepare`] ran: the caller installs the plan's flows, then hands
+/// this to [`EgressHost::finish`].
+#[must_use = "install the flows, then call EgressHost::finish"]
+#[derive(Debug)]
+pub struct FlowsDue {
+    report: ApplyReport,
+}
+
 impl EgressHost {
-    /// Must be called inside a tokio runtime, on a thread in the Node's network namespace.
-    pub fn new(config: SnatConfig, device: DeviceChoice) -> Result<EgressHost, String> {
-        let addresses = Addresses::connect().map_err(|e| e.to_string())?;
-        Ok(EgressHost {
+    pub fn new(config: SnatConfig, device: DeviceChoice) -> EgressHost {
+        EgressHost {
             iptables: Applier::new(config),
-            addresses,
             device,
             entries: Vec::new(),
-        })
+        }
     }
 
-    /// Applies `plan`; `install_flows` must install the Node's Egress flows for it (and return
-    /// once they are on the switch).
-    pub async fn apply<F, Fut>(&mut self, plan: &NodePlan, install_flows: F) -> ApplyReport
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(), String>>,
-    {
-        let mut report = ApplyReport::default();
+    /// Step 1: the SNAT rules of `plan` beside the old ones (an old entry whose mark or IP is
+    /// reused is replaced). On error nothing else may run: the flows must not send traffic to
+    /// rules that do not exist.
+    pub async fn prepare(&mut self, plan: &NodePlan) -> Result<FlowsDue, ApplyReport> {
         let wanted = snat_entries(plan);
-        // 1. New rules beside the old ones (an old entry whose mark or IP is reused is dropped).
         let mut both = wanted.clone();
         both.extend(
             self.entries
                 .iter()
                 .filter(|old| !wanted.iter().any(|w| w.ip == old.ip || w.mark == old.mark)),
         );
-        if let Err(e) = self.iptables.apply(&both).await {
-            report.node_error = Some(format!("SNAT rules: {e}"));
-            return report;
+        match self.iptables.apply(&both).await {
+            Ok(_) => Ok(FlowsDue {
+                report: ApplyReport::default(),
+            }),
+            Err(e) => Err(ApplyReport {
+                node_error: Some(format!("SNAT rules: {e}")),
+                ..ApplyReport::default()
+            }),
         }
-        // 2. Flows.
-        if let Err(e) = install_flows().await {
-            report.node_error = Some(format!("Egress flows: {e}"));
-            return report;
+    }
+
+    /// Steps 3–6, once the flows of `plan` are installed: add and advertise the IPs the Node
+    /// now holds, remove those it gave up, and only then the SNAT rules of IPs it gave up.
+    pub async fn finish(&mut self, due: FlowsDue, plan: &NodePlan) -> ApplyReport {
+        let mut report = due.report;
+        match Addresses::connect() {
+            Ok(addresses) => self.sync_addresses(&addresses, plan, &mut report).await,
+            Err(e) => report.node_error = Some(format!("egress IPs: {e}")),
         }
-        // 3–5. Addresses: add and advertise what the Node now holds, remove what it gave up.
-        self.sync_addresses(plan, &mut report).await;
-        // 6. Only now the rules of IPs given up go.
+        let wanted = snat_entries(plan);
         match self.iptables.apply(&wanted).await {
             Ok(_) => self.entries = wanted,
             Err(e) => report.node_error = Some(format!("SNAT rules: {e}")),
@@ -129,9 +138,32 @@ impl EgressHost {
         report
     }
 
-    async fn sync_addresses(&mut self, plan: &NodePlan, report: &mut ApplyReport) {
-        let link = match self
-            .addresses
+    /// The whole apply, for a caller that installs flows from the same task.
+    pub async fn apply<F, Fut>(&mut self, plan: &NodePlan, install_flows: F) -> ApplyReport
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let due = match self.prepare(plan).await {
+            Ok(due) => due,
+            Err(report) => return report,
+        };
+        if let Err(e) = install_flows().await {
+            return ApplyReport {
+                node_error: Some(format!("Egress flows: {e}")),
+                ..ApplyReport::default()
+            };
+        }
+        self.finish(due, plan).await
+    }
+
+    async fn sync_addresses(
+        &self,
+        addresses: &Addresses,
+        plan: &NodePlan,
+        report: &mut ApplyReport,
+    ) {
+        let link = match addresses
             .choose_device(self.device.configured.as_deref(), &self.device.transport)
             .await
         {
@@ -144,7 +176,7 @@ impl EgressHost {
             }
         };
         for ip in &plan.hold_ips {
-            match self.addresses.add(&link, *ip).await {
+            match addresses.add(&link, *ip).await {
                 Ok(Added::New) => {
                     report.added.push(*ip);
                     if let Err(e) = advertise(&link, *ip) {
@@ -157,28 +189,28 @@ impl EgressHost {
                 }
             }
         }
-        self.remove_given_up(&link, &plan.hold_ips, report).await;
+        remove_given_up(addresses, &link, &plan.hold_ips, report).await;
     }
+}
 
-    async fn remove_given_up(
-        &self,
-        link: &Link,
-        held: &BTreeSet<IpAddr>,
-        report: &mut ApplyReport,
-    ) {
-        let owned = match self.addresses.owned(link).await {
-            Ok(owned) => owned,
+async fn remove_given_up(
+    addresses: &Addresses,
+    link: &Link,
+    held: &BTreeSet<IpAddr>,
+    report: &mut ApplyReport,
+) {
+    let owned = match addresses.owned(link).await {
+        Ok(owned) => owned,
+        Err(e) => {
+            report.node_error = Some(format!("listing egress IPs: {e}"));
+            return;
+        }
+    };
+    for ip in owned.difference(held) {
+        match addresses.remove(link, *ip).await {
+            Ok(_) => report.removed.push(*ip),
             Err(e) => {
-                report.node_error = Some(format!("listing egress IPs: {e}"));
-                return;
-            }
-        };
-        for ip in owned.difference(held) {
-            match self.addresses.remove(link, *ip).await {
-                Ok(_) => report.removed.push(*ip),
-                Err(e) => {
-                    report.ip_errors.insert(*ip, e.to_string());
-                }
+                report.ip_errors.insert(*ip, e.to_string());
             }
         }
     }

@@ -147,6 +147,11 @@ impl NodeDatapath {
         }
     }
 
+    /// Replaces all inputs at once.
+    pub fn set_inputs(&self, inputs: DatapathInputs) {
+        self.inputs.send_replace(inputs);
+    }
+
     /// Replaces the remote Nodes.
     pub fn set_remote_nodes(&self, nodes: Vec<RemoteNodeSpec>) {
         self.inputs.send_modify(|i| i.remote_nodes = nodes);

@@ -263,3 +263,74 @@ fn a_pod_without_an_egress_ip_gets_no_flow_and_keeps_the_default_masquerade() {
     let flows = rendered(&egress_flows(&plan(), &context(MarkCarrier::PktMark)));
     assert!(!flows.iter().any(|f| f.contains("in_port=5")), "{flows:#?}");
 }
+
+/// A one-Node cluster: Pod `p<i>` (label `n: "<i>"`) selected by Egress `e<i>` with IP
+/// `ips[i]`; every valid IP is configured on the Node.
+fn cluster_plan(ips: &[String]) -> NodePlan {
+    let mut docs = vec![
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDR: 10.244.0.0/16}\n\
+         status: {addresses: [{type: InternalIP, address: 172.30.0.11}]}\n"
+            .to_string(),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n".to_string(),
+    ];
+    for (i, egress_ip) in ips.iter().enumerate() {
+        docs.push(format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: default, labels: {{n: '{i}'}}}}\n\
+             spec: {{nodeName: n1}}\nstatus: {{phase: Running, podIPs: [{{ip: 10.244.{}.{}}}]}}\n\
+             ---\napiVersion: crd.antrea.io/v1beta1\nkind: Egress\n\
+             metadata: {{name: e{i}, creationTimestamp: '2024-01-01T00:{:02}:{:02}Z'}}\n\
+             spec: {{appliedTo: {{podSelector: {{matchLabels: {{n: '{i}'}}}}}}, egressIP: '{egress_ip}'}}\n",
+            i / 250,
+            i % 250 + 1,
+            i / 60,
+            i % 60
+        ));
+    }
+    let mut view = crate::render::parse_cluster(&docs.join("---\n"))
+        .unwrap()
+        .view;
+    view.local_ips = ips.iter().filter_map(|t| t.parse().ok()).collect();
+    crate::plan::compute(&view, "n1", None)
+}
+
+fn pod_context(plan: &NodePlan) -> EgressContext {
+    let mut ctx = context(MarkCarrier::PktMark);
+    ctx.pod_ofports = plan.pods.keys().cloned().zip(100..).collect();
+    ctx
+}
+
+#[test]
+fn an_invalid_egress_ip_gives_its_pod_no_flow_and_leaves_the_other_egresses_alone() {
+    let plan = cluster_plan(&["172.30.0.300".to_string(), "172.30.0.100".to_string()]);
+    let message = &plan.statuses["e0"].ip_assigned.as_ref().unwrap().message;
+    assert!(message.contains("is not a valid IP address"), "{message}");
+    let flows = egress_flows(&plan, &pod_context(&plan));
+    let rendered = rendered(&flows);
+    let ofport = |pod: &str| plan.pods.keys().position(|k| k == pod).unwrap() + 100;
+    assert!(
+        !rendered
+            .iter()
+            .any(|f| f.contains(&format!("in_port={},", ofport("default/p0"))))
+    );
+    assert!(rendered.iter().any(|f| {
+        f.contains(&format!("in_port={} ", ofport("default/p1"))) && f.contains("pkt_mark")
+    }));
+    assert!(flows.unprogrammed.is_empty(), "{:?}", flows.unprogrammed);
+}
+
+#[test]
+fn the_256th_local_egress_ip_gets_no_mark_its_pod_keeps_the_default_and_255_others_work() {
+    let ips: Vec<String> = (0..256u32)
+        .map(|i| format!("172.31.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let plan = cluster_plan(&ips);
+    let last = &plan.statuses["e255"].ip_assigned.as_ref().unwrap().message;
+    assert!(last.contains("no SNAT mark available"), "{last}");
+    let flows = egress_flows(&plan, &pod_context(&plan));
+    let rendered = rendered(&flows);
+    let marked = rendered.iter().filter(|f| f.contains("tun_dst=")).count();
+    assert_eq!(marked, 255);
+    assert!(!rendered.iter().any(|f| f.contains("tun_dst=172.31.1.6 ")));
+    let pod_flows = rendered.iter().filter(|f| f.contains("in_port=")).count();
+    assert_eq!(pod_flows, 255, "the Pod of the 256th IP must get no flow");
+}

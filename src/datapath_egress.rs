@@ -177,20 +177,45 @@ impl EgressHost {
         };
         for ip in &plan.hold_ips {
             match addresses.add(&link, *ip).await {
-                Ok(Added::New) => {
-                    report.added.push(*ip);
-                    if let Err(e) = advertise(&link, *ip) {
-                        report.ip_errors.insert(*ip, e.to_string());
-                    }
-                }
+                Ok(Added::New) => report.added.push(*ip),
                 Ok(Added::AlreadyOwned | Added::AlreadyStatic) => {}
                 Err(e) => {
                     report.ip_errors.insert(*ip, e.to_string());
                 }
             }
         }
+        for (ip, error) in advertise_all(&link, &report.added) {
+            report.ip_errors.insert(ip, error);
+        }
         remove_given_up(addresses, &link, &plan.hold_ips, report).await;
     }
+}
+
+/// How many advertisements are sent at once.
+const ADVERTISE_PARALLEL: usize = 32;
+
+/// One advertisement per IP, several at a time: each opens and closes its own AF_PACKET socket,
+/// and closing one waits for an RCU grace period (~17 ms measured), which one by one would
+/// add seconds to a Node taking 200 IPs. The threads are scoped and inherit the calling
+/// thread's network namespace. Returns the failures.
+fn advertise_all(link: &Link, ips: &[IpAddr]) -> Vec<(IpAddr, String)> {
+    let mut failures = Vec::new();
+    for chunk in ips.chunks(ADVERTISE_PARALLEL) {
+        std::thread::scope(|scope| {
+            let sends: Vec<_> = chunk
+                .iter()
+                .map(|ip| (*ip, scope.spawn(move || advertise(link, *ip))))
+                .collect();
+            for (ip, send) in sends {
+                match send.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failures.push((ip, e.to_string())),
+                    Err(_) => failures.push((ip, "advertisement thread panicked".to_string())),
+                }
+            }
+        });
+    }
+    failures
 }
 
 async fn remove_given_up(

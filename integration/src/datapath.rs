@@ -284,7 +284,8 @@ impl CniPod {
 pub struct TwoNodes {
     pub n1: DatapathNode,
     pub n2: DatapathNode,
-    _underlay: Underlay,
+    /// Keep it bound while the Nodes are used (destructuring with `..` drops it).
+    pub underlay: Underlay,
 }
 
 impl TwoNodes {
@@ -297,11 +298,7 @@ impl TwoNodes {
         // OVS learns tunnel neighbours by snooping the Node kernels' ARP replies (testbed P8).
         ping(n1.node.netns(), &n2.node.ip().to_string())?;
         ping(n2.node.netns(), &n1.node.ip().to_string())?;
-        Ok(TwoNodes {
-            n1,
-            n2,
-            _underlay: underlay,
-        })
+        Ok(TwoNodes { n1, n2, underlay })
     }
 }
 

@@ -204,15 +204,19 @@ impl Runtime {
             }
             SwitchEvent::Down => {
                 self.switch_up = false;
-                let error = format!(
-                    "ovs-vswitchd does not serve bridge {} ({} unreachable); waiting for it",
-                    self.cfg.bridge.name,
-                    self.cfg.mgmt_socket.display()
-                );
+                let error = self.switch_down();
                 tracing::error!("{error}");
                 self.not_ready(error);
             }
         }
+    }
+
+    fn switch_down(&self) -> String {
+        format!(
+            "ovs-vswitchd does not serve bridge {} ({} unreachable); waiting for it",
+            self.cfg.bridge.name,
+            self.cfg.mgmt_socket.display()
+        )
     }
 
     async fn reconcile(&mut self, inputs: &DatapathInputs) {
@@ -245,7 +249,8 @@ impl Runtime {
             self.bridge_ok = true;
         }
         if !self.switch_up {
-            return Ok(()); // on_switch reported why
+            self.not_ready(self.switch_down());
+            return Ok(());
         }
         let (flows, pods) = self.desired(inputs);
         self.program(&flows).await?;

@@ -93,6 +93,11 @@ impl RuntimeThread {
         self.status.borrow().clone()
     }
 
+    /// The status channel itself (for waiting inside a caller's own tokio runtime).
+    pub fn status_receiver(&self) -> watch::Receiver<DatapathStatus> {
+        self.status.clone()
+    }
+
     /// Waits (at most `timeout`) until `pred` holds for the status; errors with the last one.
     pub fn wait_for(
         &self,

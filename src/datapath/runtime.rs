@@ -69,6 +69,8 @@ struct Runtime {
     round_stored: bool,
     routes: Option<NodeRoutes>,
     due: Option<Instant>,
+    /// When flows last changed: a change within `debounce` of it waits for the window's end.
+    last_change: Option<Instant>,
     failures: u32,
 }
 
@@ -106,6 +108,7 @@ pub(super) async fn run(
         round_stored: false,
         routes: None,
         due: None,
+        last_change: None,
         failures: 0,
     };
     rt.on_conn(&conn.borrow_and_update().clone());
@@ -117,7 +120,7 @@ pub(super) async fn run(
                 None => return,
             },
             Some(ev) = sw_rx.recv() => rt.on_switch(ev),
-            Ok(()) = inputs.changed() => rt.schedule(rt.cfg.debounce),
+            Ok(()) = inputs.changed() => rt.schedule_debounced(),
             Ok(()) = conn.changed() => {
                 let state = conn.borrow_and_update().clone();
                 rt.on_conn(&state);
@@ -154,6 +157,16 @@ impl Runtime {
         self.due = Some(self.due.map_or(at, |d| d.min(at)));
     }
 
+    /// Debounce with a leading edge: a change after a quiet period is applied at once; changes
+    /// within `debounce` of the last flow change are coalesced until the window ends.
+    fn schedule_debounced(&mut self) {
+        let now = Instant::now();
+        let at = self
+            .last_change
+            .map_or(now, |l| (l + self.cfg.debounce).max(now));
+        self.schedule(at - now);
+    }
+
     fn not_ready(&self, error: String) {
         self.status.send_if_modified(|s| {
             let changed = s.ready || s.error.as_ref() != Some(&error);
@@ -184,7 +197,7 @@ impl Runtime {
                 self.reinstall = self.programmer.is_some();
                 self.schedule(Duration::ZERO);
             }
-            MonitorEvent::Update(_) => self.schedule(self.cfg.debounce),
+            MonitorEvent::Update(_) => self.schedule_debounced(),
             MonitorEvent::Disconnected(why) => {
                 self.ovsdb_up = false;
                 let socket = self.client.socket().display().to_string();
@@ -347,6 +360,7 @@ impl Runtime {
         }
         let change = p.sync(flows).await?;
         if !change.is_empty() {
+            self.last_change = Some(Instant::now());
             tracing::debug!(bridge = %self.cfg.bridge.name, ?change, "flows synced");
         }
         if !self.round_stored {

@@ -62,6 +62,9 @@ struct Runtime {
     /// The switch (or OVSDB) came back: compare everything with the switch and repair.
     reinstall: bool,
     verify_due: bool,
+    /// The host side (gateway address, routes) needs a check: inputs changed, OVS came back,
+    /// periodic verification, or the last attempt failed.
+    host_due: bool,
     programmer: Option<FlowProgrammer>,
     /// The round found in `Bridge.external_ids` when this runtime started.
     previous_round: Option<u16>,
@@ -103,6 +106,7 @@ pub(super) async fn run(
         switch_up: false,
         reinstall: false,
         verify_due: false,
+        host_due: true,
         programmer: None,
         previous_round: None,
         round_stored: false,
@@ -120,13 +124,17 @@ pub(super) async fn run(
                 None => return,
             },
             Some(ev) = sw_rx.recv() => rt.on_switch(ev),
-            Ok(()) = inputs.changed() => rt.schedule_debounced(),
+            Ok(()) = inputs.changed() => {
+                rt.host_due = true;
+                rt.schedule_debounced();
+            }
             Ok(()) = conn.changed() => {
                 let state = conn.borrow_and_update().clone();
                 rt.on_conn(&state);
             }
             _ = verify.tick() => {
                 rt.verify_due = true;
+                rt.host_due = true;
                 rt.schedule(Duration::ZERO);
             }
             _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
@@ -194,6 +202,7 @@ impl Runtime {
             MonitorEvent::Snapshot(_) => {
                 self.ovsdb_up = true;
                 self.bridge_ok = false;
+                self.host_due = true;
                 self.reinstall = self.programmer.is_some();
                 self.schedule(Duration::ZERO);
             }
@@ -212,6 +221,7 @@ impl Runtime {
             SwitchEvent::Up { generation } => {
                 tracing::info!(bridge = %self.cfg.bridge.name, generation, "ovs-vswitchd serves the bridge");
                 self.switch_up = true;
+                self.host_due = true;
                 self.reinstall = self.programmer.is_some();
                 self.schedule(Duration::ZERO);
             }
@@ -267,7 +277,10 @@ impl Runtime {
         }
         let (flows, pods) = self.desired(inputs);
         self.program(&flows).await?;
-        self.host(inputs).await?;
+        if self.host_due {
+            self.host(inputs).await?;
+            self.host_due = false;
+        }
         let flows = self
             .programmer
             .as_ref()

@@ -4,27 +4,23 @@
 //! `debounce` and then reconciled level-triggered. Failures are retried with backoff and
 //! reported through the status; nothing here panics or gives up while the runtime lives.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::desired::{desired_flows, node_routes};
 use super::switch::{self, SwitchEvent};
 use super::{
-    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, PodPort, ROUND_KEY,
-    pod_ports,
+    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, ROUND_KEY, pod_ports,
 };
-use crate::host::routes::{NodeRoute, NodeRoutes, RouteError};
-use crate::ovs::bridge::{
-    self, BridgeError, GATEWAY_OFPORT, TUNNEL_OFPORT, bridge_external_ids,
-    update_bridge_external_ids,
-};
+use crate::host::routes::{NodeRoutes, RouteError};
+use crate::ovs::bridge::{self, BridgeError, bridge_external_ids, update_bridge_external_ids};
 use crate::ovs::ofctl::{FlowProgrammer, Ofctl, OfctlError, next_round};
 use crate::ovs::ovsdb::{
     Client, ClientOptions, ConnState, MonitorEvent, MonitorSpec, MonitorStream, TableCache,
 };
-use crate::pipeline::{Flow, Gateway, PodNetwork, RemoteNode, pod_network_flows};
+use crate::pipeline::Flow;
 
 /// Upper bound of the retry delay after a failed reconcile.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -275,7 +271,11 @@ impl Runtime {
             self.not_ready(self.switch_down());
             return Ok(());
         }
-        let (flows, pods) = self.desired(inputs);
+        let (ports, bad) = pod_ports(&self.cache);
+        for b in bad {
+            tracing::warn!("skipping Pod port: {b}");
+        }
+        let (flows, pods) = desired_flows(&self.cfg, ports, inputs);
         self.program(&flows).await?;
         if self.host_due {
             self.host(inputs).await?;
@@ -301,64 +301,19 @@ impl Runtime {
         Ok(())
     }
 
-    fn desired(&self, inputs: &DatapathInputs) -> (Vec<Flow>, Vec<PodPort>) {
-        let (ports, bad) = pod_ports(&self.cache);
-        for b in bad {
-            tracing::warn!("skipping Pod port: {b}");
-        }
-        let cidr = self.cfg.pod_cidr;
-        let (pods, outside): (Vec<PodPort>, Vec<PodPort>) =
-            ports.into_iter().partition(|p| cidr.contains(p.ip));
-        for p in outside {
-            tracing::warn!(port = %p.name, pod = %p.pod, "skipping Pod port: IP {} is outside the Pod CIDR {cidr}", p.ip);
-        }
-        let net = PodNetwork {
-            gateway: Gateway {
-                // Fixed small constants (1 and 2); the conversion cannot fail.
-                ofport: GATEWAY_OFPORT as u32,
-                mac: self.cfg.gateway_mac,
-                ip: cidr.gateway(),
-            },
-            tunnel_ofport: TUNNEL_OFPORT as u32,
-            pod_cidr: cidr,
-            pods: pods.iter().map(PodPort::local_pod).collect(),
-            remote_nodes: self
-                .remote_nodes(inputs)
-                .map(|n| RemoteNode {
-                    pod_cidr: n.pod_cidr,
-                    transport_ip: n.transport_ip,
-                })
-                .collect(),
-        };
-        let mut flows = pod_network_flows(&net);
-        flows.extend(inputs.extra_flows.iter().cloned());
-        (flows, pods)
-    }
-
-    fn remote_nodes<'a>(
-        &self,
-        inputs: &'a DatapathInputs,
-    ) -> impl Iterator<Item = &'a super::RemoteNodeSpec> {
-        let (ip, cidr) = (self.cfg.node_ip, self.cfg.pod_cidr);
-        inputs
-            .remote_nodes
-            .iter()
-            .filter(move |n| n.transport_ip != ip && n.pod_cidr != cidr)
-    }
-
     /// Installs `flows`. The first time: full install of a new round, then retire the previous
     /// round, store ours, clear `flow-restore-wait`. After a switch/OVSDB comeback: repair first.
     async fn program(&mut self, flows: &[Flow]) -> Result<(), StepError> {
-        if self.programmer.is_none() {
-            let ids = bridge_external_ids(&self.client, &self.cfg.bridge.name).await?;
-            self.previous_round = ids.get(ROUND_KEY).and_then(|r| r.parse().ok());
-            let round = next_round(self.previous_round);
-            let ofctl = Ofctl::new(self.cfg.ofctl_target.clone());
-            self.programmer = Some(FlowProgrammer::new(ofctl, round));
-            self.reinstall = false;
-        }
-        let Some(p) = self.programmer.as_mut() else {
-            unreachable!("programmer created above");
+        let p = match &mut self.programmer {
+            Some(p) => p,
+            slot @ None => {
+                let ids = bridge_external_ids(&self.client, &self.cfg.bridge.name).await?;
+                self.previous_round = ids.get(ROUND_KEY).and_then(|r| r.parse().ok());
+                let round = next_round(self.previous_round);
+                let ofctl = Ofctl::new(self.cfg.ofctl_target.clone());
+                self.reinstall = false;
+                slot.insert(FlowProgrammer::new(ofctl, round))
+            }
         };
         if self.reinstall || self.verify_due {
             let repair = p.verify().await?;
@@ -411,15 +366,7 @@ impl Runtime {
         routes
             .configure_gateway(gw, cidr.gateway(), cidr.prefix())
             .await?;
-        let want: BTreeSet<NodeRoute> = self
-            .remote_nodes(inputs)
-            .map(|n| NodeRoute {
-                dst: n.pod_cidr.network(),
-                prefix: n.pod_cidr.prefix(),
-                via: n.pod_cidr.gateway(),
-            })
-            .collect();
-        let (added, removed) = routes.sync(gw, &want).await?;
+        let (added, removed) = routes.sync(gw, &node_routes(&self.cfg, inputs)).await?;
         if added + removed > 0 {
             tracing::info!(device = %gw, added, removed, "Node routes updated");
         }

@@ -8,7 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ovs_egress_integration::Node;
-use ovs_egress_integration::datapath::{DatapathNode, TwoNodes, ping};
+use ovs_egress_integration::datapath::{DatapathNode, TwoNodes};
+use ovs_egress_integration::traffic::ping;
 
 /// Flows on br-int whose cookie carries `round`, and all flows.
 fn flows_of_round(node: &Node, round: u16) -> (usize, usize) {

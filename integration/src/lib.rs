@@ -9,6 +9,7 @@ pub mod netns;
 pub mod node;
 pub mod ovs_instance;
 pub mod process;
+pub mod traffic;
 pub mod underlay;
 
 pub use netns::Netns;

@@ -8,7 +8,8 @@
 use std::path::Path;
 
 use ovs_egress_integration::Netns;
-use ovs_egress_integration::datapath::{CniPod, TwoNodes, normalized_dump, ping, tcp_transfer};
+use ovs_egress_integration::datapath::{CniPod, TwoNodes};
+use ovs_egress_integration::traffic::{normalized_dump, ping, tcp_transfer};
 
 /// Packets counted by the `-s src` rule of `pod`'s INPUT chain.
 fn icmp_from(pod: &Netns, src: &str) -> u64 {

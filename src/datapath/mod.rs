@@ -16,6 +16,7 @@
 //! It decides nothing about Egress: which extra flows exist is the caller's business. It never
 //! touches flows outside its rounds, routes it did not add, or other bridges.
 
+mod desired;
 mod ports;
 mod runtime;
 pub mod switch;

@@ -4,27 +4,23 @@
 //! `debounce` and then reconciled level-triggered. Failures are retried with backoff and
 //! reported through the status; nothing here panics or gives up while the runtime lives.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::desired::{desired_flows, node_routes};
 use super::switch::{self, SwitchEvent};
 use super::{
-    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, PodPort, ROUND_KEY,
-    pod_ports,
+    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, ROUND_KEY, pod_ports,
 };
-use crate::host::routes::{NodeRoute, NodeRoutes, RouteError};
-use crate::ovs::bridge::{
-    self, BridgeError, GATEWAY_OFPORT, TUNNEL_OFPORT, bridge_external_ids,
-    update_bridge_external_ids,
-};
+use crate::host::routes::{NodeRoutes, RouteError};
+use crate::ovs::bridge::{self, BridgeError, bridge_external_ids, update_bridge_external_ids};
 use crate::ovs::ofctl::{FlowProgrammer, Ofctl, OfctlError, next_round};
 use crate::ovs::ovsdb::{
     Client, ClientOptions, ConnState, MonitorEvent, MonitorSpec, MonitorStream, TableCache,
 };
-use crate::pipeline::{Flow, Gateway, PodNetwork, RemoteNode, pod_network_flows};
+use crate::pipeline::Flow;
 
 /// Upper bound of the retry delay after a failed reconcile.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -62,6 +58,9 @@ struct Runtime {
     /// The switch (or OVSDB) came back: compare everything with the switch and repair.
     reinstall: bool,
     verify_due: bool,
+    /// The host side (gateway address, routes) needs a check: inputs changed, OVS came back,
+    /// periodic verification, or the last attempt failed.
+    host_due: bool,
     programmer: Option<FlowProgrammer>,
     /// The round found in `Bridge.external_ids` when this runtime started.
     previous_round: Option<u16>,
@@ -69,6 +68,8 @@ struct Runtime {
     round_stored: bool,
     routes: Option<NodeRoutes>,
     due: Option<Instant>,
+    /// When flows last changed: a change within `debounce` of it waits for the window's end.
+    last_change: Option<Instant>,
     failures: u32,
 }
 
@@ -101,11 +102,13 @@ pub(super) async fn run(
         switch_up: false,
         reinstall: false,
         verify_due: false,
+        host_due: true,
         programmer: None,
         previous_round: None,
         round_stored: false,
         routes: None,
         due: None,
+        last_change: None,
         failures: 0,
     };
     rt.on_conn(&conn.borrow_and_update().clone());
@@ -117,13 +120,17 @@ pub(super) async fn run(
                 None => return,
             },
             Some(ev) = sw_rx.recv() => rt.on_switch(ev),
-            Ok(()) = inputs.changed() => rt.schedule(rt.cfg.debounce),
+            Ok(()) = inputs.changed() => {
+                rt.host_due = true;
+                rt.schedule_debounced();
+            }
             Ok(()) = conn.changed() => {
                 let state = conn.borrow_and_update().clone();
                 rt.on_conn(&state);
             }
             _ = verify.tick() => {
                 rt.verify_due = true;
+                rt.host_due = true;
                 rt.schedule(Duration::ZERO);
             }
             _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
@@ -154,6 +161,16 @@ impl Runtime {
         self.due = Some(self.due.map_or(at, |d| d.min(at)));
     }
 
+    /// Debounce with a leading edge: a change after a quiet period is applied at once; changes
+    /// within `debounce` of the last flow change are coalesced until the window ends.
+    fn schedule_debounced(&mut self) {
+        let now = Instant::now();
+        let at = self
+            .last_change
+            .map_or(now, |l| (l + self.cfg.debounce).max(now));
+        self.schedule(at - now);
+    }
+
     fn not_ready(&self, error: String) {
         self.status.send_if_modified(|s| {
             let changed = s.ready || s.error.as_ref() != Some(&error);
@@ -181,10 +198,11 @@ impl Runtime {
             MonitorEvent::Snapshot(_) => {
                 self.ovsdb_up = true;
                 self.bridge_ok = false;
+                self.host_due = true;
                 self.reinstall = self.programmer.is_some();
                 self.schedule(Duration::ZERO);
             }
-            MonitorEvent::Update(_) => self.schedule(self.cfg.debounce),
+            MonitorEvent::Update(_) => self.schedule_debounced(),
             MonitorEvent::Disconnected(why) => {
                 self.ovsdb_up = false;
                 let socket = self.client.socket().display().to_string();
@@ -199,20 +217,25 @@ impl Runtime {
             SwitchEvent::Up { generation } => {
                 tracing::info!(bridge = %self.cfg.bridge.name, generation, "ovs-vswitchd serves the bridge");
                 self.switch_up = true;
+                self.host_due = true;
                 self.reinstall = self.programmer.is_some();
                 self.schedule(Duration::ZERO);
             }
             SwitchEvent::Down => {
                 self.switch_up = false;
-                let error = format!(
-                    "ovs-vswitchd does not serve bridge {} ({} unreachable); waiting for it",
-                    self.cfg.bridge.name,
-                    self.cfg.mgmt_socket.display()
-                );
+                let error = self.switch_down();
                 tracing::error!("{error}");
                 self.not_ready(error);
             }
         }
+    }
+
+    fn switch_down(&self) -> String {
+        format!(
+            "ovs-vswitchd does not serve bridge {} ({} unreachable); waiting for it",
+            self.cfg.bridge.name,
+            self.cfg.mgmt_socket.display()
+        )
     }
 
     async fn reconcile(&mut self, inputs: &DatapathInputs) {
@@ -245,11 +268,19 @@ impl Runtime {
             self.bridge_ok = true;
         }
         if !self.switch_up {
-            return Ok(()); // on_switch reported why
+            self.not_ready(self.switch_down());
+            return Ok(());
         }
-        let (flows, pods) = self.desired(inputs);
+        let (ports, bad) = pod_ports(&self.cache);
+        for b in bad {
+            tracing::warn!("skipping Pod port: {b}");
+        }
+        let (flows, pods) = desired_flows(&self.cfg, ports, inputs);
         self.program(&flows).await?;
-        self.host(inputs).await?;
+        if self.host_due {
+            self.host(inputs).await?;
+            self.host_due = false;
+        }
         let flows = self
             .programmer
             .as_ref()
@@ -270,64 +301,19 @@ impl Runtime {
         Ok(())
     }
 
-    fn desired(&self, inputs: &DatapathInputs) -> (Vec<Flow>, Vec<PodPort>) {
-        let (ports, bad) = pod_ports(&self.cache);
-        for b in bad {
-            tracing::warn!("skipping Pod port: {b}");
-        }
-        let cidr = self.cfg.pod_cidr;
-        let (pods, outside): (Vec<PodPort>, Vec<PodPort>) =
-            ports.into_iter().partition(|p| cidr.contains(p.ip));
-        for p in outside {
-            tracing::warn!(port = %p.name, pod = %p.pod, "skipping Pod port: IP {} is outside the Pod CIDR {cidr}", p.ip);
-        }
-        let net = PodNetwork {
-            gateway: Gateway {
-                // Fixed small constants (1 and 2); the conversion cannot fail.
-                ofport: GATEWAY_OFPORT as u32,
-                mac: self.cfg.gateway_mac,
-                ip: cidr.gateway(),
-            },
-            tunnel_ofport: TUNNEL_OFPORT as u32,
-            pod_cidr: cidr,
-            pods: pods.iter().map(PodPort::local_pod).collect(),
-            remote_nodes: self
-                .remote_nodes(inputs)
-                .map(|n| RemoteNode {
-                    pod_cidr: n.pod_cidr,
-                    transport_ip: n.transport_ip,
-                })
-                .collect(),
-        };
-        let mut flows = pod_network_flows(&net);
-        flows.extend(inputs.extra_flows.iter().cloned());
-        (flows, pods)
-    }
-
-    fn remote_nodes<'a>(
-        &self,
-        inputs: &'a DatapathInputs,
-    ) -> impl Iterator<Item = &'a super::RemoteNodeSpec> {
-        let (ip, cidr) = (self.cfg.node_ip, self.cfg.pod_cidr);
-        inputs
-            .remote_nodes
-            .iter()
-            .filter(move |n| n.transport_ip != ip && n.pod_cidr != cidr)
-    }
-
     /// Installs `flows`. The first time: full install of a new round, then retire the previous
     /// round, store ours, clear `flow-restore-wait`. After a switch/OVSDB comeback: repair first.
     async fn program(&mut self, flows: &[Flow]) -> Result<(), StepError> {
-        if self.programmer.is_none() {
-            let ids = bridge_external_ids(&self.client, &self.cfg.bridge.name).await?;
-            self.previous_round = ids.get(ROUND_KEY).and_then(|r| r.parse().ok());
-            let round = next_round(self.previous_round);
-            let ofctl = Ofctl::new(self.cfg.ofctl_target.clone());
-            self.programmer = Some(FlowProgrammer::new(ofctl, round));
-            self.reinstall = false;
-        }
-        let Some(p) = self.programmer.as_mut() else {
-            unreachable!("programmer created above");
+        let p = match &mut self.programmer {
+            Some(p) => p,
+            slot @ None => {
+                let ids = bridge_external_ids(&self.client, &self.cfg.bridge.name).await?;
+                self.previous_round = ids.get(ROUND_KEY).and_then(|r| r.parse().ok());
+                let round = next_round(self.previous_round);
+                let ofctl = Ofctl::new(self.cfg.ofctl_target.clone());
+                self.reinstall = false;
+                slot.insert(FlowProgrammer::new(ofctl, round))
+            }
         };
         if self.reinstall || self.verify_due {
             let repair = p.verify().await?;
@@ -342,6 +328,7 @@ impl Runtime {
         }
         let change = p.sync(flows).await?;
         if !change.is_empty() {
+            self.last_change = Some(Instant::now());
             tracing::debug!(bridge = %self.cfg.bridge.name, ?change, "flows synced");
         }
         if !self.round_stored {
@@ -379,15 +366,7 @@ impl Runtime {
         routes
             .configure_gateway(gw, cidr.gateway(), cidr.prefix())
             .await?;
-        let want: BTreeSet<NodeRoute> = self
-            .remote_nodes(inputs)
-            .map(|n| NodeRoute {
-                dst: n.pod_cidr.network(),
-                prefix: n.pod_cidr.prefix(),
-                via: n.pod_cidr.gateway(),
-            })
-            .collect();
-        let (added, removed) = routes.sync(gw, &want).await?;
+        let (added, removed) = routes.sync(gw, &node_routes(&self.cfg, inputs)).await?;
         if added + removed > 0 {
             tracing::info!(device = %gw, added, removed, "Node routes updated");
         }

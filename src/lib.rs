@@ -8,6 +8,8 @@ pub mod api;
 pub mod cni;
 pub mod config;
 pub mod controller;
+pub mod datapath;
+pub mod datapath_egress;
 pub mod host;
 pub mod ipam;
 pub mod kube;

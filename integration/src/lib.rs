@@ -3,10 +3,13 @@
 //! namespace. Everything it creates carries a per-run prefix and is removed on drop.
 
 pub mod cmd;
+pub mod cni;
+pub mod datapath;
 pub mod netns;
 pub mod node;
 pub mod ovs_instance;
 pub mod process;
+pub mod traffic;
 pub mod underlay;
 
 pub use netns::Netns;

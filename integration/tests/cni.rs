@@ -7,45 +7,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use ovs_egress_integration::cmd::run;
+use ovs_egress_integration::cni::{self, Pod, plugin_binary, run_plugin};
 use ovs_egress_integration::netns::unique_token;
 use ovs_egress_integration::{Netns, OvsInstance};
-
-/// The `ovs-egress` binary of this build profile, built once per test process (cargo does not
-/// build another package's binary for this crate's tests).
-fn plugin_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/ovs-egress
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "ovs-egress", "--bin", "ovs-egress"]);
-        // The CARGO_* variables cargo sets for this test process would change the nested
-        // build's fingerprints and force a rebuild of every dependency.
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CARGO_")) {
-            build.env_remove(key);
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("running cargo build for the plugin");
-        assert!(status.success(), "cargo build -p ovs-egress failed");
-        let bin = profile_dir.join("ovs-egress");
-        assert!(bin.exists(), "{} missing after cargo build", bin.display());
-        bin
-    })
-}
 
 /// A Node: a namespace with a private OVS, a netdev `br-int`, and a CNI state directory.
 struct Node {
@@ -89,38 +59,11 @@ impl Node {
     /// Run the plugin in the Node namespace as the runtime would; returns exit success and the
     /// parsed stdout (Null when empty).
     fn cni(&self, env: &[(&str, &str)], stdin: &[u8]) -> Result<(bool, Value)> {
-        let mut cmd = self
-            .ns
-            .command(plugin_binary().to_str().context("binary path")?);
-        cmd.arg("cni")
-            .envs(env.iter().copied())
-            .env("CNI_PATH", "/opt/cni/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("starting the plugin")?;
-        use std::io::Write;
-        child.stdin.take().context("stdin")?.write_all(stdin)?;
-        let out = child.wait_with_output()?;
-        let text = String::from_utf8(out.stdout)?;
-        let value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).with_context(|| format!("plugin stdout {text:?}"))?
-        };
-        Ok((out.status.success(), value))
+        run_plugin(&self.ns, env, stdin)
     }
 
     fn call(&self, command: &str, pod: &Pod, conf: &Value) -> Result<(bool, Value)> {
-        let netns = pod.netns_path();
-        let env = [
-            ("CNI_COMMAND", command),
-            ("CNI_CONTAINERID", pod.container_id.as_str()),
-            ("CNI_NETNS", netns.as_str()),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_ARGS", pod.cni_args.as_str()),
-        ];
-        self.cni(&env, conf.to_string().as_bytes())
+        cni::call(&self.ns, command, pod, conf)
     }
 
     /// Host interfaces created by the plugin (`oe…` names; the harness uses none).
@@ -175,27 +118,6 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
-}
-
-struct Pod {
-    ns: Netns,
-    container_id: String,
-    cni_args: String,
-}
-
-impl Pod {
-    fn new(name: &str) -> Result<Pod> {
-        let ns = Netns::new(name)?;
-        Ok(Pod {
-            container_id: format!("c0ffee{}", ns.name().replace('-', "")),
-            cni_args: format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"),
-            ns,
-        })
-    }
-
-    fn netns_path(&self) -> String {
-        format!("/run/netns/{}", self.ns.name())
     }
 }
 

@@ -10,6 +10,7 @@ pub mod addresses;
 pub mod advertise;
 pub mod iptables;
 pub mod local_ips;
+pub mod routes;
 
 use std::fmt::Write as _;
 

@@ -4,6 +4,7 @@
 //! switch. Egress flows (a later module) are built from the same types and appended to
 //! [`pod_network_flows`]' output before programming.
 
+pub mod egress;
 pub mod flow;
 pub mod net;
 pub mod pod;

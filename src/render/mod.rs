@@ -3,6 +3,7 @@
 //! annotations, then runs the pure `plan::compute`. Printing lives in [`text`] and serde (JSON);
 //! nothing here touches the network or the machine.
 
+pub mod datapath;
 pub mod parse;
 pub mod text;
 
@@ -14,9 +15,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::host::iptables::MarkCarrier;
 use crate::ipam;
 use crate::model::{ClusterView, Node};
+use crate::pipeline::Ipv4Cidr;
 use crate::plan::{self, NodePlan};
+pub use datapath::{DatapathOptions, RenderedDatapath};
 pub use parse::{ParseError, Parsed, parse_cluster};
 
 /// Node annotation: `"true"` marks the Node as down (not alive) for a what-if render.
@@ -41,6 +45,36 @@ pub struct RenderArgs {
     /// Print the Node names of the file, one per line, and nothing else.
     #[arg(long, conflicts_with_all = ["node", "json"])]
     pub list_nodes: bool,
+    /// The OVS datapath type: `system` carries the SNAT mark as pkt_mark, `netdev` (userspace)
+    /// in the source MAC towards the gateway.
+    #[arg(long, value_enum, default_value = "system")]
+    pub datapath_type: DatapathTypeArg,
+    /// The Service CIDR(s), which bypass Egress.
+    #[arg(long = "service-cidr", default_value = "10.96.0.0/12")]
+    pub service_cidrs: Vec<Ipv4Cidr>,
+    /// `egress.exceptCIDRs`: destinations that bypass Egress (repeatable).
+    #[arg(long = "except-cidr")]
+    pub except_cidrs: Vec<Ipv4Cidr>,
+}
+
+/// `--datapath-type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathTypeArg {
+    System,
+    Netdev,
+}
+
+impl RenderArgs {
+    fn datapath_options(&self) -> DatapathOptions {
+        DatapathOptions {
+            carrier: match self.datapath_type {
+                DatapathTypeArg::System => MarkCarrier::PktMark,
+                DatapathTypeArg::Netdev => MarkCarrier::SourceMac,
+            },
+            service_cidrs: self.service_cidrs.clone(),
+            except_cidrs: self.except_cidrs.clone(),
+        }
+    }
 }
 
 /// Why a parsed cluster cannot be rendered for a Node.
@@ -72,10 +106,22 @@ pub struct Rendered {
     /// By Egress name, for Egresses naming a pool.
     pub allocations: BTreeMap<String, Allocation>,
     pub plan: NodePlan,
+    /// The Egress flows and SNAT rules the plan becomes.
+    pub datapath: RenderedDatapath,
 }
 
-/// Allocate, decide liveness and local IPs, and compute the plan of `node`.
-pub fn render(mut view: ClusterView, node: &str) -> Result<Rendered, RenderError> {
+/// [`render_with`] the default datapath options (kernel datapath, Service CIDR 10.96.0.0/12).
+pub fn render(view: ClusterView, node: &str) -> Result<Rendered, RenderError> {
+    render_with(view, node, &DatapathOptions::default())
+}
+
+/// Allocate, decide liveness and local IPs, compute the plan of `node` and what it becomes on
+/// the Node's datapath.
+pub fn render_with(
+    mut view: ClusterView,
+    node: &str,
+    options: &DatapathOptions,
+) -> Result<Rendered, RenderError> {
     let this = view
         .nodes
         .iter()
@@ -101,6 +147,7 @@ pub fn render(mut view: ClusterView, node: &str) -> Result<Rendered, RenderError
     );
     view.local_ips = local_ips(&this)?;
     let plan = plan::compute(&view, node, None);
+    let datapath = datapath::render_datapath(&view, node, &plan, options);
     Ok(Rendered {
         node: node.to_string(),
         transport_ip: this.transport_ip,
@@ -108,6 +155,7 @@ pub fn render(mut view: ClusterView, node: &str) -> Result<Rendered, RenderError
         down_nodes,
         allocations,
         plan,
+        datapath,
     })
 }
 
@@ -186,7 +234,8 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
             .node
             .as_deref()
             .context("--node is required unless --list-nodes is given")?;
-        let rendered = render(parsed.view, node).with_context(|| format!("rendering {path}"))?;
+        let rendered = render_with(parsed.view, node, &args.datapath_options())
+            .with_context(|| format!("rendering {path}"))?;
         if args.json {
             serde_json::to_string_pretty(&rendered)? + "\n"
         } else {

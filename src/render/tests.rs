@@ -353,3 +353,62 @@ fn render_rejects_unknown_nodes_and_bad_local_ip_annotations() {
         }
     );
 }
+
+#[test]
+fn example_node_4_renders_to_the_golden_text_with_flows_and_iptables_rules() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.yaml");
+    let view = parse_cluster(&std::fs::read_to_string(path).unwrap())
+        .unwrap()
+        .view;
+    for (options, golden) in [
+        (
+            DatapathOptions::default(),
+            "ovs-flows/egress-render-node-4.txt",
+        ),
+        (
+            DatapathOptions {
+                carrier: MarkCarrier::SourceMac,
+                except_cidrs: vec!["192.0.2.0/24".parse().unwrap()],
+                ..DatapathOptions::default()
+            },
+            "ovs-flows/egress-render-node-4-netdev.txt",
+        ),
+    ] {
+        let rendered = render_with(view.clone(), "node-4", &options).unwrap();
+        crate::pipeline::check_golden(golden, &text::to_text(&rendered));
+    }
+}
+
+#[test]
+fn rendered_rules_snat_exactly_the_local_ips_with_their_marks() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.yaml");
+    let view = parse_cluster(&std::fs::read_to_string(path).unwrap())
+        .unwrap()
+        .view;
+    for node in node_names(&view) {
+        let rendered = render(view.clone(), &node).unwrap();
+        let snat_lines: Vec<&str> = rendered
+            .datapath
+            .iptables
+            .lines()
+            .filter(|l| l.contains("-j SNAT"))
+            .collect();
+        assert_eq!(snat_lines.len(), rendered.plan.snat_rules.len(), "{node}");
+        for rule in &rendered.plan.snat_rules {
+            let mark = format!("--mark {:#x}/0xff", rule.mark);
+            let to = format!("--to-source {}", rule.ip);
+            assert!(
+                snat_lines
+                    .iter()
+                    .any(|l| l.contains(&mark) && l.ends_with(&to)),
+                "{node}: no rule for {rule:?} in {snat_lines:#?}"
+            );
+            let tun = format!("tun_dst={} ", rule.ip);
+            assert!(
+                rendered.datapath.flows.iter().any(|f| f.contains(&tun)),
+                "{node}: no tunnel mark flow for {}",
+                rule.ip
+            );
+        }
+    }
+}

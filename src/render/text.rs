@@ -81,7 +81,25 @@ pub fn to_text(rendered: &Rendered) -> String {
                 }),
         );
     }
+    datapath(&mut out, rendered);
     out
+}
+
+/// The flows and iptables rules, with the placeholders named.
+fn datapath(out: &mut String, rendered: &Rendered) {
+    let datapath = &rendered.datapath;
+    let _ = writeln!(
+        out,
+        "\nEgress flows on br-int (ovs-ofctl --names syntax; {})",
+        datapath.placeholders
+    );
+    list(out, datapath.flows.iter().cloned());
+    if !datapath.unprogrammed.is_empty() {
+        let _ = writeln!(out, "\nNot programmed:");
+        list(out, datapath.unprogrammed.iter().cloned());
+    }
+    let _ = writeln!(out, "\niptables rules (iptables-restore syntax):");
+    list(out, datapath.iptables.lines().map(str::to_string));
 }
 
 fn status_line(name: &str, status: &EgressStatus) -> String {

@@ -1,0 +1,601 @@
+//! Egress proven with packets: two test-bed Nodes running the datapath runtime, Pods created
+//! through the CNI plugin, and an external server on the underlay that records the source
+//! address of every TCP connection it accepts (and tells the client). NodePlans come from
+//! `plan::compute` on a cluster written as YAML; each Node applies its plan with
+//! `datapath_egress::EgressHost` (SNAT rules → flows through the runtime → IPs → GARP → removals).
+//! Userspace datapath, so the mark travels in the source MAC. Needs root and Open vSwitch;
+//! fails (never skips) without them.
+//!
+//! IPv6: the pipeline is IPv4 only (`pipeline::egress` reports IPv6 egress IPs as not
+//! programmed); the unsolicited NA frame is proven at unit level in `host::advertise`.
+
+mod host_support;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ovs_egress::datapath::DatapathInputs;
+use ovs_egress::datapath_egress::{ApplyReport, DeviceChoice, EgressHost};
+use ovs_egress::host::iptables::{Cidr, MarkCarrier, SnatConfig};
+use ovs_egress::ovs::ofctl::parse_dump;
+use ovs_egress::pipeline::Category;
+use ovs_egress::pipeline::egress::{EgressContext, egress_flows};
+use ovs_egress::plan::{self, NodePlan};
+use ovs_egress::render::parse_cluster;
+use ovs_egress_integration::Netns;
+use ovs_egress_integration::datapath::{CniPod, DatapathNode};
+use ovs_egress_integration::underlay::Underlay;
+
+use host_support::{Capture, in_netns};
+
+const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 100);
+const SERVER: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 200);
+const PORT: u16 = 8080;
+const SERVICE_CIDR: &str = "10.96.0.0/12";
+
+/// Runs `f` on a fresh thread inside the namespace `ns` (blocking I/O only).
+fn in_ns_blocking<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{}", ns.name());
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// The external server: every accepted connection's source is recorded and written back as the
+/// first line, followed by as many bytes as the client asked for.
+struct Server {
+    seen: Arc<Mutex<Vec<(Instant, IpAddr)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(ns: &Netns) -> Server {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = in_ns_blocking(ns, move || {
+            let listener = TcpListener::bind(("0.0.0.0", PORT)).expect("bind the server");
+            listener.set_nonblocking(true).expect("non-blocking");
+            ready_tx.send(()).expect("signal ready");
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        seen2.lock().unwrap().push((Instant::now(), peer.ip()));
+                        std::thread::spawn(move || serve(stream, peer));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        ready_rx.recv().expect("server started");
+        Server {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen_since(&self, since: Instant) -> Vec<(Instant, IpAddr)> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|(t, _)| *t >= since).copied().collect()
+    }
+}
+
+fn serve(stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let size: usize = line.trim().parse().unwrap_or(0);
+    let mut out = &stream;
+    let _ = writeln!(out, "{}", peer.ip());
+    let _ = out.write_all(&vec![b'x'; size]);
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One connection from `pod` to the server asking for `size` bytes: the source the server saw
+/// and the number of payload bytes received.
+fn fetch(pod: &Netns, size: usize, timeout: Duration) -> Result<(IpAddr, usize)> {
+    in_ns_blocking(pod, move || -> Result<(IpAddr, usize)> {
+        let server = SocketAddr::from((SERVER, PORT));
+        let mut stream = TcpStream::connect_timeout(&server, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        writeln!(stream, "{size}")?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply)?;
+        let newline = reply
+            .iter()
+            .position(|b| *b == b'\n')
+            .context("no source line")?;
+        let source = std::str::from_utf8(&reply[..newline])?.parse()?;
+        Ok((source, reply.len() - newline - 1))
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// `fetch` with retries for the first connection over a fresh path.
+fn source_of(pod: &CniPod) -> IpAddr {
+    let mut last = None;
+    for _ in 0..5 {
+        match fetch(pod.ns(), 10, Duration::from_secs(2)) {
+            Ok((source, _)) => return source,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("Pod {} cannot reach the server: {last:?}", pod.ip);
+}
+
+/// A test-bed Node with its Egress host side.
+struct EgressNode {
+    host: Option<EgressHost>,
+    dp: DatapathNode,
+}
+
+impl EgressNode {
+    fn name(&self) -> String {
+        format!("node{}", self.dp.node.index)
+    }
+}
+
+/// Two Nodes, an external server namespace, Pods a1 (selected) and u1 (not) on Node 1 and b2
+/// (selected) on Node 2. Field order = drop order.
+struct Bed {
+    server: Server,
+    pods: BTreeMap<&'static str, CniPod>,
+    nodes: Vec<EgressNode>,
+    ext: Netns,
+    underlay: Underlay,
+}
+
+fn bed() -> Bed {
+    let underlay = Underlay::new().unwrap();
+    let ext = Netns::new("ext").unwrap();
+    underlay.attach(&ext, "eth0").unwrap();
+    ext.exec(&["ip", "addr", "add", &format!("{SERVER}/24"), "dev", "eth0"])
+        .unwrap();
+    ext.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    let mut dps = vec![
+        DatapathNode::new(&underlay, 1).unwrap(),
+        DatapathNode::new(&underlay, 2).unwrap(),
+    ];
+    let remotes = [dps[1].as_remote(), dps[0].as_remote()];
+    for (dp, remote) in dps.iter_mut().zip(remotes) {
+        dp.start_runtime(vec![remote]).unwrap();
+    }
+    let mut pods = BTreeMap::new();
+    for (name, node) in [("a1", 0), ("u1", 0), ("b2", 1)] {
+        pods.insert(name, dps[node].add_pod(name).unwrap());
+    }
+    let nodes = dps
+        .into_iter()
+        .map(|dp| {
+            let config = SnatConfig {
+                gateway: "antrea-gw0".into(),
+                random_fully: false,
+                carrier: MarkCarrier::SourceMac,
+                pod_cidrs: vec![dp.pod_cidr().to_string().parse::<Cidr>().unwrap()],
+            };
+            let device = DeviceChoice {
+                configured: Some("br-phy".into()),
+                transport: "br-phy".into(),
+            };
+            EgressNode {
+                host: Some(EgressHost::new(config, device)),
+                dp,
+            }
+        })
+        .collect();
+    let server = Server::start(&ext);
+    Bed {
+        server,
+        pods,
+        nodes,
+        ext,
+        underlay,
+    }
+}
+
+impl Bed {
+    /// The cluster as YAML: both Nodes (Node `pool_holder` labelled eligible for the pool),
+    /// the Pods, and Egress `web` selecting `app: web` with [`EGRESS_IP`], static or from a
+    /// pool.
+    fn cluster(&self, pool_holder: Option<usize>) -> String {
+        let mut docs = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let label = if pool_holder == Some(i) { "yes" } else { "no" };
+            docs.push(format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {}, labels: {{egress: '{label}'}}}}\n\
+                 spec: {{podCIDR: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
+                n.name(),
+                n.dp.pod_cidr(),
+                n.dp.node.ip()
+            ));
+        }
+        docs.push("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n".into());
+        for (name, pod) in &self.pods {
+            let app = if name.starts_with('u') {
+                "other"
+            } else {
+                "web"
+            };
+            let node = if name.ends_with('1') {
+                "node1"
+            } else {
+                "node2"
+            };
+            docs.push(format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: {app}}}}}\n\
+                 spec: {{nodeName: {node}}}\nstatus: {{phase: Running, podIPs: [{{ip: {}}}]}}\n",
+                pod.ip
+            ));
+        }
+        let pool = if pool_holder.is_some() {
+            docs.push(format!(
+                "apiVersion: crd.antrea.io/v1beta1\nkind: ExternalIPPool\nmetadata: {{name: pool}}\n\
+                 spec: {{ipRanges: [{{start: {EGRESS_IP}, end: {EGRESS_IP}}}], \
+                 nodeSelector: {{matchLabels: {{egress: 'yes'}}}}}}\n"
+            ));
+            ", externalIPPool: pool"
+        } else {
+            ""
+        };
+        docs.push(format!(
+            "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata: {{name: web}}\n\
+             spec: {{appliedTo: {{podSelector: {{matchLabels: {{app: web}}}}}}, egressIP: {EGRESS_IP}{pool}}}\n"
+        ));
+        docs.join("---\n")
+    }
+
+    /// The plan of Node `i` for `cluster`, with `local_ips` configured on it.
+    fn plan(&self, i: usize, cluster: &str, local_ips: &[IpAddr]) -> NodePlan {
+        let mut view = parse_cluster(cluster).unwrap().view;
+        view.local_ips = local_ips.iter().copied().collect();
+        view.local_ips
+            .insert(IpAddr::V4(self.nodes[i].dp.node.ip()));
+        plan::compute(&view, &self.nodes[i].name(), None)
+    }
+
+    fn context(&self, i: usize) -> EgressContext {
+        let node = &self.nodes[i];
+        let mut pod_ofports = BTreeMap::new();
+        for (name, pod) in &self.pods {
+            let here = node
+                .dp
+                .node
+                .netns()
+                .exec(&["ip", "link", "show", &pod.host_if]);
+            if here.is_ok() {
+                let ofport = node
+                    .dp
+                    .node
+                    .ovs
+                    .vsctl(&["get", "Interface", &pod.host_if, "ofport"])
+                    .unwrap();
+                pod_ofports.insert(format!("default/{name}"), ofport.trim().parse().unwrap());
+            }
+        }
+        EgressContext {
+            pod_ofports,
+            gateway_mac: node.dp.gateway_mac(),
+            local_transport_ip: node.dp.node.ip(),
+            remote_transport_ips: self
+                .nodes
+                .iter()
+                .filter(|n| n.name() != node.name())
+                .map(|n| n.dp.node.ip())
+                .collect(),
+            pod_cidrs: self.nodes.iter().map(|n| n.dp.pod_cidr()).collect(),
+            service_cidrs: vec![SERVICE_CIDR.parse().unwrap()],
+            except_cidrs: Vec::new(),
+            carrier: MarkCarrier::SourceMac,
+        }
+    }
+
+    /// Applies `plan` on Node `i`: SNAT rules, then the flows through the runtime (waiting
+    /// until the switch has exactly them), then addresses and the final rules.
+    fn apply(&mut self, i: usize, plan: &NodePlan) -> ApplyReport {
+        let ctx = self.context(i);
+        let flows = egress_flows(plan, &ctx).flows;
+        let name = self.nodes[i].name();
+        let ns = self.nodes[i].dp.node.netns().clone();
+        let mut host = self.nodes[i].host.take().expect("host side present");
+        let p = plan.clone();
+        let (host, due) = in_netns(&ns, move || async move {
+            let due = host.prepare(&p).await;
+            (host, due)
+        });
+        let due = due.unwrap_or_else(|r| panic!("{name}: prepare failed: {r:?}"));
+        let remote = self
+            .nodes
+            .iter()
+            .filter(|n| n.name() != name)
+            .map(|n| n.dp.as_remote())
+            .collect();
+        let node = &self.nodes[i];
+        node.dp
+            .runtime()
+            .unwrap()
+            .set_inputs(DatapathInputs {
+                remote_nodes: remote,
+                extra_flows: flows.clone(),
+            })
+            .unwrap();
+        wait_for_egress_flows(node, &flows).unwrap();
+        let p = plan.clone();
+        let (host, report) = in_netns(&ns, move || async move {
+            let mut host = host;
+            let report = host.finish(due, &p).await;
+            (host, report)
+        });
+        self.nodes[i].host = Some(host);
+        report
+    }
+
+    /// `tnl/neigh/set` on every Node but `owner`: the egress IP is at `owner`'s br-phy.
+    fn point_tunnels_at(&self, owner: usize) {
+        let mac = self.nodes[owner].dp.node.phy_mac();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i != owner {
+                n.dp.node
+                    .ovs
+                    .appctl(&["tnl/neigh/set", "br-phy", &EGRESS_IP.to_string(), &mac])
+                    .unwrap();
+            }
+        }
+    }
+
+    fn node_ip(&self, i: usize) -> IpAddr {
+        IpAddr::V4(self.nodes[i].dp.node.ip())
+    }
+}
+
+/// Waits until the Egress-category flows on the Node's switch are exactly `flows` (by key).
+fn wait_for_egress_flows(node: &EgressNode, flows: &[ovs_egress::pipeline::Flow]) -> Result<()> {
+    let want: std::collections::BTreeSet<_> = flows.iter().map(|f| f.key()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dump = node
+            .dp
+            .node
+            .ovs
+            .ofctl(&["--no-names", "dump-flows", "br-int"])?;
+        let have: std::collections::BTreeSet<_> = parse_dump(&dump)
+            .map_err(|l| anyhow::anyhow!("unparsable dump line {l}"))?
+            .into_iter()
+            .filter(|f| (f.cookie >> 40) & 0xff == Category::Egress as u64)
+            .map(|f| f.key)
+            .collect();
+        if have == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{}: Egress flows not installed:\n{dump}", node.name());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn egress_ip() -> IpAddr {
+    IpAddr::V4(EGRESS_IP)
+}
+
+fn assert_clean(report: &ApplyReport, what: &str) {
+    assert!(
+        report.node_error.is_none() && report.ip_errors.is_empty(),
+        "{what}: {report:?}"
+    );
+}
+
+#[test]
+fn selected_pods_leave_with_the_static_egress_ip_on_either_node_and_others_with_their_node_ip() {
+    let mut bed = bed();
+    let cluster = bed.cluster(None);
+    let static_on = |bed: &Bed, owner: usize| {
+        for (i, n) in bed.nodes.iter().enumerate() {
+            let verb = if i == owner { "add" } else { "del" };
+            let _ = n.dp.node.netns().exec(&[
+                "ip",
+                "addr",
+                verb,
+                &format!("{EGRESS_IP}/32"),
+                "dev",
+                "br-phy",
+            ]);
+        }
+        bed.ext
+            .exec(&["ip", "neigh", "flush", "to", &EGRESS_IP.to_string()])
+            .unwrap();
+    };
+    for owner in [1, 0] {
+        // (a) the IP on Node 2, then (b) on Node 1; the owner applies first.
+        static_on(&bed, owner);
+        for i in [owner, 1 - owner] {
+            let local: &[IpAddr] = if i == owner { &[egress_ip()] } else { &[] };
+            let plan = bed.plan(i, &cluster, local);
+            assert_eq!(plan.mark_of(egress_ip()).is_some(), i == owner);
+            let report = bed.apply(i, &plan);
+            assert_clean(&report, "apply");
+        }
+        bed.point_tunnels_at(owner);
+        for pod in ["a1", "b2"] {
+            assert_eq!(
+                source_of(&bed.pods[pod]),
+                egress_ip(),
+                "selected Pod {pod}, egress IP on node{}",
+                owner + 1
+            );
+            let (source, got) = fetch(bed.pods[pod].ns(), 200_000, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("200 KB to {pod}: {e}"));
+            assert_eq!((source, got), (egress_ip(), 200_000), "{pod}");
+        }
+        assert_eq!(source_of(&bed.pods["u1"]), bed.node_ip(0), "unselected Pod");
+    }
+}
+
+#[test]
+fn moving_a_pool_egress_ip_never_shows_a_selected_pod_with_another_source() {
+    let mut bed = bed();
+    // Node 2 holds the IP: the applier adds it to br-phy and advertises it.
+    let before = bed.cluster(Some(1));
+    for i in [1, 0] {
+        let plan = bed.plan(i, &before, &[]);
+        let report = bed.apply(i, &plan);
+        assert_clean(&report, "initial apply");
+        assert_eq!(report.added.contains(&egress_ip()), i == 1);
+    }
+    bed.point_tunnels_at(1);
+    assert_eq!(source_of(&bed.pods["a1"]), egress_ip());
+    assert_eq!(source_of(&bed.pods["b2"]), egress_ip());
+
+    // A client on a1 connects every 20 ms during the move.
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        let ns = bed.pods["a1"].ns().clone();
+        std::thread::spawn(move || {
+            let mut failures = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if fetch(&ns, 10, Duration::from_millis(300)).is_err() {
+                    failures += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            failures
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let garp = Capture::start(
+        bed.underlay.netns(),
+        "br-u",
+        1,
+        &["arp", "and", "arp[14:4]", "=", "arp[24:4]"],
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let after = bed.cluster(Some(0));
+    let new_owner_plan = bed.plan(0, &after, &[]);
+    let report = bed.apply(0, &new_owner_plan);
+    assert_clean(&report, "new owner");
+    assert_eq!(report.added, [egress_ip()]);
+    let old_owner_plan = bed.plan(1, &after, &[]);
+    let report = bed.apply(1, &old_owner_plan);
+    assert_clean(&report, "old owner");
+    assert_eq!(report.removed, [egress_ip()]);
+    bed.point_tunnels_at(0);
+    let moved = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let failures = client.join().unwrap();
+
+    let seen = bed.server.seen_since(t0 - Duration::from_millis(300));
+    let wrong: Vec<&(Instant, IpAddr)> = seen.iter().filter(|(_, ip)| *ip != egress_ip()).collect();
+    assert!(
+        wrong.is_empty(),
+        "selected Pod seen with another source: {wrong:?}"
+    );
+    let first_after = seen
+        .iter()
+        .find(|(t, _)| *t >= moved)
+        .map(|(t, _)| t.duration_since(moved));
+    assert!(
+        first_after.is_some_and(|d| d <= Duration::from_secs(1)),
+        "server saw the egress IP again after {first_after:?} (move took {:?}, {failures} failed attempts)",
+        moved.duration_since(t0)
+    );
+    eprintln!(
+        "move: control plane {:?}, {} connections seen, {failures} failed attempts",
+        moved.duration_since(t0),
+        seen.len()
+    );
+    assert_eq!(
+        source_of(&bed.pods["b2"]),
+        egress_ip(),
+        "b2 now tunnels to Node 1"
+    );
+
+    let node1_mac = bed.nodes[0].dp.node.phy_mac();
+    let frames = garp.finish(Duration::from_secs(2)).unwrap();
+    assert!(
+        frames.contains(&node1_mac) && frames.contains(&EGRESS_IP.to_string()),
+        "no GARP from the new owner on the underlay: {frames}"
+    );
+    let neigh = bed
+        .ext
+        .exec(&["ip", "neigh", "show", &EGRESS_IP.to_string()])
+        .unwrap();
+    assert!(
+        neigh.contains(&node1_mac),
+        "external host's neighbour entry: {neigh}"
+    );
+}
+
+#[test]
+fn a_missing_egress_device_fails_only_its_egress_and_leaves_the_others_working() {
+    let mut bed = bed();
+    // Node 2 is told to put the pool IP on a device that does not exist.
+    bed.nodes[1].host = Some(EgressHost::new(
+        SnatConfig {
+            gateway: "antrea-gw0".into(),
+            random_fully: false,
+            carrier: MarkCarrier::SourceMac,
+            pod_cidrs: vec!["10.244.2.0/24".parse::<Cidr>().unwrap()],
+        },
+        DeviceChoice {
+            configured: Some("nope0".into()),
+            transport: "br-phy".into(),
+        },
+    ));
+    let cluster = bed.cluster(Some(1))
+        + &format!(
+            "---\napiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata: {{name: other}}\n\
+         spec: {{appliedTo: {{podSelector: {{matchLabels: {{app: other}}}}}}, egressIP: {}}}\n",
+            bed.node_ip(1)
+        );
+    let plan = bed.plan(1, &cluster, &[]);
+    let report = bed.apply(1, &plan);
+    assert!(report.node_error.is_none(), "{report:?}");
+    let error = &report.ip_errors[&egress_ip()];
+    assert!(
+        error.contains("egress device \"nope0\" does not exist"),
+        "{error}"
+    );
+    let statuses = report.statuses(&plan);
+    let web = statuses["web"].ip_assigned.as_ref().unwrap();
+    assert!(web.message.contains("nope0"), "{web:?}");
+    let other = statuses["other"].ip_assigned.as_ref().unwrap();
+    assert_eq!(other.message, plan::status::ASSIGNED_MESSAGE);
+
+    // The other Egress (static: Node 2's own IP) still works for u1 on Node 1.
+    let plan1 = bed.plan(0, &cluster, &[]);
+    assert_clean(&bed.apply(0, &plan1), "node1");
+    let node2_ip = bed.node_ip(1);
+    assert_eq!(source_of(&bed.pods["u1"]), node2_ip);
+}

@@ -1,0 +1,318 @@
+//! Applies a Node's Egress plan to the host and the switch in make-before-break order (DESIGN
+//! §2): SNAT rules for new local IPs first (old rules kept), then the flows, then the egress IPs
+//! the Node now holds, then one advertisement per newly added IP, then the IPs it no longer
+//! holds are removed, and only last the SNAT rules of IPs it gave up. A Node taking an IP is
+//! ready to SNAT before traffic arrives; a Node giving one up switches its flows before its
+//! rules go.
+//!
+//! It is thin on purpose: flows come from `pipeline::egress`, rules from `host::iptables`,
+//! addresses from `host::addresses`; the caller installs the flows (through the datapath
+//! runtime or a `FlowProgrammer`) between [`EgressHost::prepare`] and [`EgressHost::finish`]. A failure concerning one egress IP (no such device, netlink
+//! error) is reported for the Egresses using that IP and never stops the others. It never
+//! decides which IP is local or which mark it has: that is the plan's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU8;
+
+use crate::host::addresses::{Added, Addresses, Link};
+use crate::host::advertise::advertise;
+use crate::host::iptables::{Applier, SnatConfig, SnatEntry};
+use crate::plan::{Condition, EgressStatus, NodePlan};
+
+/// Where egress IPs go: the configured device, else `host::addresses`' default choice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceChoice {
+    pub configured: Option<String>,
+    /// The transport interface (fallback when the kernel has no dummy driver).
+    pub transport: String,
+}
+
+/// What one apply did not achieve.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Problems with one egress IP (SNAT rule, address, advertisement), by IP.
+    pub ip_errors: BTreeMap<IpAddr, String>,
+    /// A failure of the whole Node (flows not installed, iptables rejected the table); the
+    /// steps after it were not run, so nothing was broken before its replacement was made.
+    pub node_error: Option<String>,
+    /// IPs added to the device by this apply (each was advertised once).
+    pub added: Vec<IpAddr>,
+    pub removed: Vec<IpAddr>,
+}
+
+impl ApplyReport {
+    /// `plan.statuses` with every Egress whose IP failed here turned into `IPAssigned=False`
+    /// (reason `AssignmentError`, the error as message); the others are unchanged.
+    pub fn statuses(&self, plan: &NodePlan) -> BTreeMap<String, EgressStatus> {
+        let mut statuses = plan.statuses.clone();
+        for status in statuses.values_mut() {
+            let error = status
+                .egress_ip
+                .parse::<IpAddr>()
+                .ok()
+                .and_then(|ip| self.ip_errors.get(&ip));
+            if let Some(error) = error {
+                status.ip_assigned = Some(Condition::assignment_error(error));
+            }
+        }
+        statuses
+    }
+}
+
+/// The SNAT entries of a plan (a mark of 0 never reaches iptables; the plan never gives one).
+pub fn snat_entries(plan: &NodePlan) -> Vec<SnatEntry> {
+    plan.snat_rules
+        .iter()
+        .filter_map(|r| NonZeroU8::new(r.mark).map(|mark| SnatEntry { ip: r.ip, mark }))
+        .collect()
+}
+
+/// The host side of one Node's Egress, between applies. Plain data: it may move between
+/// threads, but each phase must run on a thread in the Node's network namespace, inside a tokio
+/// runtime.
+#[derive(Debug)]
+pub struct EgressHost {
+    iptables: Applier,
+    device: DeviceChoice,
+    /// The SNAT entries of the last apply.
+    entries: Vec<SnatEntry>,
+}
+
+/// Proof that [`EgressHost::prepare`] ran: the caller installs the plan's flows, then hands
+/// this to [`EgressHost::finish`].
+#[must_use = "install the flows, then call EgressHost::finish"]
+#[derive(Debug)]
+pub struct FlowsDue {
+    report: ApplyReport,
+}
+
+impl EgressHost {
+    pub fn new(config: SnatConfig, device: DeviceChoice) -> EgressHost {
+        EgressHost {
+            iptables: Applier::new(config),
+            device,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Step 1: the SNAT rules of `plan` beside the old ones (an old entry whose mark or IP is
+    /// reused is replaced). On error nothing else may run: the flows must not send traffic to
+    /// rules that do not exist.
+    pub async fn prepare(&mut self, plan: &NodePlan) -> Result<FlowsDue, ApplyReport> {
+        let wanted = snat_entries(plan);
+        let mut both = wanted.clone();
+        both.extend(
+            self.entries
+                .iter()
+                .filter(|old| !wanted.iter().any(|w| w.ip == old.ip || w.mark == old.mark)),
+        );
+        match self.iptables.apply(&both).await {
+            Ok(_) => Ok(FlowsDue {
+                report: ApplyReport::default(),
+            }),
+            Err(e) => Err(ApplyReport {
+                node_error: Some(format!("SNAT rules: {e}")),
+                ..ApplyReport::default()
+            }),
+        }
+    }
+
+    /// Steps 3–6, once the flows of `plan` are installed: add and advertise the IPs the Node
+    /// now holds, remove those it gave up, and only then the SNAT rules of IPs it gave up.
+    pub async fn finish(&mut self, due: FlowsDue, plan: &NodePlan) -> ApplyReport {
+        let mut report = due.report;
+        match Addresses::connect() {
+            Ok(addresses) => self.sync_addresses(&addresses, plan, &mut report).await,
+            Err(e) => report.node_error = Some(format!("egress IPs: {e}")),
+        }
+        let wanted = snat_entries(plan);
+        match self.iptables.apply(&wanted).await {
+            Ok(_) => self.entries = wanted,
+            Err(e) => report.node_error = Some(format!("SNAT rules: {e}")),
+        }
+        for (ip, error) in &report.ip_errors {
+            tracing::warn!(node = %plan.node, %ip, %error, "egress IP not applied");
+        }
+        report
+    }
+
+    /// The whole apply, for a caller that installs flows from the same task.
+    pub async fn apply<F, Fut>(&mut self, plan: &NodePlan, install_flows: F) -> ApplyReport
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let due = match self.prepare(plan).await {
+            Ok(due) => due,
+            Err(report) => return report,
+        };
+        if let Err(e) = install_flows().await {
+            return ApplyReport {
+                node_error: Some(format!("Egress flows: {e}")),
+                ..ApplyReport::default()
+            };
+        }
+        self.finish(due, plan).await
+    }
+
+    async fn sync_addresses(
+        &self,
+        addresses: &Addresses,
+        plan: &NodePlan,
+        report: &mut ApplyReport,
+    ) {
+        let link = match addresses
+            .choose_device(self.device.configured.as_deref(), &self.device.transport)
+            .await
+        {
+            Ok(link) => link,
+            Err(e) => {
+                for ip in &plan.hold_ips {
+                    report.ip_errors.insert(*ip, e.to_string());
+                }
+                return;
+            }
+        };
+        for ip in &plan.hold_ips {
+            match addresses.add(&link, *ip).await {
+                Ok(Added::New) => report.added.push(*ip),
+                Ok(Added::AlreadyOwned | Added::AlreadyStatic) => {}
+                Err(e) => {
+                    report.ip_errors.insert(*ip, e.to_string());
+                }
+            }
+        }
+        for (ip, error) in advertise_all(&link, &report.added) {
+            report.ip_errors.insert(ip, error);
+        }
+        remove_given_up(addresses, &link, &plan.hold_ips, report).await;
+    }
+}
+
+/// How many advertisements are sent at once.
+const ADVERTISE_PARALLEL: usize = 32;
+
+/// One advertisement per IP, several at a time: each opens and closes its own AF_PACKET socket,
+/// and closing one waits for an RCU grace period (~17 ms measured), which one by one would
+/// add seconds to a Node taking 200 IPs. The threads are scoped and inherit the calling
+/// thread's network namespace. Returns the failures.
+fn advertise_all(link: &Link, ips: &[IpAddr]) -> Vec<(IpAddr, String)> {
+    let mut failures = Vec::new();
+    for chunk in ips.chunks(ADVERTISE_PARALLEL) {
+        std::thread::scope(|scope| {
+            let sends: Vec<_> = chunk
+                .iter()
+                .map(|ip| (*ip, scope.spawn(move || advertise(link, *ip))))
+                .collect();
+            for (ip, send) in sends {
+                match send.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failures.push((ip, e.to_string())),
+                    Err(_) => failures.push((ip, "advertisement thread panicked".to_string())),
+                }
+            }
+        });
+    }
+    failures
+}
+
+async fn remove_given_up(
+    addresses: &Addresses,
+    link: &Link,
+    held: &BTreeSet<IpAddr>,
+    report: &mut ApplyReport,
+) {
+    let owned = match addresses.owned(link).await {
+        Ok(owned) => owned,
+        Err(e) => {
+            report.node_error = Some(format!("listing egress IPs: {e}"));
+            return;
+        }
+    };
+    for ip in owned.difference(held) {
+        match addresses.remove(link, *ip).await {
+            Ok(_) => report.removed.push(*ip),
+            Err(e) => {
+                report.ip_errors.insert(*ip, e.to_string());
+            }
+        }
+    }
+}
+
+impl EgressHost {
+    /// Reads the SNAT rules back and repairs them (on start and periodically).
+    pub async fn verify(&mut self) -> Result<(), String> {
+        self.iptables
+            .verify()
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ConditionStatus, Reason, SnatRule};
+
+    fn status(ip: &str) -> EgressStatus {
+        EgressStatus {
+            egress_node: "node-1".into(),
+            egress_ip: ip.into(),
+            ip_assigned: Some(Condition::assigned()),
+            writer: true,
+        }
+    }
+
+    #[test]
+    fn an_ip_error_fails_only_the_egresses_using_that_ip() {
+        let plan = NodePlan {
+            statuses: BTreeMap::from([
+                ("bad".to_string(), status("172.30.0.100")),
+                ("good".to_string(), status("172.30.0.101")),
+                ("none".to_string(), status("")),
+            ]),
+            ..NodePlan::default()
+        };
+        let report = ApplyReport {
+            ip_errors: BTreeMap::from([(
+                "172.30.0.100".parse().unwrap(),
+                "egress device \"nope0\" does not exist".to_string(),
+            )]),
+            ..ApplyReport::default()
+        };
+        let statuses = report.statuses(&plan);
+        let bad = statuses["bad"].ip_assigned.as_ref().unwrap();
+        assert_eq!(bad.status, ConditionStatus::False);
+        assert_eq!(bad.reason, Reason::AssignmentError);
+        assert!(
+            bad.message
+                .ends_with("egress device \"nope0\" does not exist")
+        );
+        assert_eq!(statuses["good"], plan.statuses["good"]);
+        assert_eq!(statuses["none"], plan.statuses["none"]);
+    }
+
+    #[test]
+    fn snat_entries_carry_the_plan_marks_and_never_mark_zero() {
+        let plan = NodePlan {
+            snat_rules: vec![
+                SnatRule {
+                    ip: "172.30.0.99".parse().unwrap(),
+                    mark: 0,
+                },
+                SnatRule {
+                    ip: "172.30.0.100".parse().unwrap(),
+                    mark: 7,
+                },
+            ],
+            ..NodePlan::default()
+        };
+        let entries = snat_entries(&plan);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].mark.get(), 7);
+        assert_eq!(entries[0].ip, "172.30.0.100".parse::<IpAddr>().unwrap());
+    }
+}

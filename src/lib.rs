@@ -6,8 +6,11 @@
 
 pub mod api;
 pub mod cni;
+pub mod config;
+pub mod controller;
 pub mod host;
 pub mod ipam;
+pub mod kube;
 pub mod model;
 pub mod ovs;
 pub mod pipeline;

@@ -29,6 +29,9 @@ enum Command {
     /// CNI 1.0.0 plugin: reads CNI_* variables and the network config on stdin (as the kubelet
     /// calls it), prints the Result or a CNI error on stdout.
     Cni,
+    /// Allocate egress IPs from ExternalIPPools, keep Egress and pool status current, and serve
+    /// the validating webhook (one replica reconciles, elected with a Lease).
+    Controller(Box<ovs_egress::config::ControllerArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,7 +39,24 @@ fn main() -> anyhow::Result<()> {
         Command::Crds { dir } => crds(dir),
         Command::Render(args) => ovs_egress::render::run(&args),
         Command::Cni => std::process::exit(ovs_egress::cni::main()),
+        Command::Controller(args) => {
+            init_logging();
+            tokio::runtime::Runtime::new()
+                .context("starting the tokio runtime")?
+                .block_on(ovs_egress::controller::run(*args))
+        }
     }
+}
+
+/// Text logs on stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn crds(dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -1,0 +1,404 @@
+//! Test bed for the controller tests: the kube-emu API server and `ovs-egress controller`
+//! replicas as real processes (binaries built by cargo, located through cargo's JSON output so
+//! a clean clone works), each stopped by PID when dropped, plus polling and HTTP helpers.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, PostParams};
+use ovs_egress::api::{EgressCondition, IpRange, v1beta1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The path of binary `bin` (of kube-emu or ovs-egress). Both are built by one `cargo build`
+/// (once per test process, in the profile of the tests), so a clean clone needs no prior step
+/// and the two binaries share one feature resolution.
+pub fn cargo_bin(bin: &str) -> PathBuf {
+    static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut command = Command::new(cargo);
+        command
+            .args(["build", "--message-format=json", "--bins"])
+            .args(["-p", "kube-emu", "-p", "ovs-egress"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit());
+        let test_exe = std::env::current_exe().expect("locating the test binary");
+        if test_exe.components().any(|c| c.as_os_str() == "release") {
+            command.arg("--release");
+        }
+        let output = command.output().expect("running cargo build");
+        assert!(
+            output.status.success(),
+            "cargo build of kube-emu and ovs-egress failed"
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|m| m["reason"] == "compiler-artifact")
+            .filter_map(|m| {
+                let name = m["target"]["name"].as_str()?.to_string();
+                Some((name, PathBuf::from(m["executable"].as_str()?)))
+            })
+            .collect()
+    });
+    built
+        .get(bin)
+        .unwrap_or_else(|| panic!("cargo reported no executable {bin}"))
+        .clone()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A private directory per test, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "oe{}-{tag}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("creating the test directory");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (by its PID, through `Child::kill`) and reaped on drop.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// kube-emu with the controller's CRDs applied.
+pub struct Cluster {
+    _emu: Process,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        let dir = TempDir::new("ctl");
+        let kubeconfig = dir.0.join("kubeconfig");
+        let mut child = Command::new(cargo_bin("kube-emu"))
+            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting kube-emu");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let emu = Process(child);
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading kube-emu's first line");
+        assert!(
+            line.starts_with("kube-emu listening on"),
+            "kube-emu said {line:?}"
+        );
+        let client = client(&kubeconfig).await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in [
+            ovs_egress::api::egress_crd(),
+            ovs_egress::api::external_ip_pool_crd(),
+        ] {
+            crds.create(&PostParams::default(), &crd)
+                .await
+                .expect("creating a CRD");
+        }
+        Self {
+            _emu: emu,
+            kubeconfig,
+            client,
+            dir,
+        }
+    }
+
+    pub fn egresses(&self) -> Api<v1beta1::Egress> {
+        Api::all(self.client.clone())
+    }
+
+    pub fn pools(&self) -> Api<v1beta1::ExternalIPPool> {
+        Api::all(self.client.clone())
+    }
+
+    pub fn leases(&self) -> Api<Lease> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Start a controller replica with identity `identity`, extra flags and, if given, this
+    /// config file content.
+    pub fn controller(&self, identity: &str, config: Option<&str>, extra: &[&str]) -> Controller {
+        let health = free_port();
+        let log = self.dir.0.join(format!("{identity}.log"));
+        let mut command = Command::new(cargo_bin("ovs-egress"));
+        command
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--lease-namespace", "default", "--identity", identity])
+            .args([
+                "--lease-duration-seconds",
+                "2",
+                "--lease-renew-seconds",
+                "0.4",
+            ])
+            .args(["--health-listen", &health.to_string()])
+            .args(extra)
+            .stderr(std::fs::File::create(&log).expect("creating the controller log"));
+        if let Some(text) = config {
+            let path = self.dir.0.join(format!("{identity}.conf"));
+            std::fs::write(&path, text).expect("writing the controller config");
+            command.arg("--config").arg(path);
+        }
+        Controller {
+            process: Process(command.spawn().expect("starting ovs-egress controller")),
+            health,
+            log,
+        }
+    }
+
+    /// Wait until `identity` holds the leader Lease.
+    pub async fn wait_leader(&self, identity: &str) {
+        let leases = self.leases();
+        eventually(&format!("{identity} holds the Lease"), 10.0, || async {
+            holder(&leases).await.filter(|h| h == identity)
+        })
+        .await;
+    }
+}
+
+pub async fn holder(leases: &Api<Lease>) -> Option<String> {
+    let lease = leases.get_opt("ovs-egress-controller").await.ok()??;
+    lease.spec?.holder_identity
+}
+
+pub struct Controller {
+    pub process: Process,
+    pub health: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Controller {
+    /// Wait until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        eventually("the controller is ready", 10.0, || async {
+            let stream = tokio::net::TcpStream::connect(self.health).await.ok()?;
+            let (status, _) = http(stream, "GET", "/readyz", "").await.ok()?;
+            (status == 200).then_some(())
+        })
+        .await;
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn client(kubeconfig: &Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A free TCP port on loopback (bound and released; the controller binds it right after).
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("finding a free port")
+}
+
+/// Poll `check` every 50 ms until it yields a value; panic naming `what` after `seconds`.
+pub async fn eventually<T, F, Fut>(what: &str, seconds: f64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {seconds} s waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP/1.1 request over `stream`; returns (status, body).
+pub async fn http<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+pub fn pool(name: &str, ranges: &[(&str, &str)]) -> v1beta1::ExternalIPPool {
+    let ranges = ranges
+        .iter()
+        .map(|(start, end)| match end.is_empty() {
+            true => IpRange {
+                cidr: Some(start.to_string()),
+                ..Default::default()
+            },
+            false => IpRange {
+                start: Some(start.to_string()),
+                end: Some(end.to_string()),
+                ..Default::default()
+            },
+        })
+        .collect();
+    v1beta1::ExternalIPPool::new(
+        name,
+        v1beta1::ExternalIPPoolSpec {
+            ip_ranges: ranges,
+            node_selector: Default::default(),
+        },
+    )
+}
+
+pub fn egress(name: &str, pool: &str, ip: Option<&str>) -> v1beta1::Egress {
+    let mut egress: v1beta1::Egress = serde_json::from_value(serde_json::json!({
+        "apiVersion": "crd.antrea.io/v1beta1",
+        "kind": "Egress",
+        "metadata": {"name": name},
+        "spec": {"appliedTo": {"podSelector": {"matchLabels": {"app": "web"}}}},
+    }))
+    .unwrap();
+    egress.spec.external_ip_pool = Some(pool.to_string());
+    egress.spec.egress_ip = ip.map(str::to_string);
+    egress
+}
+
+pub async fn create_pool(cluster: &Cluster, pool: v1beta1::ExternalIPPool) {
+    cluster
+        .pools()
+        .create(&PostParams::default(), &pool)
+        .await
+        .expect("creating an ExternalIPPool");
+}
+
+pub async fn create_egress(cluster: &Cluster, egress: v1beta1::Egress) {
+    cluster
+        .egresses()
+        .create(&PostParams::default(), &egress)
+        .await
+        .expect("creating an Egress");
+}
+
+/// The Egress's `spec.egressIP` and `IPAllocated` condition.
+pub async fn allocation(
+    cluster: &Cluster,
+    name: &str,
+) -> (Option<String>, Option<EgressCondition>) {
+    let egress = cluster
+        .egresses()
+        .get(name)
+        .await
+        .expect("reading an Egress");
+    let condition = egress
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "IPAllocated"));
+    (egress.spec.egress_ip, condition)
+}
+
+/// Wait until the Egress has `spec.egressIP == ip` and IPAllocated True/Allocated.
+pub async fn wait_allocated(cluster: &Cluster, name: &str, ip: &str, seconds: f64) {
+    eventually(
+        &format!("Egress {name} is allocated {ip}"),
+        seconds,
+        || async {
+            let (spec_ip, condition) = allocation(cluster, name).await;
+            let condition = condition?;
+            let ok = spec_ip.as_deref() == Some(ip)
+                && condition.status == "True"
+                && condition.reason.as_deref() == Some("Allocated")
+                && condition.message.as_deref() == Some("EgressIP is successfully allocated");
+            ok.then_some(())
+        },
+    )
+    .await;
+}
+
+/// Wait until the Egress has IPAllocated False/AllocationError; returns the message.
+pub async fn wait_allocation_error(cluster: &Cluster, name: &str) -> String {
+    eventually(
+        &format!("Egress {name} has an AllocationError"),
+        10.0,
+        || async {
+            let condition = allocation(cluster, name).await.1?;
+            (condition.status == "False" && condition.reason.as_deref() == Some("AllocationError"))
+                .then(|| condition.message.unwrap_or_default())
+        },
+    )
+    .await
+}
+
+/// Wait until the pool's `status.usage` is (total, used).
+pub async fn wait_usage(cluster: &Cluster, name: &str, total: i64, used: i64) {
+    eventually(
+        &format!("ExternalIPPool {name} usage is {used}/{total}"),
+        10.0,
+        || async {
+            let pool = cluster.pools().get(name).await.ok()?;
+            let usage = pool.status?.usage?;
+            (usage.total == total && usage.used == used).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Let the list call settle (used where nothing must happen).
+pub async fn list_egresses(cluster: &Cluster) -> Vec<v1beta1::Egress> {
+    cluster
+        .egresses()
+        .list(&ListParams::default())
+        .await
+        .expect("listing Egresses")
+        .items
+}

@@ -1,0 +1,338 @@
+//! `ovs-egress controller`: watches Egresses and ExternalIPPools, lets `ipam::allocate_all`
+//! decide every allocation for the whole set at once (existing `spec.egressIP` values restored
+//! oldest-first before anything new is handed out, so a restart never reshuffles IPs), and
+//! writes the difference back: `spec.egressIP`, the `IPAllocated` condition, pool
+//! `status.usage`. Only the Lease holder writes; every replica serves the webhook and probes.
+//!
+//! This module must never make a decision of its own: what to write comes from
+//! `writes::compute`, which only diffs the allocator's answer against what the API shows.
+
+pub mod webhook;
+pub mod writes;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::{Notify, watch};
+
+use crate::api::{EgressStatus, v1beta1};
+use crate::config::{ControllerArgs, ControllerConfig};
+use crate::kube::{health, lease};
+use crate::{ipam, model};
+use writes::Write;
+
+/// Quiet time after a change before reconciling, to coalesce bursts.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Retry after a failed write.
+const RETRY: Duration = Duration::from_secs(1);
+/// Full reconcile even without changes (repairs anything a lost write left behind).
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Run the controller with its command-line flags until the process is killed.
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => ControllerConfig::load(path)?,
+        None => ControllerConfig::default(),
+    };
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
+    if !config.feature_gates.egress {
+        tracing::warn!("feature gate Egress is disabled: the controller does nothing for Egress");
+        ready_tx.send_replace(true);
+        return health
+            .await
+            .context("health server task")?
+            .with_context(|| format!("serving health on {}", args.health_listen));
+    }
+    let client = client(&args).await?;
+
+    let (egresses, egress_changes) = reflect::<v1beta1::Egress>(client.clone());
+    let (pools, pool_changes) = reflect::<v1beta1::ExternalIPPool>(client.clone());
+    let changed = Arc::new(Notify::new());
+    tokio::spawn(forward(egress_changes, changed.clone()));
+    tokio::spawn(forward(pool_changes, changed.clone()));
+
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
+        let tls = webhook::tls_config(cert, key)?;
+        let pools = pools.clone();
+        let addr = args.webhook_listen;
+        tokio::spawn(async move {
+            if let Err(error) = webhook::serve(addr, tls, pools).await {
+                tracing::error!(%error, "validating webhook stopped");
+            }
+        });
+    } else {
+        tracing::info!("no --tls-cert-file/--tls-key-file: the validating webhook is not served");
+    }
+
+    let (leading_tx, leading) = watch::channel(false);
+    let lease_config = lease::LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: args
+            .identity
+            .clone()
+            .unwrap_or_else(lease::default_identity),
+        duration: Duration::try_from_secs_f64(args.lease_duration_seconds)
+            .context("--lease-duration-seconds must be a positive number")?,
+        renew: Duration::try_from_secs_f64(args.lease_renew_seconds)
+            .context("--lease-renew-seconds must be a positive number")?,
+    };
+    tracing::info!(identity = %lease_config.identity, "competing for the leader Lease");
+    tokio::spawn(lease::run(client.clone(), lease_config, leading_tx));
+
+    egresses.wait_until_ready().await.context("Egress cache")?;
+    pools
+        .wait_until_ready()
+        .await
+        .context("ExternalIPPool cache")?;
+    ready_tx.send_replace(true);
+    tracing::info!("caches synced");
+
+    let reconciler = Reconciler {
+        egresses: Api::all(client.clone()),
+        pools: Api::all(client),
+    };
+    tokio::select! {
+        result = health => result.context("health server task")?
+            .with_context(|| format!("serving health on {}", args.health_listen)),
+        () = control_loop(&reconciler, &egresses, &pools, &changed, leading) => Ok(()),
+    }
+}
+
+async fn client(args: &ControllerArgs) -> anyhow::Result<kube::Client> {
+    let config = if let Some(path) = &args.kubeconfig {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .with_context(|| format!("using kubeconfig {}", path.display()))?
+    } else if args.in_cluster {
+        kube::Config::incluster().context("in-cluster configuration")?
+    } else {
+        kube::Config::infer()
+            .await
+            .context("inferring the Kubernetes client configuration")?
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// A reflector over all objects of `K`'s kind, kept as untyped objects so that one malformed
+/// object is skipped (and logged) at use instead of breaking the whole watch.
+fn reflect<K>(
+    client: kube::Client,
+) -> (
+    Store<DynamicObject>,
+    impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>>,
+)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let writer = reflector::store::Writer::new(resource);
+    let reader = writer.as_reader();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    (reader, stream)
+}
+
+async fn forward(
+    stream: impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>>,
+    changed: Arc<Notify>,
+) {
+    use futures::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(_) => changed.notify_one(),
+            Err(error) => tracing::warn!(%error, "watch error (retrying with backoff)"),
+        }
+    }
+}
+
+/// The objects of a reflector store that deserialize as `K`; the others are logged by name and
+/// skipped.
+pub(crate) fn typed_objects<K: DeserializeOwned>(
+    objects: &[Arc<DynamicObject>],
+    kind: &str,
+) -> Vec<K> {
+    objects
+        .iter()
+        .filter_map(|object| {
+            let parsed = serde_json::to_value(object.as_ref()).and_then(serde_json::from_value);
+            parsed
+                .map_err(|error| {
+                    let name = object.metadata.name.as_deref().unwrap_or("");
+                    tracing::warn!(kind, name, %error, "skipping malformed object");
+                })
+                .ok()
+        })
+        .collect()
+}
+
+async fn control_loop(
+    reconciler: &Reconciler,
+    egresses: &Store<DynamicObject>,
+    pools: &Store<DynamicObject>,
+    changed: &Notify,
+    mut leading: watch::Receiver<bool>,
+) {
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            result = leading.changed() => if result.is_err() { return },
+            () = tokio::time::sleep(wait) => {}
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        if !*leading.borrow_and_update() {
+            wait = RESYNC;
+            continue;
+        }
+        let egresses = typed_objects::<v1beta1::Egress>(&egresses.state(), "Egress");
+        let pools = typed_objects::<v1beta1::ExternalIPPool>(&pools.state(), "ExternalIPPool");
+        let failures = reconciler.reconcile(&egresses, &pools).await;
+        wait = if failures == 0 { RESYNC } else { RETRY };
+    }
+}
+
+struct Reconciler {
+    egresses: Api<v1beta1::Egress>,
+    pools: Api<v1beta1::ExternalIPPool>,
+}
+
+impl Reconciler {
+    /// Decide with the allocator, write the difference; returns how many writes failed.
+    async fn reconcile(
+        &self,
+        egresses: &[v1beta1::Egress],
+        pools: &[v1beta1::ExternalIPPool],
+    ) -> usize {
+        let model_egresses: Vec<model::Egress> = egresses.iter().map(Into::into).collect();
+        let model_pools: Vec<model::ExternalIpPool> = pools.iter().map(Into::into).collect();
+        let allocations = ipam::allocate_all(&model_pools, &model_egresses);
+        let mut failures = 0;
+        for write in writes::compute(egresses, pools, &allocations) {
+            if let Err(error) = self.apply(&write).await {
+                tracing::warn!(
+                    ?write,
+                    error = format!("{error:#}"),
+                    "write failed, will retry"
+                );
+                failures += 1;
+            }
+        }
+        failures
+    }
+
+    async fn apply(&self, write: &Write) -> anyhow::Result<()> {
+        let params = PatchParams::default();
+        match write {
+            Write::EgressIp { egress, ip } => {
+                tracing::info!(egress, ip = ?ip, "patching spec.egressIP");
+                let patch = json!({"spec": {"egressIP": ip.map(|ip| ip.to_string())}});
+                self.egresses
+                    .patch(egress, &params, &Patch::Merge(patch))
+                    .await
+                    .with_context(|| format!("Egress {egress}: merge-patching spec.egressIP"))?;
+            }
+            Write::Allocated { egress, condition } => {
+                self.set_condition(egress, condition.as_ref())
+                    .await
+                    .with_context(|| format!("Egress {egress}: updating status.conditions"))?;
+            }
+            Write::Usage { pool, usage } => {
+                tracing::info!(
+                    pool,
+                    total = usage.total,
+                    used = usage.used,
+                    "updating usage"
+                );
+                let patch = json!({"status": {"usage": usage}});
+                self.pools
+                    .patch_status(pool, &params, &Patch::Merge(patch))
+                    .await
+                    .with_context(|| format!("ExternalIPPool {pool}: patching status.usage"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace only the IPAllocated condition, on the freshest object, retrying on conflict.
+    async fn set_condition(
+        &self,
+        name: &str,
+        wanted: Option<&writes::Condition>,
+    ) -> Result<(), kube::Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut egress = self.egresses.get_status(name).await?;
+            let status = egress.status.get_or_insert_with(EgressStatus::default);
+            let updated =
+                writes::with_condition(&status.conditions, wanted, Time(Timestamp::now()));
+            let current: Vec<_> = status.conditions.iter().map(strip_time).collect();
+            if updated.iter().map(strip_time).collect::<Vec<_>>() == current {
+                return Ok(());
+            }
+            status.conditions = updated;
+            match self
+                .egresses
+                .replace_status(name, &PostParams::default(), &egress)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(egress = name, condition = ?wanted, "IPAllocated updated");
+                    return Ok(());
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 && attempt < 5 => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+fn strip_time(condition: &crate::api::EgressCondition) -> crate::api::EgressCondition {
+    crate::api::EgressCondition {
+        last_transition_time: None,
+        ..condition.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_objects_are_skipped_and_the_others_kept() {
+        let object = |value: serde_json::Value| Arc::new(serde_json::from_value(value).unwrap());
+        let objects: Vec<Arc<DynamicObject>> = vec![
+            object(
+                json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+                "metadata": {"name": "good"}, "spec": {"appliedTo": {}, "externalIPPool": "p"}}),
+            ),
+            object(
+                json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+                "metadata": {"name": "bad"}, "spec": {"appliedTo": "everything"}}),
+            ),
+        ];
+        let egresses = typed_objects::<v1beta1::Egress>(&objects, "Egress");
+        let names: Vec<_> = egresses
+            .iter()
+            .map(|e| e.metadata.name.as_deref())
+            .collect();
+        assert_eq!(names, [Some("good")]);
+    }
+}

@@ -60,7 +60,7 @@ pub struct AgentConfig {
 }
 
 /// The `egress` section.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EgressConfig {
     #[serde(default, rename = "exceptCIDRs")]
@@ -70,6 +70,16 @@ pub struct EgressConfig {
     pub max_egress_ips_per_node: u32,
     #[serde(default)]
     pub snat_fully_random_ports: bool,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            except_cidrs: Vec::new(),
+            max_egress_ips_per_node: MAX_EGRESS_IPS_PER_NODE,
+            snat_fully_random_ports: false,
+        }
+    }
 }
 
 fn default_bridge() -> String {
@@ -247,6 +257,13 @@ mod tests {
         assert_eq!(config.traffic_encap_mode, "encap");
         assert_eq!(config.egress.max_egress_ips_per_node, 255);
         assert!(!config.egress.snat_fully_random_ports);
+        assert_eq!(
+            config,
+            AgentConfig::default(),
+            "no config file means the same"
+        );
+        let config = parse("egress: {snatFullyRandomPorts: true}\n").unwrap();
+        assert_eq!(config.egress.max_egress_ips_per_node, 255);
     }
 
     #[test]

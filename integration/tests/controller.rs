@@ -6,6 +6,7 @@
 #[path = "controller/harness.rs"]
 mod harness;
 
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -239,6 +240,31 @@ async fn killing_the_leader_hands_reconciliation_to_the_other_replica() {
     assert_eq!(
         holder(&cluster.leases()).await.as_deref(),
         Some("replica-b")
+    );
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_so_the_other_replica_takes_over_before_it_expires() {
+    let cluster = Cluster::start().await;
+    let slow = ["--lease-duration-seconds", "60"];
+    let first = cluster.controller("replica-a", None, &slow);
+    cluster.wait_leader("replica-a").await;
+    let second = cluster.controller("replica-b", None, &slow);
+    second.wait_ready().await;
+    let status = Command::new("kill")
+        .args(["-TERM", &first.process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Far less than the 60 s the Lease would take to expire.
+    eventually("replica-b holds the Lease", 10.0, || async {
+        holder(&cluster.leases()).await.filter(|h| h == "replica-b")
+    })
+    .await;
+    assert!(
+        first.logs().contains("released the leader Lease"),
+        "{}",
+        first.logs()
     );
 }
 

@@ -10,6 +10,7 @@ pub mod selector;
 pub mod v1alpha2;
 pub mod v1beta1;
 pub mod validation;
+mod version;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use schemars::JsonSchema;

@@ -37,6 +37,20 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Full reconcile even without changes (repairs anything a lost write left behind).
 const RESYNC: Duration = Duration::from_secs(60);
 
+/// Why a write did not happen.
+enum ApplyError {
+    /// The object changed after the decision was made (optimistic concurrency): decide again.
+    Stale,
+    Failed(anyhow::Error),
+}
+use ApplyError::{Failed, Stale};
+
+impl From<anyhow::Error> for ApplyError {
+    fn from(error: anyhow::Error) -> Self {
+        Failed(error)
+    }
+}
+
 /// Run the controller with its command-line flags until the process is killed.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let config = match &args.config {
@@ -88,7 +102,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .context("--lease-renew-seconds must be a positive number")?,
     };
     tracing::info!(identity = %lease_config.identity, "competing for the leader Lease");
-    tokio::spawn(lease::run(client.clone(), lease_config, leading_tx));
+    tokio::spawn(lease::run(client.clone(), lease_config.clone(), leading_tx));
 
     egresses.wait_until_ready().await.context("Egress cache")?;
     pools
@@ -100,12 +114,28 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
     let reconciler = Reconciler {
         egresses: Api::all(client.clone()),
-        pools: Api::all(client),
+        pools: Api::all(client.clone()),
     };
     tokio::select! {
         result = health => result.context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen)),
         () = control_loop(&reconciler, &egresses, &pools, &changed, leading) => Ok(()),
+        result = shutdown_signal() => {
+            result.context("waiting for SIGTERM/SIGINT")?;
+            tracing::info!("shutting down");
+            lease::release(client, &lease_config).await.with_context(|| {
+                format!("releasing Lease {}/{}", lease_config.namespace, lease_config.name)
+            })
+        }
+    }
+}
+
+/// Resolves on SIGTERM (the kubelet stopping the Pod) or SIGINT.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => Ok(()),
+        result = tokio::signal::ctrl_c() => result,
     }
 }
 
@@ -225,28 +255,47 @@ impl Reconciler {
         let allocations = ipam::allocate_all(&model_pools, &model_egresses);
         let mut failures = 0;
         for write in writes::compute(egresses, pools, &allocations) {
-            if let Err(error) = self.apply(&write).await {
-                tracing::warn!(
-                    ?write,
-                    error = format!("{error:#}"),
-                    "write failed, will retry"
-                );
-                failures += 1;
+            match self.apply(&write).await {
+                Ok(()) => {}
+                Err(Stale) => {
+                    tracing::debug!(?write, "object changed since the decision; deciding again");
+                    failures += 1;
+                }
+                Err(Failed(error)) => {
+                    let error = format!("{error:#}");
+                    tracing::warn!(?write, error, "write failed, will retry");
+                    failures += 1;
+                }
             }
         }
         failures
     }
 
-    async fn apply(&self, write: &Write) -> anyhow::Result<()> {
+    async fn apply(&self, write: &Write) -> Result<(), ApplyError> {
         let params = PatchParams::default();
         match write {
-            Write::EgressIp { egress, ip } => {
+            Write::EgressIp {
+                egress,
+                ip,
+                resource_version,
+            } => {
                 tracing::info!(egress, ip = ?ip, "patching spec.egressIP");
-                let patch = json!({"spec": {"egressIP": ip.map(|ip| ip.to_string())}});
-                self.egresses
+                let patch = json!({
+                    "metadata": {"resourceVersion": resource_version},
+                    "spec": {"egressIP": ip.map(|ip| ip.to_string())},
+                });
+                match self
+                    .egresses
                     .patch(egress, &params, &Patch::Merge(patch))
                     .await
-                    .with_context(|| format!("Egress {egress}: merge-patching spec.egressIP"))?;
+                {
+                    Err(kube::Error::Api(status)) if status.code == 409 => return Err(Stale),
+                    result => {
+                        result.with_context(|| {
+                            format!("Egress {egress}: merge-patching spec.egressIP")
+                        })?;
+                    }
+                }
             }
             Write::Allocated { egress, condition } => {
                 self.set_condition(egress, condition.as_ref())

@@ -208,3 +208,73 @@ fn join(errors: Vec<validation::ValidationError>) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::ApiResource;
+    use kube::runtime::reflector;
+    use serde_json::json;
+
+    fn review(operation: &str, object: serde_json::Value) -> Review {
+        serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": {"group": "crd.antrea.io", "version": "v1beta1", "kind": "Egress"},
+                "resource": {"group": "crd.antrea.io", "version": "v1beta1", "resource": "egresses"},
+                "name": "web",
+                "operation": operation,
+                "userInfo": {},
+                "object": object,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn verdict(review: Review) -> (bool, String) {
+        let store = reflector::store::Writer::<DynamicObject>::new(ApiResource::erase::<
+            v1beta1::ExternalIPPool,
+        >(&()))
+        .as_reader();
+        let response = answer(review, &store, |request, pools| {
+            let new: v1beta1::Egress = decode(request.object.as_ref(), "object")?;
+            validation::validate_egress(&new, None, pools).map_err(join)
+        })
+        .response
+        .unwrap();
+        (response.allowed, response.result.message)
+    }
+
+    #[test]
+    fn delete_is_allowed_without_looking_at_the_object() {
+        assert!(verdict(review("DELETE", serde_json::Value::Null)).0);
+    }
+
+    #[test]
+    fn malformed_object_is_denied_naming_the_request_field() {
+        let object = json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+            "metadata": {"name": "web"}, "spec": {"appliedTo": 7}});
+        let (allowed, message) = verdict(review("CREATE", object));
+        assert!(!allowed);
+        assert!(
+            message.starts_with("request.object is malformed:"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn egress_naming_an_unknown_pool_with_an_ip_is_denied_with_the_rule() {
+        let object = json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+            "metadata": {"name": "web"},
+            "spec": {"appliedTo": {}, "egressIP": "10.0.0.1", "externalIPPool": "nope"}});
+        assert_eq!(
+            verdict(review("CREATE", object)),
+            (
+                false,
+                "Egress web: spec.externalIPPool: ExternalIPPool nope does not exist".to_string()
+            )
+        );
+    }
+}

@@ -21,8 +21,13 @@ pub struct Condition {
 /// One write to the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
-    /// Merge-patch `spec.egressIP` to this IP, or to null.
-    EgressIp { egress: String, ip: Option<IpAddr> },
+    /// Merge-patch `spec.egressIP` to this IP, or to null, only if the Egress is still at
+    /// `resource_version` (the version the decision was made on).
+    EgressIp {
+        egress: String,
+        ip: Option<IpAddr>,
+        resource_version: Option<String>,
+    },
     /// Set (`Some`) or remove (`None`) the `IPAllocated` condition on `/status`.
     Allocated {
         egress: String,
@@ -85,11 +90,13 @@ pub fn compute(
             Ok(ip) if spec_ip.is_none() => ips.push(Write::EgressIp {
                 egress: name.clone(),
                 ip: Some(*ip),
+                resource_version: egress.metadata.resource_version.clone(),
             }),
             Err(AllocationError::PoolNotFound(_)) if spec_ip.is_some() => {
                 ips.push(Write::EgressIp {
                     egress: name.clone(),
                     ip: None,
+                    resource_version: egress.metadata.resource_version.clone(),
                 })
             }
             _ => {}
@@ -224,7 +231,8 @@ mod tests {
             [
                 Write::EgressIp {
                     egress: "a".to_string(),
-                    ip: Some("10.0.0.1".parse().unwrap())
+                    ip: Some("10.0.0.1".parse().unwrap()),
+                    resource_version: None
                 },
                 Write::Allocated {
                     egress: "a".to_string(),
@@ -251,13 +259,16 @@ mod tests {
 
     #[test]
     fn missing_pool_clears_the_spec_ip_and_reports_the_pool_by_name() {
-        let writes = decide(&[egress("a", Some("10.0.0.1"), Some("gone"))], &[]);
+        let mut a = egress("a", Some("10.0.0.1"), Some("gone"));
+        a.metadata.resource_version = Some("7".to_string());
+        let writes = decide(&[a], &[]);
         assert_eq!(
             writes,
             [
                 Write::EgressIp {
                     egress: "a".to_string(),
-                    ip: None
+                    ip: None,
+                    resource_version: Some("7".to_string())
                 },
                 Write::Allocated {
                     egress: "a".to_string(),

@@ -56,7 +56,8 @@ pub async fn run(client: kube::Client, config: LeaseConfig, leading: watch::Send
                 "leader election: cannot read or write the Lease"
             ),
         }
-        let is_leader = last_renewed.is_some_and(|t| t.elapsed() < config.duration);
+        // Step down a renew period before others may take over, so two never overlap.
+        let is_leader = last_renewed.is_some_and(|t| t.elapsed() + config.renew < config.duration);
         leading.send_if_modified(|current| {
             if *current == is_leader {
                 return false;
@@ -132,6 +133,27 @@ async fn try_acquire_or_renew(
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(error) => Err(error),
     }
+}
+
+/// Give the Lease up if this replica holds it (on shutdown), so another replica takes over at
+/// once instead of waiting for it to expire.
+pub async fn release(client: kube::Client, config: &LeaseConfig) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let Some(mut lease) = api.get_opt(&config.name).await? else {
+        return Ok(());
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return Ok(());
+    };
+    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    api.replace(&config.name, &PostParams::default(), &lease)
+        .await?;
+    tracing::info!(identity = %config.identity, "released the leader Lease");
+    Ok(())
 }
 
 fn spec(config: &LeaseConfig, acquired: Timestamp, now: Timestamp, transitions: i32) -> LeaseSpec {

@@ -3,6 +3,7 @@
 //! parts can be unit-tested. Nothing in the ovs-egress crate may depend on it.
 
 pub mod discovery;
+pub mod events;
 pub mod faults;
 pub mod openapi;
 pub mod ops;

@@ -10,26 +10,42 @@
 //! `kube-emu`), then prints one line `kube-emu listening on http://127.0.0.1:PORT` on stdout
 //! (and writes the URL to `--url-file` if given). Plain HTTP only; bind loopback.
 //!
-//! Served: discovery (legacy JSON format), namespaces (auto label `kubernetes.io/metadata.name`),
-//! nodes, pods, events (core/v1 and events.k8s.io/v1), leases, configmaps, secrets (stringData
-//! folded into data), services (ClusterIPs allocated from `--service-cidr`; `default/kubernetes`
-//! holds the first address), serviceaccounts, customresourcedefinitions and every CRD once created (all served versions,
-//! schema pruning + validation, status subresource, printer columns), list/get/create/update/
-//! patch (json, merge, strategic-as-merge, apply as create-or-merge)/delete/deletecollection/
-//! watch (resourceVersion, bookmarks, timeoutSeconds, selectors, 410 Expired as an ERROR event
-//! once the requested version left the `--history` window, `sendInitialEvents` streaming lists),
-//! Table output, a minimal `/openapi/v3`.
+//! Served: discovery (legacy JSON format; kubectl falls back from aggregated discovery),
+//! namespaces (label `kubernetes.io/metadata.name` set automatically; default namespaces exist),
+//! nodes, pods (created Pods get `status: {phase: Pending}`; set status through `/status`),
+//! events (core/v1 and events.k8s.io/v1), leases, configmaps, secrets (stringData folded into
+//! data), services (ClusterIPs from `--service-cidr`; `default/kubernetes` holds the first
+//! address), serviceaccounts, customresourcedefinitions, and every CRD once created: all served
+//! versions, pruning + `default`s + validation against `openAPIV3Schema` (422 Invalid naming the
+//! field), status subresource, printer columns, selectable fields. Verbs: list/get/create/update/
+//! patch (JSON patch, merge, strategic as merge, apply as create-or-merge)/delete (finalizers,
+//! deletionTimestamp)/deletecollection/watch (resourceVersion, bookmarks, timeoutSeconds,
+//! selectors with ADDED/DELETED on selector transitions, 410 Expired as an ERROR event once the
+//! version left the `--history` window, `sendInitialEvents` streaming lists). Also: Table output,
+//! `fieldValidation=Strict` (unknown fields are a 400), `dryRun=All`, `limit`/`continue`, a
+//! minimal `/openapi/v3` (enough for kubectl's server-side validation and `kubectl explain`),
+//! protobuf request bodies for Namespace/ConfigMap/Secret (`kubectl create namespace|configmap|
+//! secret`); answers are always JSON.
+//!
+//! kubectl 1.32 without extra flags: `apply -f` (client-side), `apply --server-side`, `create -f`,
+//! `create namespace|configmap|secret`, `get` (Table columns, `-o wide|yaml|json|jsonpath|name`,
+//! `-l`, `--field-selector`, `-A`, `-w`), `describe`, `explain`, `diff`, `patch` (merge, json,
+//! strategic, `--subresource=status`), `label`, `annotate`, `delete` (`-f`, by name, namespace
+//! cascade), `wait --for condition=established`, `api-resources`, `events`. `--validate=false`
+//! is only needed to make the server prune unknown fields silently instead of rejecting them.
+//! `create` of other built-in kinds by subcommand (e.g. `kubectl create deployment`) is not
+//! supported (protobuf for unsupported kinds → 415 naming the kind).
 //!
 //! Deliberate simplifications: no auth/RBAC/admission webhooks, no version conversion (only
 //! `apiVersion` changes), apply does not remove fields dropped from the applied configuration
 //! and keeps no managedFields, deleting a namespace removes its objects at once, lists are always
-//! served from the latest state, `fieldValidation=Strict` is accepted but unknown fields are
-//! pruned silently.
+//! served from the latest state (resourceVersion parameters on lists are ignored).
 //!
 //! Failure injection (admin endpoints, never affected by faults themselves):
 //! - `POST /emu/fail {"closeWatches":true}` ends every open watch stream now;
 //! - `POST /emu/fail {"error500ForSeconds":N}` answers every API request with 500 for N s;
 //! - `POST /emu/fail {"stallForSeconds":N}` holds every API request until N s have passed;
+//! - the three may be combined in one body; `N = 0` ends that fault;
 //! - `POST /emu/compact` forgets the event history: watches from older versions get 410.
 
 use anyhow::Context;
@@ -41,7 +57,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "kube-emu", about = "In-memory Kubernetes API server for tests (kubectl and kube-rs compatible)", long_about = None)]
+#[command(name = "kube-emu", about = "In-memory Kubernetes API server for tests (kubectl and kube-rs compatible)", long_about = None,
+    after_help = "On start: writes --kubeconfig, then prints `kube-emu listening on http://IP:PORT`.\n\
+Failure injection (admin endpoints, never faulted themselves):\n  \
+POST /emu/fail {\"closeWatches\":true}      end every open watch now\n  \
+POST /emu/fail {\"error500ForSeconds\":N}   answer API requests with 500 for N s (0 ends it)\n  \
+POST /emu/fail {\"stallForSeconds\":N}      hold API requests until N s have passed (0 ends it)\n  \
+POST /emu/compact                        forget the event history (older watches get 410)")]
 struct Args {
     /// Address to listen on (port 0 picks a free port). Use a loopback address.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -88,6 +110,16 @@ fn parse_cidr(s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
     Ok((std::net::Ipv4Addr::from(u32::from(ip) & mask), len))
 }
 
+/// Returns the heap freed after loading a snapshot (the parsed text and temporary copies) to the
+/// OS, so RSS reflects the stored objects.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -110,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("loading snapshot {}", path.display()))?;
         }
     }
+    release_freed_memory();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

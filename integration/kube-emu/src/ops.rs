@@ -52,10 +52,23 @@ pub fn now() -> String {
 /// The object as served in the requested version (no conversion: only apiVersion changes, as
 /// with the `None` conversion strategy).
 pub fn output(def: &ResourceDef, version: &str, obj: &Value) -> Value {
-    let mut o = obj.clone();
+    let mut o = if def.special == Special::EventsV1 {
+        crate::events::to_events_v1(obj.clone())
+    } else {
+        obj.clone()
+    };
     o["apiVersion"] = Value::String(def.api_version(version));
     o["kind"] = Value::String(def.kind.clone());
     o
+}
+
+/// The apiVersion objects are stored with (core/v1 for events.k8s.io Events).
+fn storage_api_version(ctx: &Ctx) -> String {
+    if ctx.def.special == Special::EventsV1 {
+        "v1".into()
+    } else {
+        ctx.def.api_version(&ctx.version)
+    }
 }
 
 fn name_of(obj: &Value) -> &str {
@@ -181,7 +194,7 @@ fn apply_special(ctx: &Ctx, obj: &mut Value, creating: bool) -> Result<(), ApiEr
             })?;
             if crate::resources::builtins()
                 .iter()
-                .any(|b| b.key() == def.key())
+                .any(|b| b.id() == def.id())
             {
                 return Err(ctx.invalid(
                     &name,
@@ -271,7 +284,7 @@ fn allocate_cluster_ip(st: &State, ctx: &Ctx, obj: &mut Value) -> Result<(), Api
 /// Registers (or re-registers) the resource a stored CRD defines.
 fn register_crd(st: &mut State, crd: &Value) {
     if let Ok(def) = from_crd(crd) {
-        st.defs.insert(def.key(), Arc::new(def));
+        st.defs.insert(def.id(), Arc::new(def));
     }
 }
 
@@ -282,6 +295,9 @@ pub fn create(
     mut obj: Value,
     keep_status: bool,
 ) -> Result<Value, ApiError> {
+    if ctx.def.special == Special::EventsV1 {
+        obj = crate::events::to_core(obj);
+    }
     if !obj.is_object() {
         return Err(ApiError::bad_request(
             "the request body must be a JSON object",
@@ -338,7 +354,7 @@ pub fn create(
     if st.get(&ctx.def.key(), &ctx.ns, &name).is_some() {
         return Err(ApiError::already_exists(&ctx.target(&name)));
     }
-    obj["apiVersion"] = Value::String(ctx.def.api_version(&ctx.version));
+    obj["apiVersion"] = Value::String(storage_api_version(ctx));
     obj["kind"] = Value::String(ctx.def.kind.clone());
     if has_status_sub(ctx)
         && ctx.def.special == Special::None
@@ -370,7 +386,11 @@ pub fn create(
     if ctx.def.special == Special::Crd {
         register_crd(st, &obj);
     }
-    Ok((*st.commit(&ctx.def.key(), EventType::Added, obj)).clone())
+    Ok(Value::clone(&st.commit(
+        &ctx.def.key(),
+        EventType::Added,
+        obj,
+    )))
 }
 
 /// PUT (and the second half of PATCH): replaces an object or its status.
@@ -381,6 +401,9 @@ pub fn update(
     mut obj: Value,
     sub: Sub,
 ) -> Result<Value, ApiError> {
+    if ctx.def.special == Special::EventsV1 {
+        obj = crate::events::to_core(obj);
+    }
     let key = ctx.def.key();
     let Some(old) = st.get(&key, &ctx.ns, name) else {
         return Err(ApiError::not_found(&ctx.target(name)));
@@ -405,7 +428,7 @@ pub fn update(
     }
     let status_sub = has_status_sub(ctx);
     let mut new = if sub == Sub::Status {
-        let mut n = (*old).clone();
+        let mut n = Value::clone(&old);
         n["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
         if n["status"].is_null()
             && let Some(m) = n.as_object_mut()
@@ -426,7 +449,7 @@ pub fn update(
         }
         obj
     };
-    new["apiVersion"] = Value::String(ctx.def.api_version(&ctx.version));
+    new["apiVersion"] = Value::String(storage_api_version(ctx));
     new["kind"] = Value::String(ctx.def.kind.clone());
     {
         let (om, nm) = (&old["metadata"], &mut new["metadata"]);
@@ -463,7 +486,7 @@ pub fn update(
         new["metadata"]["generation"] = json!(g + 1);
     }
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-    if new == *old || ctx.dry_run {
+    if new == **old || ctx.dry_run {
         return Ok(new);
     }
     let finalizers_left = new["metadata"]["finalizers"]
@@ -483,7 +506,7 @@ pub fn update(
             register_crd(st, &new);
         }
     }
-    Ok((*st.commit(&key, type_, new)).clone())
+    Ok(Value::clone(&st.commit(&key, type_, new)))
 }
 
 /// Supported PATCH encodings.
@@ -563,14 +586,14 @@ pub fn patch(
             obj["metadata"]["name"] = Value::String(name.to_string());
             return create(st, ctx, obj, false).map(|o| (o, true));
         };
-        let mut doc = (*cur).clone();
+        let mut doc = output(&ctx.def, &ctx.version, &cur);
         json_patch::merge(&mut doc, &applied);
         return update(st, ctx, name, doc, sub).map(|o| (o, false));
     }
     let Some(cur) = current else {
         return Err(ApiError::not_found(&ctx.target(name)));
     };
-    let mut doc = (*cur).clone();
+    let mut doc = output(&ctx.def, &ctx.version, &cur);
     match pt {
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_slice(body).map_err(|e| parse_err(&e))?;
@@ -612,19 +635,19 @@ pub fn delete(
         return Err(ApiError::conflict(&ctx.target(name)));
     }
     if ctx.dry_run {
-        return Ok((*old).clone());
+        return Ok(Value::clone(&old));
     }
     let has_finalizers = old["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| !f.is_empty());
     if has_finalizers {
         if old["metadata"].get("deletionTimestamp").is_some() {
-            return Ok((*old).clone());
+            return Ok(Value::clone(&old));
         }
-        let mut new = (*old).clone();
+        let mut new = Value::clone(&old);
         new["metadata"]["deletionTimestamp"] = Value::String(now());
         new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        return Ok((*st.commit(&key, EventType::Modified, new)).clone());
+        return Ok(Value::clone(&st.commit(&key, EventType::Modified, new)));
     }
     match ctx.def.special {
         Special::Crd => {
@@ -641,11 +664,15 @@ pub fn delete(
                 .collect();
             for k in namespaced {
                 for obj in st.list(&k, Some(name)) {
-                    st.commit(&k, EventType::Deleted, (*obj).clone());
+                    st.commit(&k, EventType::Deleted, Value::clone(&obj));
                 }
             }
         }
         _ => {}
     }
-    Ok((*st.commit(&key, EventType::Deleted, (*old).clone())).clone())
+    Ok(Value::clone(&st.commit(
+        &key,
+        EventType::Deleted,
+        Value::clone(&old),
+    )))
 }

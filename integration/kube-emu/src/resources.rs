@@ -35,6 +35,8 @@ pub enum Special {
     Node,
     Secret,
     Service,
+    /// events.k8s.io/v1 Event: stored as core/v1 Event, converted on the way in and out.
+    EventsV1,
     Crd,
 }
 
@@ -56,11 +58,20 @@ pub struct ResourceDef {
 
 impl ResourceDef {
     /// Storage key shared by all versions: `plural.group` (or `plural` for core).
-    pub fn key(&self) -> String {
+    /// Identity in the registry: `plural.group` (or `plural` for core).
+    pub fn id(&self) -> String {
         if self.group.is_empty() {
             self.plural.clone()
         } else {
             format!("{}.{}", self.plural, self.group)
+        }
+    }
+    /// Storage key shared by all versions; events.k8s.io Events live with core/v1 Events.
+    pub fn key(&self) -> String {
+        if self.special == Special::EventsV1 {
+            "events".into()
+        } else {
+            self.id()
         }
     }
     pub fn version(&self, v: &str) -> Option<&VersionDef> {
@@ -237,7 +248,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             short: &["ev"],
             namespaced: true,
             status: false,
-            special: Special::None,
+            special: Special::EventsV1,
         },
         B {
             group: "coordination.k8s.io",
@@ -300,7 +311,7 @@ fn builtin_fields(plural: &str, group: &str) -> Vec<String> {
         ("nodes", _) => &["spec.unschedulable"],
         ("namespaces", _) => &["status.phase"],
         ("secrets", _) => &["type"],
-        ("events", "") => &[
+        ("events", _) => &[
             "involvedObject.kind",
             "involvedObject.namespace",
             "involvedObject.name",
@@ -311,15 +322,6 @@ fn builtin_fields(plural: &str, group: &str) -> Vec<String> {
             "reason",
             "reportingComponent",
             "source",
-            "type",
-        ],
-        ("events", _) => &[
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "reason",
-            "reportingController",
             "type",
         ],
         _ => &[],
@@ -358,6 +360,12 @@ fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
             age(),
         ],
         ("leases", _) => vec![col("Holder", "string", ".spec.holderIdentity", 0), age()],
+        ("events", "events.k8s.io") => vec![
+            col("Type", "string", ".type", 0),
+            col("Reason", "string", ".reason", 0),
+            col("Note", "string", ".note", 0),
+            age(),
+        ],
         ("events", _) => vec![
             col("Type", "string", ".type", 0),
             col("Reason", "string", ".reason", 0),

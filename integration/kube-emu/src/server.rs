@@ -297,6 +297,20 @@ fn route<'a>(rest: &[&'a str]) -> Option<Route<'a>> {
     }
 }
 
+fn field_selector(
+    def: &crate::resources::ResourceDef,
+    q: &HashMap<String, String>,
+) -> Result<FieldSelector, ApiError> {
+    let raw = q.get("fieldSelector").map_or("", String::as_str);
+    if def.special == crate::resources::Special::EventsV1 {
+        return FieldSelector::parse(
+            &crate::events::selector_to_core(raw),
+            &def.selectable_fields,
+        );
+    }
+    FieldSelector::parse(raw, &def.selectable_fields)
+}
+
 fn rv_param(q: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
     match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => Ok(None),
@@ -349,10 +363,7 @@ async fn resource(
     match (method, r.name) {
         (Method::GET, None) => {
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
-            let fields = FieldSelector::parse(
-                q.get("fieldSelector").map_or("", String::as_str),
-                &def.selectable_fields,
-            )?;
+            let fields = field_selector(&def, &q)?;
             let watching = q.get("watch").is_some_and(|v| v == "true" || v == "1");
             if watching {
                 let p = WatchParams {
@@ -403,14 +414,13 @@ async fn resource(
                 .lock()
                 .get(&def.key(), &ctx.ns, name)
                 .ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
-            let o = out(&obj);
             if as_table {
                 return Ok(json_resp(
                     200,
-                    &table::table(&def, version, &[o], None, include_object),
+                    &table::table(&def, version, &[&obj], None, include_object),
                 ));
             }
-            Ok(json_resp(200, &o))
+            Ok(json_resp(200, &out(&obj)))
         }
         (Method::POST, None) => {
             let body = read_body(req).await?;
@@ -452,10 +462,7 @@ async fn resource(
         }
         (Method::DELETE, None) => {
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
-            let fields = FieldSelector::parse(
-                q.get("fieldSelector").map_or("", String::as_str),
-                &def.selectable_fields,
-            )?;
+            let fields = field_selector(&def, &q)?;
             let mut st = app.store.lock();
             let ns = (!ctx.ns.is_empty()).then_some(ctx.ns.as_str());
             let victims: Vec<String> = st
@@ -509,7 +516,7 @@ fn list(
             }
             None => true,
         });
-    let mut page: Vec<_> = match limit {
+    let page: Vec<_> = match limit {
         Some(l) => selected.by_ref().take(l).collect(),
         None => selected.by_ref().collect(),
     };
@@ -528,10 +535,7 @@ fn list(
         meta["remainingItemCount"] = json!(remaining);
     }
     if as_table {
-        let items: Vec<Value> = page
-            .drain(..)
-            .map(|o| output(&ctx.def, &ctx.version, &o))
-            .collect();
+        let items: Vec<&Value> = page.iter().map(|o| &***o).collect();
         let mut t = table::table(&ctx.def, &ctx.version, &items, Some(rv), include_object);
         t["metadata"] = meta;
         return json_resp(200, &t);
@@ -545,7 +549,7 @@ fn list(
         }
         // Writing a Value into a Vec cannot fail.
         if o["apiVersion"].as_str() == Some(api_version.as_str()) {
-            let _ = serde_json::to_writer(&mut buf, &**o);
+            buf.extend_from_slice(&o.json());
         } else {
             let _ = serde_json::to_writer(&mut buf, &output(&ctx.def, &ctx.version, o));
         }

@@ -28,6 +28,33 @@ impl EventType {
     }
 }
 
+/// A stored object and its JSON encoding, built once when first needed (lists, watch lines), so
+/// serving an unchanged object again costs a copy, not a serialization.
+#[derive(Debug)]
+pub struct Stored {
+    value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl Stored {
+    pub fn json(&self) -> Bytes {
+        // Serializing a Value into a Vec cannot fail (no I/O, string keys only).
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+            .clone()
+    }
+}
+
+impl std::ops::Deref for Stored {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// Shared handle to a stored object.
+pub type Obj = Arc<Stored>;
+
 /// One change, kept in the history and broadcast to watchers.
 #[derive(Debug)]
 pub struct Event {
@@ -35,9 +62,9 @@ pub struct Event {
     pub type_: EventType,
     /// Storage key of the resource (`ResourceDef::key`).
     pub key: Arc<str>,
-    pub object: Arc<Value>,
+    pub object: Obj,
     /// The object before a MODIFIED change (watch selectors turn transitions into ADDED/DELETED).
-    pub old: Option<Arc<Value>>,
+    pub old: Option<Obj>,
     /// The serialized `{"type":..,"object":..}\n` line, built once for all watchers.
     frame: OnceLock<Bytes>,
 }
@@ -46,9 +73,20 @@ impl Event {
     /// The watch line for this event as stored (same type, stored apiVersion).
     pub fn frame(&self) -> Bytes {
         self.frame
-            .get_or_init(|| watch_line(self.type_.as_str(), &self.object))
+            .get_or_init(|| watch_line_raw(self.type_.as_str(), &self.object.json()))
             .clone()
     }
+}
+
+/// `{"type":T,"object":O}\n` from an already encoded object.
+pub fn watch_line_raw(type_: &str, object: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(object.len() + 32);
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(type_.as_bytes());
+    buf.extend_from_slice(b"\",\"object\":");
+    buf.extend_from_slice(object);
+    buf.extend_from_slice(b"}\n");
+    Bytes::from(buf)
 }
 
 /// `{"type":T,"object":O}\n`.
@@ -70,7 +108,7 @@ pub type Subscription = broadcast::Receiver<Arc<Event>>;
 
 pub struct State {
     pub defs: BTreeMap<String, Arc<ResourceDef>>,
-    objects: HashMap<String, BTreeMap<ObjKey, Arc<Value>>>,
+    objects: HashMap<String, BTreeMap<ObjKey, Obj>>,
     rv: u64,
     history: VecDeque<Arc<Event>>,
     history_cap: usize,
@@ -93,7 +131,7 @@ impl Store {
         let (tx, _) = broadcast::channel(16384);
         let mut defs = BTreeMap::new();
         for d in builtins() {
-            defs.insert(d.key(), Arc::new(d));
+            defs.insert(d.id(), Arc::new(d));
         }
         Store {
             state: Mutex::new(State {
@@ -161,7 +199,7 @@ impl State {
         )
     }
 
-    pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
+    pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<Obj> {
         self.objects
             .get(key)?
             .get(&(ns.to_string(), name.to_string()))
@@ -169,7 +207,7 @@ impl State {
     }
 
     /// Objects of a resource, optionally in one namespace, ordered by namespace then name.
-    pub fn list(&self, key: &str, ns: Option<&str>) -> Vec<Arc<Value>> {
+    pub fn list(&self, key: &str, ns: Option<&str>) -> Vec<Obj> {
         let Some(m) = self.objects.get(key) else {
             return Vec::new();
         };
@@ -184,7 +222,7 @@ impl State {
     }
 
     /// Stores (or removes, for Deleted) an object with a fresh resourceVersion and records the event.
-    pub fn commit(&mut self, key: &str, type_: EventType, mut obj: Value) -> Arc<Value> {
+    pub fn commit(&mut self, key: &str, type_: EventType, mut obj: Value) -> Obj {
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let ns = obj["metadata"]["namespace"]
@@ -195,7 +233,10 @@ impl State {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let obj = Arc::new(obj);
+        let obj = Arc::new(Stored {
+            value: obj,
+            json: OnceLock::new(),
+        });
         let map = self.objects.entry(key.to_string()).or_default();
         let old = if type_ == EventType::Deleted {
             map.remove(&(ns, name))
@@ -254,7 +295,7 @@ impl State {
     pub fn drop_resource(&mut self, key: &str) {
         self.defs.remove(key);
         for obj in self.list(key, None) {
-            self.commit(key, EventType::Deleted, (*obj).clone());
+            self.commit(key, EventType::Deleted, Value::clone(&obj));
         }
     }
 }

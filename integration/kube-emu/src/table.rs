@@ -2,8 +2,10 @@
 //! JSONPath) and default columns for built-ins, with ages rendered server-side like the real
 //! server's `HumanDuration`. It only formats; it never filters or mutates objects.
 
-use crate::resources::{Column, ResourceDef};
+use crate::ops::output;
+use crate::resources::{Column, ResourceDef, Special};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// True when the Accept header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
@@ -166,11 +168,15 @@ fn cell(def: &ResourceDef, col: &Column, obj: &Value) -> Value {
     }
 }
 
-/// Builds the Table for `objects` (already in the requested version).
+fn object(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+/// Builds the Table for stored `objects` (built from owned values: `json!` would re-serialize).
 pub fn table(
     def: &ResourceDef,
     version: &str,
-    objects: &[Value],
+    objects: &[&Value],
     rv: Option<u64>,
     include_object: bool,
 ) -> Value {
@@ -186,22 +192,38 @@ pub fn table(
     }));
     let rows: Vec<Value> = objects
         .iter()
-        .map(|o| {
-            let mut cells = vec![o["metadata"]["name"].clone()];
-            cells.extend(columns.iter().map(|c| cell(def, c, o)));
-            let object = if include_object {
-                o.clone()
+        .map(|stored| {
+            let shown = if include_object || def.special == Special::EventsV1 {
+                Cow::Owned(output(def, version, stored))
             } else {
-                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+                Cow::Borrowed(*stored)
             };
-            json!({"cells": cells, "object": object})
+            let mut cells = Vec::with_capacity(columns.len() + 1);
+            cells.push(shown["metadata"]["name"].clone());
+            cells.extend(columns.iter().map(|c| cell(def, c, &shown)));
+            let obj = if include_object {
+                shown.into_owned()
+            } else {
+                object(vec![
+                    ("kind", json!("PartialObjectMetadata")),
+                    ("apiVersion", json!("meta.k8s.io/v1")),
+                    ("metadata", shown["metadata"].clone()),
+                ])
+            };
+            object(vec![("cells", Value::Array(cells)), ("object", obj)])
         })
         .collect();
     let mut meta = json!({});
     if let Some(rv) = rv {
         meta["resourceVersion"] = json!(rv.to_string());
     }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs, "rows": rows})
+    object(vec![
+        ("kind", json!("Table")),
+        ("apiVersion", json!("meta.k8s.io/v1")),
+        ("metadata", meta),
+        ("columnDefinitions", Value::Array(defs)),
+        ("rows", Value::Array(rows)),
+    ])
 }
 
 #[cfg(test)]

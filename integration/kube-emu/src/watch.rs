@@ -41,14 +41,13 @@ impl Watcher {
     }
 
     fn line(&self, type_: &str, obj: &Value) -> Bytes {
-        let o = output(&self.ctx.def, &self.ctx.version, obj);
         if self.p.as_table {
             watch_line(
                 type_,
-                &table(&self.ctx.def, &self.ctx.version, &[o], None, false),
+                &table(&self.ctx.def, &self.ctx.version, &[obj], None, false),
             )
         } else {
-            watch_line(type_, &o)
+            watch_line(type_, &output(&self.ctx.def, &self.ctx.version, obj))
         }
     }
 

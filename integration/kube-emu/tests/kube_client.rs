@@ -3,7 +3,7 @@
 //! selectors (lists and watches), optimistic concurrency, finalizers, and failure injection.
 
 mod common;
-use common::{Emu, fixture};
+use common::{Emu, crds_text};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{
@@ -194,7 +194,7 @@ fn egress_api(client: kube::Client) -> Api<DynamicObject> {
 async fn install_crds(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let text = std::fs::read_to_string(fixture("crds.yaml")).unwrap();
+    let text = crds_text();
     for doc in kube_emu::snapshot::parse(&text).unwrap() {
         crds.create(
             &PostParams::default(),
@@ -476,14 +476,23 @@ async fn injected_faults_fail_requests_and_close_watches() {
     assert!(
         matches!(api.list(&ListParams::default()).await.unwrap_err(), kube::Error::Api(s) if s.code == 500)
     );
-    emu.admin("/emu/fail", r#"{"error500ForSeconds":0}"#);
+    emu.admin(
+        "/emu/fail",
+        r#"{"error500ForSeconds":0,"stallForSeconds":1}"#,
+    );
+    let t = std::time::Instant::now();
     api.list(&ListParams::default()).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "stalled request answered after {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn namespaces_get_metadata_name_label_and_snapshot_objects_load() {
     let snap = std::env::temp_dir().join(format!("kube-emu-snap-{}.yaml", std::process::id()));
-    std::fs::write(&snap, format!("{}\n---\napiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata: {{name: snap}}\nspec: {{appliedTo: {{}}, egressIP: 10.1.1.1}}\nstatus: {{egressNode: n7}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: extra}}\n", std::fs::read_to_string(fixture("crds.yaml")).unwrap())).unwrap();
+    std::fs::write(&snap, format!("{}\n---\napiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata: {{name: snap}}\nspec: {{appliedTo: {{}}, egressIP: 10.1.1.1}}\nstatus: {{egressNode: n7}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: extra}}\n", crds_text())).unwrap();
     let emu = Emu::start(&["--snapshot", snap.to_str().unwrap()]);
     std::fs::remove_file(&snap).unwrap();
     let client = emu.client().await;
@@ -603,5 +612,98 @@ async fn watches_send_bookmarks_and_end_after_timeout_seconds() {
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "timeoutSeconds=2 ended the watch too early"
+    );
+}
+
+#[tokio::test]
+async fn recorder_events_are_visible_through_both_event_apis() {
+    use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
+    use k8s_openapi::api::events::v1::Event as EventV1;
+    use kube::runtime::events::{Event as RecEvent, EventType, Recorder, Reporter};
+    let emu = Emu::start(&[]);
+    let client = emu.client().await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ovs-egress-agent".into(),
+            instance: Some("node1".into()),
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("crd.antrea.io/v1beta1".into()),
+        kind: Some("Egress".into()),
+        name: Some("eg1".into()),
+        ..Default::default()
+    };
+    let ev = RecEvent {
+        type_: EventType::Normal,
+        reason: "IPAssigned".into(),
+        note: Some("Assigned Egress eg1 with IP 10.0.0.1 on Node node1".into()),
+        action: "NodeAssignment".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let v1: Vec<EventV1> = Api::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(v1.len(), 1);
+    assert_eq!(v1[0].series.as_ref().map(|s| s.count), Some(2));
+    let core = Api::<CoreEvent>::namespaced(client, "default")
+        .list(&ListParams::default().fields("involvedObject.name=eg1,involvedObject.kind=Egress"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(core.len(), 1);
+    assert_eq!(
+        (core[0].reason.as_deref(), core[0].message.as_deref()),
+        (Some("IPAssigned"), ev.note.as_deref())
+    );
+    assert_eq!(
+        core[0].reporting_component.as_deref(),
+        Some("ovs-egress-agent")
+    );
+    let out = emu.kubectl_ok(&["get", "events", "-n", "default"]);
+    assert!(out.contains("IPAssigned"), "{out}");
+}
+
+#[tokio::test]
+async fn lists_paginate_with_limit_and_continue_and_json_patch_applies() {
+    let emu = Emu::start(&[]);
+    let api: Api<ConfigMap> = Api::namespaced(emu.client().await, "default");
+    for i in 0..5 {
+        api.create(&PostParams::default(), &cm(&format!("p{i}"), "0"))
+            .await
+            .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(2);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        assert!(page.items.len() <= 2);
+        names.extend(page.items.into_iter().map(|c| c.metadata.name.unwrap()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4"]);
+    let ops: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/data/v", "value": "0"}, {"op": "replace", "path": "/data/v", "value": "9"}])).unwrap();
+    let got = api
+        .patch("p3", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .unwrap();
+    assert_eq!(got.data.unwrap()["v"], "9");
+    let failing: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/data/v", "value": "0"}])).unwrap();
+    let err = api
+        .patch("p3", &PatchParams::default(), &Patch::<()>::Json(failing))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
     );
 }

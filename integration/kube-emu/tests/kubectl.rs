@@ -3,7 +3,7 @@
 //! apply works. Fails loudly when kubectl is missing.
 
 mod common;
-use common::{Emu, fixture};
+use common::{Emu, crds_dir, fixture};
 
 fn header(out: &str) -> Vec<String> {
     out.lines()
@@ -23,7 +23,7 @@ fn row<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 fn apply_fixtures(emu: &Emu) {
-    emu.kubectl_ok(&["apply", "-f", fixture("crds.yaml").to_str().unwrap()]);
+    emu.kubectl_ok(&["apply", "-f", crds_dir().to_str().unwrap()]);
     emu.kubectl_ok(&[
         "wait",
         "--for",
@@ -136,12 +136,7 @@ fn kubectl_schema_violations_are_rejected_naming_the_field() {
 #[test]
 fn kubectl_server_side_apply_creates_then_updates_and_bumps_generation() {
     let emu = Emu::start(&[]);
-    emu.kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "-f",
-        fixture("crds.yaml").to_str().unwrap(),
-    ]);
+    emu.kubectl_ok(&["apply", "--server-side", "-f", crds_dir().to_str().unwrap()]);
     let out = emu.kubectl_ok(&[
         "apply",
         "--server-side",

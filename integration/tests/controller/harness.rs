@@ -158,15 +158,13 @@ impl Cluster {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--lease-namespace", "default", "--identity", identity])
-            .args([
-                "--lease-duration-seconds",
-                "2",
-                "--lease-renew-seconds",
-                "0.4",
-            ])
+            .args(["--lease-renew-seconds", "0.4"])
             .args(["--health-listen", &health.to_string()])
             .args(extra)
             .stderr(std::fs::File::create(&log).expect("creating the controller log"));
+        if !extra.contains(&"--lease-duration-seconds") {
+            command.args(["--lease-duration-seconds", "2"]);
+        }
         if let Some(text) = config {
             let path = self.dir.0.join(format!("{identity}.conf"));
             std::fs::write(&path, text).expect("writing the controller config");
@@ -201,14 +199,22 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Wait until `/readyz` answers 200.
+    /// Wait until `/readyz` answers 200; panics with the controller's log otherwise.
     pub async fn wait_ready(&self) {
-        eventually("the controller is ready", 10.0, || async {
+        let ready = eventually("the controller is ready", 60.0, || async {
             let stream = tokio::net::TcpStream::connect(self.health).await.ok()?;
             let (status, _) = http(stream, "GET", "/readyz", "").await.ok()?;
             (status == 200).then_some(())
-        })
-        .await;
+        });
+        if tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .is_err()
+        {
+            panic!(
+                "the controller is not ready after 10 s; its log:\n{}",
+                self.logs()
+            );
+        }
     }
 
     pub fn logs(&self) -> String {

@@ -17,6 +17,26 @@ pub struct Emu {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The directory of the CRDs ovs-egress ships (generated from its Rust types), so the emulator
+/// is tested with exactly the CRDs users apply.
+pub fn crds_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/ovs-egress/crds")
+}
+
+/// The shipped CRDs as one multi-document YAML text.
+pub fn crds_text() -> String {
+    let mut files: Vec<_> = std::fs::read_dir(crds_dir())
+        .expect("charts/ovs-egress/crds is readable")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -60,6 +80,7 @@ impl Emu {
     pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("kubectl")
             .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
             .args(args)
             .output()
             .expect("kubectl must be installed (kubectl 1.32) for these tests");

@@ -84,3 +84,70 @@ impl Stores {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::ApiResource;
+    use kube::runtime::{reflector, watcher};
+    use serde_json::{Value, json};
+
+    fn store<K: kube::Resource<DynamicType = ()>>(objects: Vec<Value>) -> Store<DynamicObject> {
+        let mut writer = reflector::store::Writer::new(ApiResource::erase::<K>(&()));
+        for object in objects {
+            let object: DynamicObject = serde_json::from_value(object).unwrap();
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        writer.as_reader()
+    }
+
+    #[test]
+    fn snapshot_converts_every_kind_and_skips_what_does_not_parse() {
+        let stores = Stores {
+            egresses: store::<v1beta1::Egress>(vec![json!({
+                "apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
+                "metadata": {"name": "e1", "uid": "u-1"},
+                "spec": {"appliedTo": {}, "egressIP": "10.0.0.9"},
+                "status": {"egressNode": "n1"}
+            })]),
+            pools: store::<v1beta1::ExternalIPPool>(vec![json!({
+                "apiVersion": "crd.antrea.io/v1beta1", "kind": "ExternalIPPool",
+                "metadata": {"name": "p1"},
+                "spec": {"ipRanges": [{"cidr": "10.0.0.0/30"}], "nodeSelector": {}}
+            })]),
+            nodes: store::<Node>(vec![json!({
+                "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.1"}]}
+            })]),
+            namespaces: store::<Namespace>(vec![json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}
+            })]),
+            pods: store::<Pod>(vec![
+                json!({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"namespace": "prod", "name": "good"},
+                       "spec": {"nodeName": "n1", "containers": []}}),
+                json!({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"namespace": "prod", "name": "bad"},
+                       "spec": {"nodeName": "n1", "hostNetwork": "yes", "containers": []}}),
+            ]),
+        };
+        let local: BTreeSet<IpAddr> = ["10.0.0.9".parse().unwrap()].into();
+        let mut config = AgentConfig::default();
+        config.egress.max_egress_ips_per_node = 7;
+        let snapshot = stores.snapshot(local.clone(), &config);
+        let view = &snapshot.view;
+        assert_eq!(view.egresses[0].egress_ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(view.pools[0].name, "p1");
+        assert_eq!(
+            view.nodes[0].transport_ip,
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(view.namespaces[0].name, "prod");
+        let pods: Vec<&str> = view.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(pods, ["good"]);
+        assert_eq!(view.local_ips, local);
+        assert_eq!(view.config.max_egress_ips_per_node, 7);
+        assert_eq!(snapshot.statuses["e1"].egress_node.as_deref(), Some("n1"));
+        assert_eq!(snapshot.uids["e1"], "u-1");
+    }
+}

@@ -1,8 +1,9 @@
 //! `ovs-egress agent`: the per-Node process. Reflectors on Egresses, ExternalIPPools, Nodes,
 //! Namespaces and this Node's Pods, plus the netlink watch of the Node's IPs, feed one
-//! `ClusterView`; a debounced loop runs `plan::compute` and hands each new `NodePlan` to the
-//! datapath, writes the status of the Egresses this Node is the writer of, and emits
-//! `IPAssigned`/`IPUnassigned` events.
+//! `ClusterView`; a debounced loop runs `plan::compute`, hands each new `NodePlan` to the
+//! datapath ([`Datapath`], a channel: the datapath answers with the statuses it realized), then
+//! writes the status of the Egresses this Node is the writer of and emits
+//! `IPAssigned`/`IPUnassigned` events from those statuses.
 //!
 //! It must never decide anything itself (the plan does) and never fail because the API server
 //! is away: watches retry with back-off, and no plan is handed over before every cache has
@@ -19,12 +20,12 @@ use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::Api;
 use kube::runtime::watcher;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::api::v1beta1;
 use crate::host::local_ips;
 use crate::kube::{events, health, reflect, status};
-use crate::plan::{self, NodePlan};
+use crate::plan::{self, EgressStatus, NodePlan};
 use config::{AgentArgs, AgentConfig};
 use view::Stores;
 
@@ -35,26 +36,44 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Recompute and re-check statuses even without changes.
 const RESYNC: Duration = Duration::from_secs(60);
 
-/// The latest plan for the datapath; `None` until the caches have synced.
-pub type Plans = watch::Receiver<Option<Arc<NodePlan>>>;
+/// One new plan for the datapath. The datapath applies it and answers on `applied` with the
+/// statuses to report (the plan's, with `IPAssigned=False` for what it could not realize);
+/// dropping `applied` means "not applied, try again later".
+pub struct PlanRequest {
+    pub plan: Arc<NodePlan>,
+    pub applied: oneshot::Sender<BTreeMap<String, EgressStatus>>,
+}
 
-/// Run the agent with its command-line flags until the process is killed. No datapath is
-/// connected yet: plans are published on a channel nobody programs from (see [`run_with`]).
+/// Where the agent sends plans: the datapath's input.
+pub type Datapath = mpsc::Sender<PlanRequest>;
+
+/// A datapath that programs nothing and reports every plan's statuses as they are. Used until
+/// the datapath runtime is wired into the agent; it says so in the log.
+pub fn unconnected_datapath() -> Datapath {
+    let (tx, mut rx) = mpsc::channel::<PlanRequest>(1);
+    tracing::warn!("no datapath is connected to the agent: plans are computed, not programmed");
+    tokio::spawn(async move {
+        while let Some(request) = rx.recv().await {
+            let _ = request.applied.send(request.plan.statuses.clone());
+        }
+    });
+    tx
+}
+
+/// Run the agent with its command-line flags until the process is killed.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
-    let (plans_tx, _plans) = watch::channel(None);
-    tracing::warn!("no datapath is connected to the agent yet: plans are computed, not programmed");
-    run_with(args, config, plans_tx).await
+    run_with(args, config, unconnected_datapath()).await
 }
 
-/// Run the agent, publishing every new plan on `plans` (the datapath's input).
+/// Run the agent, handing every new plan to `datapath` and reporting what it applied.
 pub async fn run_with(
     args: AgentArgs,
     config: AgentConfig,
-    plans: watch::Sender<Option<Arc<NodePlan>>>,
+    datapath: Datapath,
 ) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = watch::channel(false);
     let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
@@ -89,7 +108,7 @@ pub async fn run_with(
         config,
         egresses: Api::all(client.clone()),
         events: events::Events::new(client, &args.node_name),
-        plans,
+        datapath,
         ready: ready_tx,
     };
     tokio::select! {
@@ -120,7 +139,7 @@ struct Loop {
     config: AgentConfig,
     egresses: Api<v1beta1::Egress>,
     events: events::Events,
-    plans: watch::Sender<Option<Arc<NodePlan>>>,
+    datapath: Datapath,
     ready: watch::Sender<bool>,
 }
 
@@ -134,6 +153,8 @@ impl Loop {
         stores.wait_until_ready().await?;
         tracing::info!(node = %self.node, "caches synced");
         let mut previous: Option<Arc<NodePlan>> = None;
+        // The statuses the datapath reported for `previous`, once it applied it.
+        let mut applied: Option<BTreeMap<String, EgressStatus>> = None;
         let mut held = BTreeMap::new();
         let mut wait = Duration::ZERO;
         loop {
@@ -146,25 +167,45 @@ impl Loop {
             let ips = local_ips.borrow_and_update().clone();
             let snapshot = stores.snapshot(ips, &self.config);
             let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
-            if previous.as_deref() != Some(&plan) {
+            if previous.as_deref() != Some(&plan) || applied.is_none() {
                 let plan = Arc::new(plan);
-                self.plans.send_replace(Some(plan.clone()));
+                applied = self.apply(plan.clone()).await?;
                 previous = Some(plan);
             }
-            let Some(plan) = previous.clone() else {
+            let Some(statuses) = &applied else {
+                wait = RETRY;
                 continue;
             };
-            let failures = self.write_statuses(&plan, &snapshot.statuses).await;
-            let now_held = events::held(&plan, &snapshot.uids);
+            let failures = self.write_statuses(statuses, &snapshot.statuses).await;
+            let now_held = events::held(&self.node, statuses, &snapshot.uids);
             for change in events::changes(&held, &now_held) {
                 self.events.publish(&change).await;
             }
             held = now_held;
             if !*self.ready.borrow() {
-                tracing::info!(node = %self.node, "first plan handed to the datapath: ready");
+                tracing::info!(node = %self.node, "first plan applied: ready");
                 self.ready.send_replace(true);
             }
             wait = if failures == 0 { RESYNC } else { RETRY };
+        }
+    }
+
+    /// Hand `plan` to the datapath and wait for its statuses; `None` when it did not apply it.
+    async fn apply(
+        &self,
+        plan: Arc<NodePlan>,
+    ) -> anyhow::Result<Option<BTreeMap<String, EgressStatus>>> {
+        let (applied, answer) = oneshot::channel();
+        self.datapath
+            .send(PlanRequest { plan, applied })
+            .await
+            .map_err(|_| anyhow::anyhow!("the datapath stopped"))?;
+        match answer.await {
+            Ok(statuses) => Ok(Some(statuses)),
+            Err(_) => {
+                tracing::warn!(node = %self.node, "the datapath did not apply the plan, will retry");
+                Ok(None)
+            }
         }
     }
 
@@ -172,11 +213,11 @@ impl Loop {
     /// how many writes failed.
     async fn write_statuses(
         &self,
-        plan: &NodePlan,
+        statuses: &BTreeMap<String, EgressStatus>,
         cached: &BTreeMap<String, crate::api::EgressStatus>,
     ) -> usize {
         let mut failures = 0;
-        for (name, wanted) in plan.statuses.iter().filter(|(_, s)| s.writer) {
+        for (name, wanted) in statuses.iter().filter(|(_, s)| s.writer) {
             let current = cached.get(name).cloned().unwrap_or_default();
             let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::now(),

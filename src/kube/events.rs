@@ -9,19 +9,26 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::api::GROUP;
-use crate::plan::NodePlan;
+use crate::plan::{ConditionStatus, EgressStatus};
 
 /// `reportingController` of the agent's events.
 pub const REPORTING_CONTROLLER: &str = "ovs-egress-agent";
 
-/// Egress name → (IP, uid) for the Egresses whose IP this Node holds according to `plan`.
+/// Egress name → (IP, uid) for the Egresses whose IP `node` holds according to `statuses` (it
+/// writes them, names itself as egressNode, and reports `IPAssigned=True`).
 pub fn held(
-    plan: &NodePlan,
+    node: &str,
+    statuses: &BTreeMap<String, EgressStatus>,
     uids: &BTreeMap<String, String>,
 ) -> BTreeMap<String, (String, Option<String>)> {
-    plan.statuses
+    statuses
         .iter()
-        .filter(|(_, s)| s.writer && s.egress_node == plan.node && !s.egress_ip.is_empty())
+        .filter(|(_, s)| s.writer && s.egress_node == node && !s.egress_ip.is_empty())
+        .filter(|(_, s)| {
+            s.ip_assigned
+                .as_ref()
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        })
         .map(|(name, s)| (name.clone(), (s.egress_ip.clone(), uids.get(name).cloned())))
         .collect()
 }
@@ -124,6 +131,7 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan;
 
     fn map(entries: &[(&str, &str)]) -> BTreeMap<String, (String, Option<String>)> {
         entries
@@ -151,6 +159,37 @@ mod tests {
             .map(|(n, ip, a)| (n.to_string(), ip.to_string(), *a))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn only_ips_this_node_writes_and_has_assigned_count_as_held() {
+        let status = |node: &str, writer: bool, condition: plan::Condition| EgressStatus {
+            egress_node: node.to_string(),
+            egress_ip: "10.0.0.1".to_string(),
+            ip_assigned: Some(condition),
+            writer,
+        };
+        let statuses: BTreeMap<String, EgressStatus> = [
+            ("mine", status("n1", true, plan::Condition::assigned())),
+            ("other", status("n2", false, plan::Condition::assigned())),
+            (
+                "failed",
+                status("n1", true, plan::Condition::assignment_error("no device")),
+            ),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        let uids = [("mine".to_string(), "u1".to_string())].into();
+        let held = held("n1", &statuses, &uids);
+        assert_eq!(
+            held,
+            [(
+                "mine".to_string(),
+                ("10.0.0.1".to_string(), Some("u1".to_string()))
+            )]
+            .into()
+        );
     }
 
     #[test]

@@ -269,3 +269,76 @@ fn agent_refuses_a_non_encap_traffic_mode_naming_the_key() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("trafficEncapMode"), "{stderr}");
 }
+
+#[tokio::test]
+async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_apply() {
+    use ovs_egress::agent::{PlanRequest, config::AgentArgs, config::AgentConfig, run_with};
+    use ovs_egress::plan::Condition;
+    let bed = Bed::start().await;
+    one_node(&bed).await;
+    bed.add_ip("10.10.0.50");
+    bed.create(egress("static", "10.10.0.50", None)).await;
+
+    // A datapath that holds the first plan until released, then fails every egress IP.
+    let (datapath, mut requests) = tokio::sync::mpsc::channel::<PlanRequest>(1);
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let released = release.clone();
+    tokio::spawn(async move {
+        released.notified().await;
+        while let Some(request) = requests.recv().await {
+            let mut statuses = request.plan.statuses.clone();
+            for status in statuses.values_mut().filter(|s| !s.egress_ip.is_empty()) {
+                status.ip_assigned = Some(Condition::assignment_error("device egress0 is missing"));
+            }
+            let _ = request.applied.send(statuses);
+        }
+    });
+    let health = ctl::free_port();
+    let args = AgentArgs {
+        node_name: "node-a".to_string(),
+        config: None,
+        kubeconfig: Some(bed.cluster.kubeconfig.clone()),
+        health_listen: health,
+    };
+    let agent = tokio::spawn(run_with(args, AgentConfig::default(), datapath));
+    let readyz = || async move {
+        let stream = tokio::net::TcpStream::connect(health).await.ok()?;
+        ctl::http(stream, "GET", "/readyz", "")
+            .await
+            .ok()
+            .map(|(s, _)| s)
+    };
+    ctl::eventually("the health port answers", 10.0, || async {
+        readyz().await.is_some().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        readyz().await,
+        Some(503),
+        "ready before the datapath applied a plan"
+    );
+    assert!(
+        ip_assigned(&bed.status("static").await).is_none(),
+        "status written before apply"
+    );
+
+    release.notify_one();
+    ctl::eventually("the agent is ready", 10.0, || async {
+        (readyz().await == Some(200)).then_some(())
+    })
+    .await;
+    let status = bed
+        .wait_status("static", "the datapath's error", |s| {
+            ip_assigned(s).is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let condition = ip_assigned(&status).unwrap();
+    assert_eq!(condition.reason.as_deref(), Some("AssignmentError"));
+    assert_eq!(
+        condition.message.as_deref(),
+        Some("Failed to assign the IP to EgressNode: device egress0 is missing")
+    );
+    assert!(bed.event_notes("IPAssigned", "static").await.is_empty());
+    agent.abort();
+}

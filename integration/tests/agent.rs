@@ -342,3 +342,24 @@ async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_ap
     assert!(bed.event_notes("IPAssigned", "static").await.is_empty());
     agent.abort();
 }
+
+#[tokio::test]
+async fn status_write_failing_on_server_errors_is_retried_until_it_succeeds() {
+    let bed = Bed::start().await;
+    one_node(&bed).await;
+    bed.create(egress("static", "10.10.0.50", None)).await;
+    let agent = bed.agent("node-a", None);
+    agent.wait_ready().await;
+    // The IP is not on this Node yet: nobody writes. Then the API fails while it arrives.
+    bed.fail_api(2).await;
+    bed.add_ip("10.10.0.50");
+    ctl::eventually("a failed status write", 5.0, || async {
+        agent.logs().contains("status write failed").then_some(())
+    })
+    .await;
+    bed.wait_status("static", "assigned to node-a after the errors", |s| {
+        s.egress_node.as_deref() == Some("node-a")
+            && ip_assigned(s).is_some_and(|c| c.status == "True")
+    })
+    .await;
+}

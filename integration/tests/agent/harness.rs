@@ -116,7 +116,8 @@ impl Bed {
         check: impl Fn(&EgressStatus) -> bool,
     ) -> EgressStatus {
         eventually(&format!("Egress {egress}: {what}"), 20.0, || async {
-            let status = self.status(egress).await;
+            // Errors (e.g. injected faults) count as "not yet".
+            let status = self.egresses().get(egress).await.ok()?.status?;
             check(&status).then_some(status)
         })
         .await
@@ -270,4 +271,29 @@ pub fn pool(
 
 pub fn ip_assigned(status: &EgressStatus) -> Option<&EgressCondition> {
     status.conditions.iter().find(|c| c.type_ == "IPAssigned")
+}
+
+impl Bed {
+    /// kube-emu's address, from the kubeconfig it wrote.
+    pub fn emu_address(&self) -> SocketAddr {
+        let text =
+            std::fs::read_to_string(&self.cluster.kubeconfig).expect("reading the kubeconfig");
+        let server = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: http://"))
+            .expect("a server line in the kubeconfig");
+        server.parse().expect("a host:port server address")
+    }
+
+    /// Make kube-emu answer every API request with 500 for `seconds`.
+    pub async fn fail_api(&self, seconds: u32) {
+        let stream = tokio::net::TcpStream::connect(self.emu_address())
+            .await
+            .expect("connecting to kube-emu");
+        let body = format!("{{\"error500ForSeconds\":{seconds}}}");
+        let (status, text) = http(stream, "POST", "/emu/fail", &body)
+            .await
+            .expect("injecting a fault");
+        assert_eq!(status, 200, "kube-emu refused the fault: {text}");
+    }
 }

@@ -4,6 +4,7 @@
 //! The pure core (`api`, `ipam`, `placement`, `plan`) holds every decision; the adapters
 //! (`ovs`, `host`, `kube`) only make the world match a `NodePlan`.
 
+pub mod agent;
 pub mod api;
 pub mod cni;
 pub mod config;

@@ -32,6 +32,9 @@ enum Command {
     /// Allocate egress IPs from ExternalIPPools, keep Egress and pool status current, and serve
     /// the validating webhook (one replica reconciles, elected with a Lease).
     Controller(Box<ovs_egress::config::ControllerArgs>),
+    /// The per-Node agent: computes this Node's plan from the cluster, writes the status of the
+    /// Egresses it holds (or must report), emits IPAssigned/IPUnassigned events.
+    Agent(Box<ovs_egress::agent::config::AgentArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +47,12 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()
                 .context("starting the tokio runtime")?
                 .block_on(ovs_egress::controller::run(*args))
+        }
+        Command::Agent(args) => {
+            init_logging();
+            tokio::runtime::Runtime::new()
+                .context("starting the tokio runtime")?
+                .block_on(ovs_egress::agent::run(*args))
         }
     }
 }

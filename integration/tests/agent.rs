@@ -1,0 +1,365 @@
+//! `ovs-egress agent` as a process against kube-emu, inside a network namespace of the test's
+//! own: it writes `egressNode`/`egressIP`/`IPAssigned` for a static Egress whose IP is on the
+//! Node and for a pool Egress placed on it, emits IPAssigned/IPUnassigned events, writes the
+//! `AssignmentError` of an Egress no Node can hold from exactly one of two agents, does not
+//! rewrite an unchanged status, skips a malformed object, retries when the API server is not
+//! there yet, and refuses a config Egress cannot work with.
+
+#[path = "controller/harness.rs"]
+#[allow(dead_code)]
+mod ctl;
+#[path = "agent/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::*;
+use kube::api::{Api, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+
+const NODE_IP: &str = "10.10.0.104";
+
+/// One Node `node-a` with the Namespace `prod` and one `app=web` Pod on it.
+async fn one_node(bed: &Bed) {
+    bed.create(node("node-a", NODE_IP, &[])).await;
+    bed.create(namespace("prod")).await;
+    bed.create_pod(pod("prod", "web-1", "node-a", "10.244.1.2"))
+        .await;
+}
+
+#[tokio::test]
+async fn static_egress_with_a_local_ip_is_reported_assigned_with_events_and_no_rewrite() {
+    let bed = Bed::start().await;
+    one_node(&bed).await;
+    bed.add_ip("10.10.0.50");
+    bed.create(egress("static", "10.10.0.50", None)).await;
+    let agent = bed.agent("node-a", None);
+    agent.wait_ready().await;
+
+    let status = bed
+        .wait_status("static", "assigned to node-a", |s| {
+            s.egress_node.as_deref() == Some("node-a")
+                && ip_assigned(s).is_some_and(|c| c.status == "True")
+        })
+        .await;
+    assert_eq!(status.egress_ip.as_deref(), Some("10.10.0.50"));
+    let condition = ip_assigned(&status).unwrap();
+    assert_eq!(condition.reason.as_deref(), Some("Assigned"));
+    assert_eq!(
+        condition.message.as_deref(),
+        Some("EgressIP is successfully assigned to EgressNode")
+    );
+    assert!(condition.last_transition_time.is_some());
+    ctl::eventually("the IPAssigned event", 10.0, || async {
+        let notes = bed.event_notes("IPAssigned", "static").await;
+        notes
+            .contains(&"Assigned Egress static with IP 10.10.0.50 on Node node-a".to_string())
+            .then_some(())
+    })
+    .await;
+
+    // Unrelated changes make the agent recompute; the first Egress's status stays untouched.
+    let version = bed
+        .egresses()
+        .get("static")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    bed.create(namespace("staging")).await;
+    bed.add_ip("10.10.0.51");
+    bed.create(egress("second", "10.10.0.51", None)).await;
+    bed.wait_status("second", "assigned to node-a", |s| {
+        s.egress_node.as_deref() == Some("node-a")
+    })
+    .await;
+    let after = bed
+        .egresses()
+        .get("static")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(after, version, "the unchanged status was written again");
+    assert_eq!(agent.status_writes("static"), 1, "{}", agent.logs());
+
+    // The IP leaves the Node: the agent says so with an IPUnassigned event.
+    bed.del_ip("10.10.0.50");
+    ctl::eventually("the IPUnassigned event", 10.0, || async {
+        let notes = bed.event_notes("IPUnassigned", "static").await;
+        notes
+            .contains(&"Unassigned Egress static with IP 10.10.0.50 from Node node-a".to_string())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pool_egress_placed_on_this_node_is_reported_assigned() {
+    let bed = Bed::start().await;
+    one_node(&bed).await;
+    bed.create(pool("pool", "10.10.0.60", "10.10.0.61", &[]))
+        .await;
+    // spec.egressIP set as the controller would.
+    bed.create(egress("pooled", "10.10.0.60", Some("pool")))
+        .await;
+    let agent = bed.agent("node-a", None);
+    agent.wait_ready().await;
+    let status = bed
+        .wait_status("pooled", "assigned to node-a", |s| {
+            s.egress_node.as_deref() == Some("node-a")
+        })
+        .await;
+    assert_eq!(status.egress_ip.as_deref(), Some("10.10.0.60"));
+    assert_eq!(
+        ip_assigned(&status).map(|c| c.status.as_str()),
+        Some("True")
+    );
+    ctl::eventually("the IPAssigned event", 10.0, || async {
+        let notes = bed.event_notes("IPAssigned", "pooled").await;
+        (notes == ["Assigned Egress pooled with IP 10.10.0.60 on Node node-a"]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_node_available_is_written_by_exactly_one_of_two_agents() {
+    let bed = Bed::start().await;
+    bed.create(node("node-a", NODE_IP, &[])).await;
+    bed.create(node("node-b", "10.10.0.105", &[])).await;
+    bed.create(pool(
+        "nowhere",
+        "10.10.0.70",
+        "10.10.0.71",
+        &[("egress", "yes")],
+    ))
+    .await;
+    bed.create(egress("stranded", "10.10.0.70", Some("nowhere")))
+        .await;
+    let a = bed.agent("node-a", None);
+    let b = bed.agent("node-b", None);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let status = bed
+        .wait_status("stranded", "an AssignmentError", |s| {
+            ip_assigned(s).is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let condition = ip_assigned(&status).unwrap();
+    assert_eq!(condition.reason.as_deref(), Some("AssignmentError"));
+    let message = condition.message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with("Failed to assign the IP to EgressNode: "),
+        "{message}"
+    );
+    assert!(message.contains("no Node available"), "{message}");
+    assert_eq!(status.egress_node, None);
+    // Give the other agent time to (wrongly) write too, then count the writers.
+    bed.create(namespace("later")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = (a.status_writes("stranded"), b.status_writes("stranded"));
+    assert!(
+        writes == (1, 0) || writes == (0, 1),
+        "writes by (node-a, node-b): {writes:?}\n--- node-a\n{}\n--- node-b\n{}",
+        a.logs(),
+        b.logs()
+    );
+}
+
+#[tokio::test]
+async fn malformed_pod_is_logged_and_skipped_and_the_rest_keeps_working() {
+    let bed = Bed::start().await;
+    one_node(&bed).await;
+    // hostNetwork must be a boolean: the typed Pod struct cannot read this one.
+    let gvk = GroupVersionKind::gvk("", "v1", "Pod");
+    let pods: Api<DynamicObject> =
+        Api::namespaced_with(bed.client(), "prod", &ApiResource::from_gvk(&gvk));
+    let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": "prod", "name": "broken-pod", "labels": {"app": "web"}},
+        "spec": {"nodeName": "node-a", "hostNetwork": "yes", "containers": []}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &bad)
+        .await
+        .expect("creating the malformed Pod");
+    bed.add_ip("10.10.0.50");
+    bed.create(egress("static", "10.10.0.50", None)).await;
+    let agent = bed.agent("node-a", None);
+    agent.wait_ready().await;
+    bed.wait_status("static", "assigned to node-a", |s| {
+        s.egress_node.as_deref() == Some("node-a")
+    })
+    .await;
+    let logs = agent.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("skipping malformed object") && l.contains("broken-pod")),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn agent_started_before_the_api_server_becomes_ready_once_it_is_up() {
+    ctl::cargo_bin("ovs-egress");
+    let ns = ovs_egress_integration::Netns::new("agentearly").expect("creating the namespace");
+    enter(&ns);
+    let dir = ctl::TempDir::new("agent-early");
+    let address = ctl::free_port();
+    let kubeconfig = dir.0.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{address}\n\
+             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\n\
+             current-context: x\n"
+        ),
+    )
+    .unwrap();
+    let agent = agent(&kubeconfig, &dir.0, "node-a", None);
+    ctl::eventually("the agent answers /livez", 10.0, || async {
+        (agent.probe("/livez").await == Some(200)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        agent.probe("/readyz").await,
+        Some(503),
+        "ready without an API server"
+    );
+
+    let _emu = ctl::Process(
+        std::process::Command::new(ctl::cargo_bin("kube-emu"))
+            .args(["--listen", &address.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting kube-emu"),
+    );
+    let client = ctl::eventually("kube-emu answers", 10.0, || async {
+        let config = kube::Config::new(format!("http://{address}").parse().ok()?);
+        let client = kube::Client::try_from(config).ok()?;
+        client.apiserver_version().await.ok().map(|_| client)
+    })
+    .await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client);
+    for crd in [
+        ovs_egress::api::egress_crd(),
+        ovs_egress::api::external_ip_pool_crd(),
+    ] {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("creating a CRD");
+    }
+    agent.wait_ready().await;
+    assert!(agent.logs().contains("watch error"), "{}", agent.logs());
+}
+
+#[test]
+fn agent_refuses_a_non_encap_traffic_mode_naming_the_key() {
+    let dir = ctl::TempDir::new("agent-conf");
+    let config = dir.0.join("agent.conf");
+    std::fs::write(&config, "trafficEncapMode: noEncap\n").unwrap();
+    let output = std::process::Command::new(ctl::cargo_bin("ovs-egress"))
+        .args(["agent", "--node-name", "node-a", "--config"])
+        .arg(&config)
+        .output()
+        .expect("running the agent");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("trafficEncapMode"), "{stderr}");
+}
+
+#[tokio::test]
+async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_apply() {
+    use ovs_egress::agent::{PlanRequest, config::AgentArgs, config::AgentConfig, run_with};
+    use ovs_egress::plan::Condition;
+    let bed = Bed::start().await;
+    one_node(&bed).await;
+    bed.add_ip("10.10.0.50");
+    bed.create(egress("static", "10.10.0.50", None)).await;
+
+    // A datapath that holds the first plan until released, then fails every egress IP.
+    let (datapath, mut requests) = tokio::sync::mpsc::channel::<PlanRequest>(1);
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let released = release.clone();
+    tokio::spawn(async move {
+        released.notified().await;
+        while let Some(request) = requests.recv().await {
+            let mut statuses = request.plan.statuses.clone();
+            for status in statuses.values_mut().filter(|s| !s.egress_ip.is_empty()) {
+                status.ip_assigned = Some(Condition::assignment_error("device egress0 is missing"));
+            }
+            let _ = request.applied.send(statuses);
+        }
+    });
+    let health = ctl::free_port();
+    let args = AgentArgs {
+        node_name: "node-a".to_string(),
+        config: None,
+        kubeconfig: Some(bed.cluster.kubeconfig.clone()),
+        health_listen: health,
+    };
+    let agent = tokio::spawn(run_with(args, AgentConfig::default(), datapath));
+    let readyz = || async move {
+        let stream = tokio::net::TcpStream::connect(health).await.ok()?;
+        ctl::http(stream, "GET", "/readyz", "")
+            .await
+            .ok()
+            .map(|(s, _)| s)
+    };
+    ctl::eventually("the health port answers", 10.0, || async {
+        readyz().await.is_some().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        readyz().await,
+        Some(503),
+        "ready before the datapath applied a plan"
+    );
+    assert!(
+        ip_assigned(&bed.status("static").await).is_none(),
+        "status written before apply"
+    );
+
+    release.notify_one();
+    ctl::eventually("the agent is ready", 10.0, || async {
+        (readyz().await == Some(200)).then_some(())
+    })
+    .await;
+    let status = bed
+        .wait_status("static", "the datapath's error", |s| {
+            ip_assigned(s).is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let condition = ip_assigned(&status).unwrap();
+    assert_eq!(condition.reason.as_deref(), Some("AssignmentError"));
+    assert_eq!(
+        condition.message.as_deref(),
+        Some("Failed to assign the IP to EgressNode: device egress0 is missing")
+    );
+    assert!(bed.event_notes("IPAssigned", "static").await.is_empty());
+    agent.abort();
+}
+
+#[tokio::test]
+async fn status_write_failing_on_server_errors_is_retried_until_it_succeeds() {
+    let bed = Bed::start().await;
+    one_node(&bed).await;
+    bed.create(egress("static", "10.10.0.50", None)).await;
+    let agent = bed.agent("node-a", None);
+    agent.wait_ready().await;
+    // The IP is not on this Node yet: nobody writes. Then the API fails while it arrives.
+    bed.fail_api(2).await;
+    bed.add_ip("10.10.0.50");
+    ctl::eventually("a failed status write", 5.0, || async {
+        agent.logs().contains("status write failed").then_some(())
+    })
+    .await;
+    bed.wait_status("static", "assigned to node-a after the errors", |s| {
+        s.egress_node.as_deref() == Some("node-a")
+            && ip_assigned(s).is_some_and(|c| c.status == "True")
+    })
+    .await;
+}

@@ -1,0 +1,364 @@
+//! The agent's configuration: the config file (like Antrea's `antrea-agent.conf`) and the
+//! command-line flags of `ovs-egress agent`.
+//!
+//! Everything that cannot work is refused at start-up with an error naming the file and the
+//! key (unknown keys, unsupported tunnel types, a traffic mode Egress cannot use, invalid
+//! except CIDRs, an out-of-range IP limit), so a typo never silently changes behaviour. Nothing
+//! here talks to the cluster or the host.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::FeatureGates;
+use crate::host::iptables::Cidr;
+
+/// `egress.maxEgressIPsPerNode` when unset or 0, and its upper bound (one mark per IP).
+pub const MAX_EGRESS_IPS_PER_NODE: u32 = 255;
+
+/// Datapath of the OVS bridge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathType {
+    /// The kernel datapath.
+    #[default]
+    System,
+    /// The userspace datapath.
+    Netdev,
+}
+
+/// The agent config file as written (before the checks of [`AgentConfig::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub feature_gates: FeatureGates,
+    #[serde(default = "default_bridge")]
+    pub ovs_bridge: String,
+    #[serde(default)]
+    pub ovs_datapath_type: DatapathType,
+    #[serde(default = "default_gateway")]
+    pub host_gateway: String,
+    #[serde(default = "default_tunnel_type")]
+    pub tunnel_type: String,
+    /// UDP port of the tunnel; 0 means the tunnel type's default (6081 for Geneve).
+    #[serde(default)]
+    pub tunnel_port: u16,
+    #[serde(default)]
+    pub tunnel_csum: bool,
+    #[serde(default = "default_encap_mode")]
+    pub traffic_encap_mode: String,
+    #[serde(default)]
+    pub egress: EgressConfig,
+    #[serde(default, rename = "serviceCIDR")]
+    pub service_cidr: Option<String>,
+    #[serde(default)]
+    pub transport_interface: Option<String>,
+    #[serde(default)]
+    pub egress_device: Option<String>,
+}
+
+/// The `egress` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EgressConfig {
+    #[serde(default, rename = "exceptCIDRs")]
+    pub except_cidrs: Vec<String>,
+    /// 0 (or unset) means [`MAX_EGRESS_IPS_PER_NODE`].
+    #[serde(default, rename = "maxEgressIPsPerNode")]
+    pub max_egress_ips_per_node: u32,
+    #[serde(default)]
+    pub snat_fully_random_ports: bool,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            except_cidrs: Vec::new(),
+            max_egress_ips_per_node: MAX_EGRESS_IPS_PER_NODE,
+            snat_fully_random_ports: false,
+        }
+    }
+}
+
+fn default_bridge() -> String {
+    "br-int".to_string()
+}
+fn default_gateway() -> String {
+    "antrea-gw0".to_string()
+}
+fn default_tunnel_type() -> String {
+    "geneve".to_string()
+}
+fn default_encap_mode() -> String {
+    "encap".to_string()
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            feature_gates: FeatureGates::default(),
+            ovs_bridge: default_bridge(),
+            ovs_datapath_type: DatapathType::default(),
+            host_gateway: default_gateway(),
+            tunnel_type: default_tunnel_type(),
+            tunnel_port: 0,
+            tunnel_csum: false,
+            traffic_encap_mode: default_encap_mode(),
+            egress: EgressConfig::default(),
+            service_cidr: None,
+            transport_interface: None,
+            egress_device: None,
+        }
+    }
+}
+
+/// Why the config file cannot be used; names the file (and the key, when one is wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("reading agent config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("agent config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("agent config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl AgentConfig {
+    /// Parse and check the YAML text of `path` (an empty file means all defaults).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, AgentConfigError> {
+        let mut config: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|source| AgentConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?
+        };
+        config
+            .validate()
+            .map_err(|(key, message)| AgentConfigError::Invalid {
+                path: path.to_path_buf(),
+                key,
+                message,
+            })?;
+        if config.egress.max_egress_ips_per_node == 0 {
+            config.egress.max_egress_ips_per_node = MAX_EGRESS_IPS_PER_NODE;
+        }
+        Ok(config)
+    }
+
+    /// Read, parse and check the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// The first rule the config breaks, as (key, message).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.tunnel_type != "geneve" {
+            return Err((
+                "tunnelType",
+                format!("{:?} is not supported (only geneve)", self.tunnel_type),
+            ));
+        }
+        if self.feature_gates.egress && self.traffic_encap_mode != "encap" {
+            return Err((
+                "trafficEncapMode",
+                format!(
+                    "{:?} cannot be used with the Egress feature (only encap)",
+                    self.traffic_encap_mode
+                ),
+            ));
+        }
+        for cidr in &self.egress.except_cidrs {
+            if cidr.parse::<Cidr>().is_err() {
+                return Err((
+                    "egress.exceptCIDRs",
+                    format!("Egress Except CIDR {cidr} is invalid"),
+                ));
+            }
+        }
+        if self.egress.max_egress_ips_per_node > MAX_EGRESS_IPS_PER_NODE {
+            return Err((
+                "egress.maxEgressIPsPerNode",
+                format!(
+                    "{} is more than {MAX_EGRESS_IPS_PER_NODE}",
+                    self.egress.max_egress_ips_per_node
+                ),
+            ));
+        }
+        if let Some(cidr) = &self.service_cidr
+            && cidr.parse::<Cidr>().is_err()
+        {
+            return Err(("serviceCIDR", format!("{cidr} is not a valid CIDR")));
+        }
+        Ok(())
+    }
+
+    /// The except CIDRs, parsed (valid after [`AgentConfig::parse`]).
+    pub fn except_cidrs(&self) -> Vec<Cidr> {
+        self.egress
+            .except_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
+}
+
+/// Flags of `ovs-egress agent`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The name of the Node this agent runs on.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Agent config file (antrea-agent.conf style); defaults apply without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Kubeconfig to use; without it the client is inferred as kubectl does: $KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster service account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of the plain-HTTP health endpoints `/livez` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:10350")]
+    pub health_listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, String> {
+        AgentConfig::parse(Path::new("/etc/ovs-egress/agent.conf"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_gives_antrea_defaults() {
+        let config = parse("").unwrap();
+        assert!(config.feature_gates.egress);
+        assert_eq!(config.ovs_bridge, "br-int");
+        assert_eq!(config.ovs_datapath_type, DatapathType::System);
+        assert_eq!(config.host_gateway, "antrea-gw0");
+        assert_eq!(config.tunnel_type, "geneve");
+        assert_eq!(config.traffic_encap_mode, "encap");
+        assert_eq!(config.egress.max_egress_ips_per_node, 255);
+        assert!(!config.egress.snat_fully_random_ports);
+        assert_eq!(
+            config,
+            AgentConfig::default(),
+            "no config file means the same"
+        );
+        let config = parse("egress: {snatFullyRandomPorts: true}\n").unwrap();
+        assert_eq!(config.egress.max_egress_ips_per_node, 255);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = parse(
+            "featureGates: {Egress: true}\novsBridge: br-x\novsDatapathType: netdev\n\
+             hostGateway: gw1\ntunnelType: geneve\ntunnelPort: 6090\ntunnelCsum: true\n\
+             trafficEncapMode: encap\nserviceCIDR: 10.96.0.0/12\ntransportInterface: eth1\n\
+             egressDevice: egress0\negress:\n  exceptCIDRs: [192.168.0.0/16, 'fd00::/8']\n  \
+             maxEgressIPsPerNode: 7\n  snatFullyRandomPorts: true\n",
+        )
+        .unwrap();
+        assert_eq!(config.ovs_bridge, "br-x");
+        assert_eq!(config.ovs_datapath_type, DatapathType::Netdev);
+        assert_eq!(config.host_gateway, "gw1");
+        assert_eq!(config.tunnel_port, 6090);
+        assert!(config.tunnel_csum);
+        assert_eq!(config.service_cidr.as_deref(), Some("10.96.0.0/12"));
+        assert_eq!(config.transport_interface.as_deref(), Some("eth1"));
+        assert_eq!(config.egress_device.as_deref(), Some("egress0"));
+        assert_eq!(config.except_cidrs().len(), 2);
+        assert_eq!(config.egress.max_egress_ips_per_node, 7);
+        assert!(config.egress.snat_fully_random_ports);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_naming_the_key() {
+        let error = parse("ovsBrigde: br-int\n").unwrap_err();
+        assert!(error.contains("unknown field `ovsBrigde`"), "{error}");
+        let error = parse("egress: {maxEgressIPs: 3}\n").unwrap_err();
+        assert!(error.contains("unknown field `maxEgressIPs`"), "{error}");
+    }
+
+    #[test]
+    fn tunnel_types_other_than_geneve_are_refused() {
+        let error = parse("tunnelType: vxlan\n").unwrap_err();
+        assert_eq!(
+            error,
+            "agent config /etc/ovs-egress/agent.conf: tunnelType: \"vxlan\" is not supported (only geneve)"
+        );
+    }
+
+    #[test]
+    fn non_encap_mode_is_refused_with_egress_and_allowed_without() {
+        let error = parse("trafficEncapMode: noEncap\n").unwrap_err();
+        assert!(error.contains("trafficEncapMode: \"noEncap\""), "{error}");
+        assert!(error.contains("Egress"), "{error}");
+        let config = parse("featureGates: {Egress: false}\ntrafficEncapMode: hybrid\n").unwrap();
+        assert_eq!(config.traffic_encap_mode, "hybrid");
+    }
+
+    #[test]
+    fn invalid_except_cidr_is_refused_naming_it() {
+        let error = parse("egress: {exceptCIDRs: [10.0.0.0/8, 10.1.0.0/33]}\n").unwrap_err();
+        assert!(
+            error.ends_with("egress.exceptCIDRs: Egress Except CIDR 10.1.0.0/33 is invalid"),
+            "{error}"
+        );
+        let error = parse("egress: {exceptCIDRs: [nonsense]}\n").unwrap_err();
+        assert!(
+            error.contains("Egress Except CIDR nonsense is invalid"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn max_egress_ips_zero_means_255_and_above_255_is_refused() {
+        let config = parse("egress: {maxEgressIPsPerNode: 0}\n").unwrap();
+        assert_eq!(config.egress.max_egress_ips_per_node, 255);
+        assert_eq!(
+            parse("egress: {maxEgressIPsPerNode: 255}\n")
+                .unwrap()
+                .egress
+                .max_egress_ips_per_node,
+            255
+        );
+        let error = parse("egress: {maxEgressIPsPerNode: 256}\n").unwrap_err();
+        assert!(
+            error.contains("egress.maxEgressIPsPerNode: 256 is more than 255"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn datapath_type_must_be_system_or_netdev() {
+        let error = parse("ovsDatapathType: dpdk\n").unwrap_err();
+        assert!(error.contains("ovsDatapathType"), "{error}");
+    }
+
+    #[test]
+    fn invalid_service_cidr_is_refused() {
+        let error = parse("serviceCIDR: 10.96.0.0\n").unwrap_err();
+        assert!(
+            error.contains("serviceCIDR: 10.96.0.0 is not a valid CIDR"),
+            "{error}"
+        );
+    }
+}

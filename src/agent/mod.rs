@@ -1,0 +1,235 @@
+//! `ovs-egress agent`: the per-Node process. Reflectors on Egresses, ExternalIPPools, Nodes,
+//! Namespaces and this Node's Pods, plus the netlink watch of the Node's IPs, feed one
+//! `ClusterView`; a debounced loop runs `plan::compute`, hands each new `NodePlan` to the
+//! datapath ([`Datapath`], a channel: the datapath answers with the statuses it realized), then
+//! writes the status of the Egresses this Node is the writer of and emits
+//! `IPAssigned`/`IPUnassigned` events from those statuses.
+//!
+//! It must never decide anything itself (the plan does) and never fail because the API server
+//! is away: watches retry with back-off, and no plan is handed over before every cache has
+//! synced, so the datapath keeps what it has until then.
+
+pub mod config;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::Api;
+use kube::runtime::watcher;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::api::v1beta1;
+use crate::host::local_ips;
+use crate::kube::{events, health, reflect, status};
+use crate::plan::{self, EgressStatus, NodePlan};
+use config::{AgentArgs, AgentConfig};
+use view::Stores;
+
+/// Quiet time after a change before computing, to coalesce bursts.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Retry after a failed status write.
+const RETRY: Duration = Duration::from_secs(1);
+/// Recompute and re-check statuses even without changes.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// One new plan for the datapath. The datapath applies it and answers on `applied` with the
+/// statuses to report (the plan's, with `IPAssigned=False` for what it could not realize);
+/// dropping `applied` means "not applied, try again later".
+pub struct PlanRequest {
+    pub plan: Arc<NodePlan>,
+    pub applied: oneshot::Sender<BTreeMap<String, EgressStatus>>,
+}
+
+/// Where the agent sends plans: the datapath's input.
+pub type Datapath = mpsc::Sender<PlanRequest>;
+
+/// A datapath that programs nothing and reports every plan's statuses as they are. Used until
+/// the datapath runtime is wired into the agent; it says so in the log.
+pub fn unconnected_datapath() -> Datapath {
+    let (tx, mut rx) = mpsc::channel::<PlanRequest>(1);
+    tracing::warn!("no datapath is connected to the agent: plans are computed, not programmed");
+    tokio::spawn(async move {
+        while let Some(request) = rx.recv().await {
+            let _ = request.applied.send(request.plan.statuses.clone());
+        }
+    });
+    tx
+}
+
+/// Run the agent with its command-line flags until the process is killed.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => AgentConfig::load(path)?,
+        None => AgentConfig::default(),
+    };
+    run_with(args, config, unconnected_datapath()).await
+}
+
+/// Run the agent, handing every new plan to `datapath` and reporting what it applied.
+pub async fn run_with(
+    args: AgentArgs,
+    config: AgentConfig,
+    datapath: Datapath,
+) -> anyhow::Result<()> {
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
+    if !config.feature_gates.egress {
+        tracing::warn!("feature gate Egress is disabled: the agent does nothing for Egress");
+        ready_tx.send_replace(true);
+        return health
+            .await
+            .context("health server task")?
+            .with_context(|| format!("serving health on {}", args.health_listen));
+    }
+    let client = client(&args).await?;
+    let local_ips = local_ips::watch_local_ips()
+        .await
+        .context("watching this Node's IP addresses")?;
+
+    let changed = Arc::new(Notify::new());
+    let all = watcher::Config::default;
+    let stores = Stores {
+        egresses: reflect::spawn::<v1beta1::Egress>(client.clone(), all(), changed.clone()),
+        pools: reflect::spawn::<v1beta1::ExternalIPPool>(client.clone(), all(), changed.clone()),
+        nodes: reflect::spawn::<Node>(client.clone(), all(), changed.clone()),
+        namespaces: reflect::spawn::<Namespace>(client.clone(), all(), changed.clone()),
+        pods: reflect::spawn::<Pod>(
+            client.clone(),
+            all().fields(&format!("spec.nodeName={}", args.node_name)),
+            changed.clone(),
+        ),
+    };
+    let looper = Loop {
+        node: args.node_name.clone(),
+        config,
+        egresses: Api::all(client.clone()),
+        events: events::Events::new(client, &args.node_name),
+        datapath,
+        ready: ready_tx,
+    };
+    tokio::select! {
+        result = health => result.context("health server task")?
+            .with_context(|| format!("serving health on {}", args.health_listen)),
+        result = looper.run(&stores, &changed, local_ips) => result,
+    }
+}
+
+async fn client(args: &AgentArgs) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("inferring the Kubernetes client configuration")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+struct Loop {
+    node: String,
+    config: AgentConfig,
+    egresses: Api<v1beta1::Egress>,
+    events: events::Events,
+    datapath: Datapath,
+    ready: watch::Sender<bool>,
+}
+
+impl Loop {
+    async fn run(
+        self,
+        stores: &Stores,
+        changed: &Notify,
+        mut local_ips: watch::Receiver<std::collections::BTreeSet<std::net::IpAddr>>,
+    ) -> anyhow::Result<()> {
+        stores.wait_until_ready().await?;
+        tracing::info!(node = %self.node, "caches synced");
+        let mut previous: Option<Arc<NodePlan>> = None;
+        // The statuses the datapath reported for `previous`, once it applied it.
+        let mut applied: Option<BTreeMap<String, EgressStatus>> = None;
+        let mut held = BTreeMap::new();
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                result = local_ips.changed() => result.context("the local IP watch stopped")?,
+                () = tokio::time::sleep(wait) => {}
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+            let ips = local_ips.borrow_and_update().clone();
+            let snapshot = stores.snapshot(ips, &self.config);
+            let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            if previous.as_deref() != Some(&plan) || applied.is_none() {
+                let plan = Arc::new(plan);
+                applied = self.apply(plan.clone()).await?;
+                previous = Some(plan);
+            }
+            let Some(statuses) = &applied else {
+                wait = RETRY;
+                continue;
+            };
+            let failures = self.write_statuses(statuses, &snapshot.statuses).await;
+            let now_held = events::held(&self.node, statuses, &snapshot.uids);
+            for change in events::changes(&held, &now_held) {
+                self.events.publish(&change).await;
+            }
+            held = now_held;
+            if !*self.ready.borrow() {
+                tracing::info!(node = %self.node, "first plan applied: ready");
+                self.ready.send_replace(true);
+            }
+            wait = if failures == 0 { RESYNC } else { RETRY };
+        }
+    }
+
+    /// Hand `plan` to the datapath and wait for its statuses; `None` when it did not apply it.
+    async fn apply(
+        &self,
+        plan: Arc<NodePlan>,
+    ) -> anyhow::Result<Option<BTreeMap<String, EgressStatus>>> {
+        let (applied, answer) = oneshot::channel();
+        self.datapath
+            .send(PlanRequest { plan, applied })
+            .await
+            .map_err(|_| anyhow::anyhow!("the datapath stopped"))?;
+        match answer.await {
+            Ok(statuses) => Ok(Some(statuses)),
+            Err(_) => {
+                tracing::warn!(node = %self.node, "the datapath did not apply the plan, will retry");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Write the statuses this Node is the writer of that differ from the cached ones; returns
+    /// how many writes failed.
+    async fn write_statuses(
+        &self,
+        statuses: &BTreeMap<String, EgressStatus>,
+        cached: &BTreeMap<String, crate::api::EgressStatus>,
+    ) -> usize {
+        let mut failures = 0;
+        for (name, wanted) in statuses.iter().filter(|(_, s)| s.writer) {
+            let current = cached.get(name).cloned().unwrap_or_default();
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            if status::updated(&current, wanted, now).is_none() {
+                continue;
+            }
+            if let Err(error) = status::write(&self.egresses, name, wanted).await {
+                tracing::warn!(egress = name, %error, "status write failed, will retry");
+                failures += 1;
+            }
+        }
+        failures
+    }
+}

@@ -1,0 +1,200 @@
+//! Events (events.k8s.io/v1) telling when this Node starts or stops holding an Egress's IP:
+//! `IPAssigned` "Assigned Egress <n> with IP <ip> on Node <node>" and `IPUnassigned`
+//! "Unassigned Egress <n> with IP <ip> from Node <node>", action `NodeAssignment`, regarding the
+//! Egress. Publishing goes through kube-rs's `Recorder`; a failed event is logged, never fatal.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::api::GROUP;
+use crate::plan::{ConditionStatus, EgressStatus};
+
+/// `reportingController` of the agent's events.
+pub const REPORTING_CONTROLLER: &str = "ovs-egress-agent";
+
+/// Egress name → (IP, uid) for the Egresses whose IP `node` holds according to `statuses` (it
+/// writes them, names itself as egressNode, and reports `IPAssigned=True`).
+pub fn held(
+    node: &str,
+    statuses: &BTreeMap<String, EgressStatus>,
+    uids: &BTreeMap<String, String>,
+) -> BTreeMap<String, (String, Option<String>)> {
+    statuses
+        .iter()
+        .filter(|(_, s)| s.writer && s.egress_node == node && !s.egress_ip.is_empty())
+        .filter(|(_, s)| {
+            s.ip_assigned
+                .as_ref()
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        })
+        .map(|(name, s)| (name.clone(), (s.egress_ip.clone(), uids.get(name).cloned())))
+        .collect()
+}
+
+/// One event to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub egress: String,
+    pub uid: Option<String>,
+    pub ip: String,
+    pub assigned: bool,
+}
+
+/// What changed between two `held` maps: unassignments first, then assignments.
+pub fn changes(
+    before: &BTreeMap<String, (String, Option<String>)>,
+    after: &BTreeMap<String, (String, Option<String>)>,
+) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (name, (ip, uid)) in before {
+        if after.get(name).map(|(i, _)| i) != Some(ip) {
+            out.push(Change {
+                egress: name.clone(),
+                uid: uid.clone(),
+                ip: ip.clone(),
+                assigned: false,
+            });
+        }
+    }
+    for (name, (ip, uid)) in after {
+        if before.get(name).map(|(i, _)| i) != Some(ip) {
+            out.push(Change {
+                egress: name.clone(),
+                uid: uid.clone(),
+                ip: ip.clone(),
+                assigned: true,
+            });
+        }
+    }
+    out
+}
+
+/// Publishes the agent's events as `ovs-egress-agent`, instance = the Node name.
+pub struct Events {
+    recorder: Recorder,
+    node: String,
+}
+
+impl Events {
+    pub fn new(client: kube::Client, node: &str) -> Self {
+        let reporter = Reporter {
+            controller: REPORTING_CONTROLLER.to_string(),
+            instance: Some(node.to_string()),
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+            node: node.to_string(),
+        }
+    }
+
+    /// Publish one event; failures are logged.
+    pub async fn publish(&self, change: &Change) {
+        let (reason, note) = if change.assigned {
+            (
+                "IPAssigned",
+                format!(
+                    "Assigned Egress {} with IP {} on Node {}",
+                    change.egress, change.ip, self.node
+                ),
+            )
+        } else {
+            (
+                "IPUnassigned",
+                format!(
+                    "Unassigned Egress {} with IP {} from Node {}",
+                    change.egress, change.ip, self.node
+                ),
+            )
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "NodeAssignment".to_string(),
+            secondary: None,
+        };
+        let regarding = ObjectReference {
+            api_version: Some(format!("{GROUP}/v1beta1")),
+            kind: Some("Egress".to_string()),
+            name: Some(change.egress.clone()),
+            uid: change.uid.clone(),
+            ..Default::default()
+        };
+        if let Err(error) = self.recorder.publish(&event, &regarding).await {
+            tracing::warn!(egress = %change.egress, reason, %error, "cannot publish event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan;
+
+    fn map(entries: &[(&str, &str)]) -> BTreeMap<String, (String, Option<String>)> {
+        entries
+            .iter()
+            .map(|(n, ip)| (n.to_string(), (ip.to_string(), None)))
+            .collect()
+    }
+
+    #[test]
+    fn new_moved_and_dropped_ips_give_events() {
+        let before = map(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
+        let after = map(&[("a", "10.0.0.1"), ("b", "10.0.0.9"), ("d", "10.0.0.4")]);
+        let got: Vec<(String, String, bool)> = changes(&before, &after)
+            .into_iter()
+            .map(|c| (c.egress, c.ip, c.assigned))
+            .collect();
+        let want = [
+            ("b", "10.0.0.2", false),
+            ("c", "10.0.0.3", false),
+            ("b", "10.0.0.9", true),
+            ("d", "10.0.0.4", true),
+        ];
+        let want: Vec<(String, String, bool)> = want
+            .iter()
+            .map(|(n, ip, a)| (n.to_string(), ip.to_string(), *a))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn only_ips_this_node_writes_and_has_assigned_count_as_held() {
+        let status = |node: &str, writer: bool, condition: plan::Condition| EgressStatus {
+            egress_node: node.to_string(),
+            egress_ip: "10.0.0.1".to_string(),
+            ip_assigned: Some(condition),
+            writer,
+        };
+        let statuses: BTreeMap<String, EgressStatus> = [
+            ("mine", status("n1", true, plan::Condition::assigned())),
+            ("other", status("n2", false, plan::Condition::assigned())),
+            (
+                "failed",
+                status("n1", true, plan::Condition::assignment_error("no device")),
+            ),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        let uids = [("mine".to_string(), "u1".to_string())].into();
+        let held = held("n1", &statuses, &uids);
+        assert_eq!(
+            held,
+            [(
+                "mine".to_string(),
+                ("10.0.0.1".to_string(), Some("u1".to_string()))
+            )]
+            .into()
+        );
+    }
+
+    #[test]
+    fn no_change_no_event() {
+        let same = map(&[("a", "10.0.0.1")]);
+        assert!(changes(&same, &same).is_empty());
+    }
+}

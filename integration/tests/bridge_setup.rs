@@ -307,6 +307,12 @@ async fn add_port_attaches_a_device_with_external_ids_idempotently_and_delete_po
     wait_until_applied(&c, Duration::from_secs(10))
         .await
         .unwrap();
+    // On a loaded machine ovs-vswitchd may publish the ofport a moment after cur_cfg.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while get(&ovs, "Interface", "vpod0", "ofport") == "[]" && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(get(&ovs, "Interface", "vpod0", "ofport"), "10");
     assert_eq!(
         get(&ovs, "Interface", "vpod0", "external_ids"),

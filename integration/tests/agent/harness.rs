@@ -58,12 +58,6 @@ impl Bed {
             .expect("adding an address");
     }
 
-    pub fn del_ip(&self, ip: &str) {
-        self.ns
-            .exec(&["ip", "addr", "del", &format!("{ip}/32"), "dev", "lo"])
-            .expect("removing an address");
-    }
-
     pub fn agent(&self, node: &str, config: Option<&str>) -> Agent {
         agent(&self.cluster.kubeconfig, &self.cluster.dir.0, node, config)
     }
@@ -155,6 +149,8 @@ pub fn agent(
         .args(["agent", "--node-name", node, "--kubeconfig"])
         .arg(kubeconfig)
         .args(["--health-listen", &health.to_string()])
+        // No OVS in this test bed: status-only mode, which reports IPAssigned=False.
+        .arg("--no-datapath")
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info,ovs_egress=debug")
         .stderr(std::fs::File::create(&log).expect("creating the agent log"));

@@ -1,8 +1,8 @@
 //! `ovs-egress agent` with its real datapath programs the Node: in a Node namespace with its own
 //! OVS (userspace datapath), kube-emu and a Pod created by the CNI plugin, a static Egress whose
 //! IP is on the Node makes the agent install the Pod's EgressMark flow (the mark carried in the
-//! source MAC) on br-int and the SNAT rule to the egress IP in the Node's `nat` table, and only
-//! then report `IPAssigned=True`. Needs root and OVS; fails loudly without them.
+//! source MAC) on br-int and the SNAT rule to the egress IP in the Node's `nat` table, and report
+//! `IPAssigned=True` with its event. Needs root and OVS; fails loudly without them.
 
 #[path = "controller/harness.rs"]
 #[allow(dead_code)]
@@ -82,6 +82,15 @@ async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egr
         })
         .await;
     assert_eq!(status.egress_node.as_deref(), Some("node1"));
+    ctl::eventually("the IPAssigned event", 10.0, || async {
+        let notes = bed.event_notes("IPAssigned", "web").await;
+        (notes
+            == [format!(
+                "Assigned Egress web with IP {EGRESS_IP} on Node node1"
+            )])
+        .then_some(())
+    })
+    .await;
 
     // The Pod's EgressMark flow: its port, the mark in the source MAC (netdev datapath).
     let in_port = format!("in_port={ofport}");

@@ -1,7 +1,8 @@
 //! `ovs-egress agent`: the per-Node process. Reflectors on Egresses, ExternalIPPools, Nodes,
 //! Namespaces and this Node's Pods, plus the netlink watch of the Node's IPs, feed one
 //! `ClusterView`; a debounced loop runs `plan::compute`, hands each new `NodePlan` to the
-//! datapath ([`Datapath`], a channel: the datapath answers with the statuses it realized), then
+//! datapath ([`Datapath`], a channel: the datapath answers with the statuses it realized; the
+//! real one is [`datapath::start`], `--no-datapath` selects [`datapath::status_only`]), then
 //! writes the status of the Egresses this Node is the writer of and emits
 //! `IPAssigned`/`IPUnassigned` events from those statuses.
 //!

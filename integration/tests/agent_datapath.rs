@@ -2,7 +2,7 @@
 //! OVS (userspace datapath), kube-emu and a Pod created by the CNI plugin, a static Egress whose
 //! IP is on the Node makes the agent install the Pod's EgressMark flow (the mark carried in the
 //! source MAC) on br-int and the SNAT rule to the egress IP in the Node's `nat` table, and report
-//! `IPAssigned=True` with its event. Needs root and OVS; fails loudly without them.
+//! `IPAssigned=True` with its event; a flushed SNAT chain is repaired. Needs root and OVS; fails loudly without them.
 
 #[path = "controller/harness.rs"]
 #[allow(dead_code)]
@@ -112,5 +112,18 @@ async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egr
         "no SNAT rule to {EGRESS_IP}:\n{nat}\nagent log:\n{}",
         agent.logs()
     );
+
+    // Someone flushes our chain: the agent puts the rule back.
+    let chain = ovs_egress::host::iptables::Table::Nat.chain();
+    ns.exec(&["iptables", "-t", "nat", "-F", chain]).unwrap();
+    let flushed = ns.exec(&["iptables", "-t", "nat", "-S", chain]).unwrap();
+    assert!(!flushed.contains(EGRESS_IP), "{flushed}");
+    ctl::eventually("the SNAT rule repaired", 30.0, || async {
+        let nat = ns.exec(&["iptables", "-t", "nat", "-S"]).unwrap();
+        nat.lines()
+            .any(|l| l.contains("-j SNAT") && l.contains(&format!("--to-source {EGRESS_IP}")))
+            .then_some(())
+    })
+    .await;
     drop(agent);
 }

@@ -2,7 +2,8 @@
 //! Pod networking, Node routes) once this Node's Pod CIDR and transport IP are known, keeps the
 //! remote Nodes current from the agent's view, and applies every plan in make-before-break
 //! order through `EgressHost`: SNAT rules, then the Egress flows through the runtime's extra
-//! flows (waiting until the switch has them), then egress IPs and the final rules. It answers
+//! flows (waiting until the switch has them), then egress IPs and the final rules; it repairs
+//! the SNAT rules every [`VERIFY_INTERVAL`]. It answers
 //! with the statuses it realized; when it could not apply a plan at all (Node not known yet,
 //! OVS away, iptables refused) it drops the answer so the agent retries, never claiming an IP
 //! it did not program. Pod ofports come from its own replica of the OVSDB Interface table.
@@ -41,6 +42,8 @@ use crate::plan::{Condition, ConditionStatus, EgressStatus, NodePlan};
 /// not applied (and is retried).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(10);
 const INSTALL_POLL: Duration = Duration::from_millis(10);
+/// How often the SNAT rules are read back and repaired (the runtime does the same for flows).
+const VERIFY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The message of `IPAssigned=False` in status-only mode.
 pub const DATAPATH_DISABLED: &str = "datapath disabled (--no-datapath): nothing is programmed";
@@ -166,8 +169,17 @@ async fn serve(
     mut requests: mpsc::Receiver<PlanRequest>,
 ) {
     let mut running: Option<(Running, MonitorStream)> = None;
+    let mut verify = tokio::time::interval(VERIFY_INTERVAL);
+    verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = verify.tick() => {
+                if let Some((rt, _)) = &mut running
+                    && let Err(error) = rt.host.verify().await
+                {
+                    tracing::warn!(node, %error, "SNAT rules could not be repaired");
+                }
+            }
             request = requests.recv() => {
                 let Some(request) = request else { return };
                 if running.is_none() {

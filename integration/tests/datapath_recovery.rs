@@ -86,3 +86,34 @@ fn ovs_down_at_start_reports_not_ready_naming_the_socket_then_recovers_when_ovs_
     n.add_pod("a")
         .expect("a Pod wired after the recovery gets its flows");
 }
+
+#[test]
+fn ovsdb_server_lost_while_running_reports_not_ready_then_resyncs_and_learns_new_pods() {
+    let underlay = Underlay::new().unwrap();
+    let mut n = DatapathNode::new(&underlay, 1).unwrap();
+    let ready = n.start_runtime(vec![]).unwrap();
+    let socket = n.config().ovsdb_socket.display().to_string();
+    n.node.ovs.stop_ovsdb_server().unwrap();
+    let down = n
+        .runtime()
+        .unwrap()
+        .wait_for(Duration::from_secs(5), |s| !s.ready)
+        .unwrap();
+    let error = down.error.unwrap_or_default();
+    assert!(error.contains(&socket), "not-ready reason: {error}");
+
+    n.node.ovs.start_ovsdb_server().unwrap();
+    let back = n
+        .runtime()
+        .unwrap()
+        .wait_for(Duration::from_secs(10), |s| s.ready)
+        .unwrap();
+    assert_eq!(back.round, ready.round, "a reconnect is not a restart");
+    assert_eq!(
+        flow_count(&n),
+        ready.flows,
+        "the flows survived the OVSDB outage"
+    );
+    n.add_pod("a")
+        .expect("Pod ports are learned again after the resync");
+}

@@ -1,9 +1,11 @@
 //! `ovs-egress agent` as a process against kube-emu, inside a network namespace of the test's
-//! own: it writes `egressNode`/`egressIP`/`IPAssigned` for a static Egress whose IP is on the
-//! Node and for a pool Egress placed on it, emits IPAssigned/IPUnassigned events, writes the
+//! own, in status-only mode (`--no-datapath`, no OVS here): it writes `egressNode`/`egressIP`
+//! for a static Egress whose IP is on the Node and for a pool Egress placed on it with
+//! `IPAssigned=False` "datapath disabled" (never claiming an IP nothing programmed), writes the
 //! `AssignmentError` of an Egress no Node can hold from exactly one of two agents, does not
 //! rewrite an unchanged status, skips a malformed object, retries when the API server is not
-//! there yet, and refuses a config Egress cannot work with.
+//! there yet, and refuses a config Egress cannot work with. In-process with a test datapath: a
+//! datapath's per-IP failure reaches the status, and readiness waits for the first apply.
 
 #[path = "controller/harness.rs"]
 #[allow(dead_code)]
@@ -28,7 +30,7 @@ async fn one_node(bed: &Bed) {
 }
 
 #[tokio::test]
-async fn static_egress_with_a_local_ip_is_reported_assigned_with_events_and_no_rewrite() {
+async fn static_egress_with_a_local_ip_is_reported_datapath_disabled_without_events_or_rewrite() {
     let bed = Bed::start().await;
     one_node(&bed).await;
     bed.add_ip("10.10.0.50");
@@ -37,26 +39,14 @@ async fn static_egress_with_a_local_ip_is_reported_assigned_with_events_and_no_r
     agent.wait_ready().await;
 
     let status = bed
-        .wait_status("static", "assigned to node-a", |s| {
+        .wait_status("static", "on node-a, datapath disabled", |s| {
             s.egress_node.as_deref() == Some("node-a")
-                && ip_assigned(s).is_some_and(|c| c.status == "True")
+                && ip_assigned(s).is_some_and(|c| c.status == "False")
         })
         .await;
     assert_eq!(status.egress_ip.as_deref(), Some("10.10.0.50"));
-    let condition = ip_assigned(&status).unwrap();
-    assert_eq!(condition.reason.as_deref(), Some("Assigned"));
-    assert_eq!(
-        condition.message.as_deref(),
-        Some("EgressIP is successfully assigned to EgressNode")
-    );
-    assert!(condition.last_transition_time.is_some());
-    ctl::eventually("the IPAssigned event", 10.0, || async {
-        let notes = bed.event_notes("IPAssigned", "static").await;
-        notes
-            .contains(&"Assigned Egress static with IP 10.10.0.50 on Node node-a".to_string())
-            .then_some(())
-    })
-    .await;
+    assert_datapath_disabled(&status);
+    assert!(ip_assigned(&status).unwrap().last_transition_time.is_some());
 
     // Unrelated changes make the agent recompute; the first Egress's status stays untouched.
     let version = bed
@@ -82,20 +72,28 @@ async fn static_egress_with_a_local_ip_is_reported_assigned_with_events_and_no_r
         .resource_version;
     assert_eq!(after, version, "the unchanged status was written again");
     assert_eq!(agent.status_writes("static"), 1, "{}", agent.logs());
+    assert!(bed.event_notes("IPAssigned", "static").await.is_empty());
+}
 
-    // The IP leaves the Node: the agent says so with an IPUnassigned event.
-    bed.del_ip("10.10.0.50");
-    ctl::eventually("the IPUnassigned event", 10.0, || async {
-        let notes = bed.event_notes("IPUnassigned", "static").await;
-        notes
-            .contains(&"Unassigned Egress static with IP 10.10.0.50 from Node node-a".to_string())
-            .then_some(())
-    })
-    .await;
+/// What a status-only agent reports for an IP the plan puts on its Node.
+fn assert_datapath_disabled(status: &ovs_egress::api::EgressStatus) {
+    let condition = ip_assigned(status).unwrap();
+    assert_eq!(condition.status, "False");
+    assert_eq!(condition.reason.as_deref(), Some("AssignmentError"));
+    assert_eq!(
+        condition.message.as_deref(),
+        Some(
+            format!(
+                "Failed to assign the IP to EgressNode: {}",
+                ovs_egress::agent::datapath::DATAPATH_DISABLED
+            )
+            .as_str()
+        )
+    );
 }
 
 #[tokio::test]
-async fn pool_egress_placed_on_this_node_is_reported_assigned() {
+async fn pool_egress_placed_on_this_node_is_reported_there_datapath_disabled() {
     let bed = Bed::start().await;
     one_node(&bed).await;
     bed.create(pool("pool", "10.10.0.60", "10.10.0.61", &[]))
@@ -111,15 +109,10 @@ async fn pool_egress_placed_on_this_node_is_reported_assigned() {
         })
         .await;
     assert_eq!(status.egress_ip.as_deref(), Some("10.10.0.60"));
-    assert_eq!(
-        ip_assigned(&status).map(|c| c.status.as_str()),
-        Some("True")
-    );
-    ctl::eventually("the IPAssigned event", 10.0, || async {
-        let notes = bed.event_notes("IPAssigned", "pooled").await;
-        (notes == ["Assigned Egress pooled with IP 10.10.0.60 on Node node-a"]).then_some(())
-    })
-    .await;
+    let status = bed
+        .wait_status("pooled", "datapath disabled", |s| ip_assigned(s).is_some())
+        .await;
+    assert_datapath_disabled(&status);
 }
 
 #[tokio::test]
@@ -299,6 +292,8 @@ async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_ap
         config: None,
         kubeconfig: Some(bed.cluster.kubeconfig.clone()),
         health_listen: health,
+        ovs_rundir: "/nonexistent".into(),
+        no_datapath: false,
     };
     let agent = tokio::spawn(run_with(args, AgentConfig::default(), datapath));
     let readyz = || async move {
@@ -357,9 +352,10 @@ async fn status_write_failing_on_server_errors_is_retried_until_it_succeeds() {
         agent.logs().contains("status write failed").then_some(())
     })
     .await;
-    bed.wait_status("static", "assigned to node-a after the errors", |s| {
-        s.egress_node.as_deref() == Some("node-a")
-            && ip_assigned(s).is_some_and(|c| c.status == "True")
-    })
-    .await;
+    let status = bed
+        .wait_status("static", "on node-a after the errors", |s| {
+            s.egress_node.as_deref() == Some("node-a") && ip_assigned(s).is_some()
+        })
+        .await;
+    assert_datapath_disabled(&status);
 }

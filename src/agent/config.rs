@@ -236,6 +236,13 @@ pub struct AgentArgs {
     /// Address of the plain-HTTP health endpoints `/livez` and `/readyz`.
     #[arg(long, default_value = "0.0.0.0:10350")]
     pub health_listen: SocketAddr,
+    /// Directory of OVS's sockets (`db.sock`, `<bridge>.mgmt`).
+    #[arg(long, default_value = "/var/run/openvswitch")]
+    pub ovs_rundir: PathBuf,
+    /// Status-only mode (tests without OVS): program nothing and report every IP the plan
+    /// would assign as `IPAssigned=False` ("datapath disabled").
+    #[arg(long)]
+    pub no_datapath: bool,
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `ovs-egress agent`: the per-Node process. Reflectors on Egresses, ExternalIPPools, Nodes,
 //! Namespaces and this Node's Pods, plus the netlink watch of the Node's IPs, feed one
 //! `ClusterView`; a debounced loop runs `plan::compute`, hands each new `NodePlan` to the
-//! datapath ([`Datapath`], a channel: the datapath answers with the statuses it realized), then
+//! datapath ([`Datapath`], a channel: the datapath answers with the statuses it realized; the
+//! real one is [`datapath::start`], `--no-datapath` selects [`datapath::status_only`]), then
 //! writes the status of the Egresses this Node is the writer of and emits
 //! `IPAssigned`/`IPUnassigned` events from those statuses.
 //!
@@ -10,6 +11,7 @@
 //! synced, so the datapath keeps what it has until then.
 
 pub mod config;
+pub mod datapath;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -47,26 +49,21 @@ pub struct PlanRequest {
 /// Where the agent sends plans: the datapath's input.
 pub type Datapath = mpsc::Sender<PlanRequest>;
 
-/// A datapath that programs nothing and reports every plan's statuses as they are. Used until
-/// the datapath runtime is wired into the agent; it says so in the log.
-pub fn unconnected_datapath() -> Datapath {
-    let (tx, mut rx) = mpsc::channel::<PlanRequest>(1);
-    tracing::warn!("no datapath is connected to the agent: plans are computed, not programmed");
-    tokio::spawn(async move {
-        while let Some(request) = rx.recv().await {
-            let _ = request.applied.send(request.plan.statuses.clone());
-        }
-    });
-    tx
-}
-
-/// Run the agent with its command-line flags until the process is killed.
+/// Run the agent with its command-line flags until the process is killed: with the real
+/// datapath, or status-only with `--no-datapath`.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => AgentConfig::load(path)?,
         None => AgentConfig::default(),
     };
-    run_with(args, config, unconnected_datapath()).await
+    let (nodes, nodes_rx) = watch::channel(Vec::new());
+    let datapath = if args.no_datapath {
+        datapath::status_only()
+    } else {
+        let rundir = args.ovs_rundir.clone();
+        datapath::start(args.node_name.clone(), config.clone(), rundir, nodes_rx)
+    };
+    run_inner(args, config, datapath, nodes).await
 }
 
 /// Run the agent, handing every new plan to `datapath` and reporting what it applied.
@@ -74,6 +71,16 @@ pub async fn run_with(
     args: AgentArgs,
     config: AgentConfig,
     datapath: Datapath,
+) -> anyhow::Result<()> {
+    run_inner(args, config, datapath, watch::channel(Vec::new()).0).await
+}
+
+/// [`run_with`], publishing the view's Nodes on `nodes` before each plan is handed over.
+async fn run_inner(
+    args: AgentArgs,
+    config: AgentConfig,
+    datapath: Datapath,
+    nodes: watch::Sender<Vec<crate::model::Node>>,
 ) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = watch::channel(false);
     let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
@@ -109,6 +116,7 @@ pub async fn run_with(
         egresses: Api::all(client.clone()),
         events: events::Events::new(client, &args.node_name),
         datapath,
+        nodes,
         ready: ready_tx,
     };
     tokio::select! {
@@ -140,6 +148,8 @@ struct Loop {
     egresses: Api<v1beta1::Egress>,
     events: events::Events,
     datapath: Datapath,
+    /// The view's Nodes, for the datapath (remote Nodes, this Node's Pod CIDR).
+    nodes: watch::Sender<Vec<crate::model::Node>>,
     ready: watch::Sender<bool>,
 }
 
@@ -166,6 +176,13 @@ impl Loop {
             tokio::time::sleep(DEBOUNCE).await;
             let ips = local_ips.borrow_and_update().clone();
             let snapshot = stores.snapshot(ips, &self.config);
+            self.nodes.send_if_modified(|nodes| {
+                let changed = *nodes != snapshot.view.nodes;
+                if changed {
+                    nodes.clone_from(&snapshot.view.nodes);
+                }
+                changed
+            });
             let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
             if previous.as_deref() != Some(&plan) || applied.is_none() {
                 let plan = Arc::new(plan);

@@ -58,12 +58,6 @@ impl Bed {
             .expect("adding an address");
     }
 
-    pub fn del_ip(&self, ip: &str) {
-        self.ns
-            .exec(&["ip", "addr", "del", &format!("{ip}/32"), "dev", "lo"])
-            .expect("removing an address");
-    }
-
     pub fn agent(&self, node: &str, config: Option<&str>) -> Agent {
         agent(&self.cluster.kubeconfig, &self.cluster.dir.0, node, config)
     }
@@ -141,12 +135,24 @@ impl Bed {
     }
 }
 
-/// Start `ovs-egress agent` for `node` against `kubeconfig`, logging into `dir`.
+/// Start `ovs-egress agent` for `node` against `kubeconfig`, logging into `dir`, in
+/// status-only mode (no OVS in this test bed: it reports IPAssigned=False).
 pub fn agent(
     kubeconfig: &std::path::Path,
     dir: &std::path::Path,
     node: &str,
     config: Option<&str>,
+) -> Agent {
+    agent_with(kubeconfig, dir, node, config, &["--no-datapath"])
+}
+
+/// Start `ovs-egress agent` with `args` added (e.g. `--ovs-rundir`).
+pub fn agent_with(
+    kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    node: &str,
+    config: Option<&str>,
+    args: &[&str],
 ) -> Agent {
     let health = free_port();
     let log = dir.join(format!("agent-{node}.log"));
@@ -155,6 +161,7 @@ pub fn agent(
         .args(["agent", "--node-name", node, "--kubeconfig"])
         .arg(kubeconfig)
         .args(["--health-listen", &health.to_string()])
+        .args(args)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info,ovs_egress=debug")
         .stderr(std::fs::File::create(&log).expect("creating the agent log"));

@@ -92,7 +92,7 @@ async fn run_inner(
             .context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen));
     }
-    let client = client(&args).await?;
+    let client = crate::kube::client(args.kubeconfig.as_deref(), false).await?;
     let local_ips = local_ips::watch_local_ips()
         .await
         .context("watching this Node's IP addresses")?;
@@ -124,22 +124,6 @@ async fn run_inner(
             .with_context(|| format!("serving health on {}", args.health_listen)),
         result = looper.run(&stores, &changed, local_ips) => result,
     }
-}
-
-async fn client(args: &AgentArgs) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                .await
-                .with_context(|| format!("using kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("inferring the Kubernetes client configuration")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 struct Loop {

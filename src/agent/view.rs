@@ -1,6 +1,6 @@
 //! The agent's reflector stores → one `ClusterView` (plus what the status writer compares
 //! against: each Egress's current status and uid). Objects that do not deserialize are logged
-//! by name and skipped (`controller::typed_objects`); the rest of the view is unaffected.
+//! by name and skipped (`kube::reflect::typed_objects`); the rest of the view is unaffected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -11,8 +11,8 @@ use kube::runtime::reflector::Store;
 
 use super::config::AgentConfig;
 use crate::api::{EgressStatus, v1beta1};
-use crate::controller::typed_objects;
 use crate::kube::convert;
+use crate::kube::reflect::typed_objects;
 use crate::model::{ClusterView, PlanConfig};
 
 /// The agent's caches, all untyped.

@@ -16,16 +16,16 @@ use anyhow::Context;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use serde::de::DeserializeOwned;
+use kube::core::DynamicObject;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{EgressStatus, v1beta1};
 use crate::config::{ControllerArgs, ControllerConfig};
+use crate::kube::reflect::{self, typed_objects};
 use crate::kube::{health, lease};
 use crate::{ipam, model};
 use writes::Write;
@@ -67,13 +67,19 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen));
     }
-    let client = client(&args).await?;
+    let client = crate::kube::client(args.kubeconfig.as_deref(), args.in_cluster).await?;
 
-    let (egresses, egress_changes) = reflect::<v1beta1::Egress>(client.clone());
-    let (pools, pool_changes) = reflect::<v1beta1::ExternalIPPool>(client.clone());
     let changed = Arc::new(Notify::new());
-    tokio::spawn(forward(egress_changes, changed.clone()));
-    tokio::spawn(forward(pool_changes, changed.clone()));
+    let egresses = reflect::spawn::<v1beta1::Egress>(
+        client.clone(),
+        watcher::Config::default(),
+        changed.clone(),
+    );
+    let pools = reflect::spawn::<v1beta1::ExternalIPPool>(
+        client.clone(),
+        watcher::Config::default(),
+        changed.clone(),
+    );
 
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
         let tls = webhook::tls_config(cert, key)?;
@@ -137,79 +143,6 @@ async fn shutdown_signal() -> std::io::Result<()> {
         _ = terminate.recv() => Ok(()),
         result = tokio::signal::ctrl_c() => result,
     }
-}
-
-async fn client(args: &ControllerArgs) -> anyhow::Result<kube::Client> {
-    let config = if let Some(path) = &args.kubeconfig {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path)
-            .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .with_context(|| format!("using kubeconfig {}", path.display()))?
-    } else if args.in_cluster {
-        kube::Config::incluster().context("in-cluster configuration")?
-    } else {
-        kube::Config::infer()
-            .await
-            .context("inferring the Kubernetes client configuration")?
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
-/// A reflector over all objects of `K`'s kind, kept as untyped objects so that one malformed
-/// object is skipped (and logged) at use instead of breaking the whole watch.
-fn reflect<K>(
-    client: kube::Client,
-) -> (
-    Store<DynamicObject>,
-    impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>>,
-)
-where
-    K: kube::Resource<DynamicType = ()>,
-{
-    let resource = ApiResource::erase::<K>(&());
-    let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let writer = reflector::store::Writer::new(resource);
-    let reader = writer.as_reader();
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    (reader, stream)
-}
-
-async fn forward(
-    stream: impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>>,
-    changed: Arc<Notify>,
-) {
-    use futures::StreamExt;
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            Err(error) => tracing::warn!(%error, "watch error (retrying with backoff)"),
-        }
-    }
-}
-
-/// The objects of a reflector store that deserialize as `K`; the others are logged by name and
-/// skipped.
-pub(crate) fn typed_objects<K: DeserializeOwned>(
-    objects: &[Arc<DynamicObject>],
-    kind: &str,
-) -> Vec<K> {
-    objects
-        .iter()
-        .filter_map(|object| {
-            let parsed = serde_json::to_value(object.as_ref()).and_then(serde_json::from_value);
-            parsed
-                .map_err(|error| {
-                    let name = object.metadata.name.as_deref().unwrap_or("");
-                    tracing::warn!(kind, name, %error, "skipping malformed object");
-                })
-                .ok()
-        })
-        .collect()
 }
 
 async fn control_loop(

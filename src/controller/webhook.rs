@@ -177,7 +177,10 @@ fn answer(
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
         return response.into_review();
     }
-    let known = super::typed_objects::<v1beta1::ExternalIPPool>(&pools.state(), "ExternalIPPool");
+    let known = crate::kube::reflect::typed_objects::<v1beta1::ExternalIPPool>(
+        &pools.state(),
+        "ExternalIPPool",
+    );
     let known: Vec<ExternalIpPool> = known.iter().map(Into::into).collect();
     let verdict = validate(&request, &known);
     tracing::info!(

@@ -1,5 +1,5 @@
 //! Reflectors kept as untyped objects (`DynamicObject`), so one object that does not
-//! deserialize into its typed struct is skipped at use (see `controller::typed_objects`)
+//! deserialize into its typed struct is skipped at use (see `typed_objects`)
 //! instead of breaking the whole watch. Every watch event wakes the process's loop through a
 //! `Notify`; watch errors are logged and retried with kube-rs's default back-off, never fatal.
 
@@ -10,6 +10,7 @@ use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 /// Start a reflector over `K` (all namespaces) filtered by `config`; its store, fed by a task
@@ -38,4 +39,21 @@ where
         }
     });
     reader
+}
+
+/// The objects of a reflector store that deserialize as `K`; the others are logged by name and
+/// skipped.
+pub fn typed_objects<K: DeserializeOwned>(objects: &[Arc<DynamicObject>], kind: &str) -> Vec<K> {
+    objects
+        .iter()
+        .filter_map(|object| {
+            let parsed = serde_json::to_value(object.as_ref()).and_then(serde_json::from_value);
+            parsed
+                .map_err(|error| {
+                    let name = object.metadata.name.as_deref().unwrap_or("");
+                    tracing::warn!(kind, name, %error, "skipping malformed object");
+                })
+                .ok()
+        })
+        .collect()
 }

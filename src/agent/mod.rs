@@ -82,16 +82,11 @@ async fn run_inner(
     datapath: Datapath,
     nodes: watch::Sender<Vec<crate::model::Node>>,
 ) -> anyhow::Result<()> {
+    if !config.feature_gates.egress {
+        return health::serve_disabled(args.health_listen, "agent").await;
+    }
     let (ready_tx, ready_rx) = watch::channel(false);
     let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
-    if !config.feature_gates.egress {
-        tracing::warn!("feature gate Egress is disabled: the agent does nothing for Egress");
-        ready_tx.send_replace(true);
-        return health
-            .await
-            .context("health server task")?
-            .with_context(|| format!("serving health on {}", args.health_listen));
-    }
     let client = crate::kube::client(args.kubeconfig.as_deref(), false).await?;
     let local_ips = local_ips::watch_local_ips()
         .await

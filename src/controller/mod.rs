@@ -57,16 +57,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         Some(path) => ControllerConfig::load(path)?,
         None => ControllerConfig::default(),
     };
+    if !config.feature_gates.egress {
+        return health::serve_disabled(args.health_listen, "controller").await;
+    }
     let (ready_tx, ready_rx) = watch::channel(false);
     let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
-    if !config.feature_gates.egress {
-        tracing::warn!("feature gate Egress is disabled: the controller does nothing for Egress");
-        ready_tx.send_replace(true);
-        return health
-            .await
-            .context("health server task")?
-            .with_context(|| format!("serving health on {}", args.health_listen));
-    }
     let client = crate::kube::client(args.kubeconfig.as_deref(), args.in_cluster).await?;
 
     let changed = Arc::new(Notify::new());

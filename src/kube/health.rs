@@ -21,6 +21,17 @@ pub async fn serve(addr: SocketAddr, ready: watch::Receiver<bool>) -> std::io::R
     axum::serve(listener, app).await
 }
 
+/// For a process whose feature gate is off: log that it does nothing, report ready, and only
+/// serve the probes.
+pub async fn serve_disabled(addr: SocketAddr, process: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    tracing::warn!("feature gate Egress is disabled: the {process} does nothing for Egress");
+    let (_ready_tx, ready) = watch::channel(true);
+    serve(addr, ready)
+        .await
+        .with_context(|| format!("serving health on {addr}"))
+}
+
 async fn readyz(State(ready): State<watch::Receiver<bool>>) -> (StatusCode, &'static str) {
     if *ready.borrow() {
         (StatusCode::OK, "ok")

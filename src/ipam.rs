@@ -355,10 +355,6 @@ pub enum AllocationError {
     },
     #[error("cannot allocate an IP for Egress {egress}: ExternalIPPool {pool} is exhausted")]
     Exhausted { egress: String, pool: String },
-    /// Kept for callers written against the first version of this enum; `allocate_all` uses the
-    /// specific variants above.
-    #[error("{0}")]
-    Other(String),
 }
 
 /// The controller's decision for the whole cluster.

@@ -4,42 +4,21 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
-use serde_json::Value;
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
 
 use crate::Netns;
+use crate::node::Node;
 
-/// The `ovs-egress` binary of this build profile, built once per test process (cargo does not
-/// build another package's binary for this crate's tests).
+/// The `ovs-egress` binary of this build profile (see [`crate::bins`]).
 pub fn plugin_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/ovs-egress
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "ovs-egress", "--bin", "ovs-egress"]);
-        // The CARGO_* variables cargo sets for this test process would change the nested
-        // build's fingerprints and force a rebuild of every dependency.
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CARGO_")) {
-            build.env_remove(key);
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("running cargo build for the plugin");
-        assert!(status.success(), "cargo build -p ovs-egress failed");
-        let bin = profile_dir.join("ovs-egress");
-        assert!(bin.exists(), "{} missing after cargo build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| crate::bins::binary("ovs-egress").expect("the ovs-egress binary"))
 }
 
 /// A Pod sandbox: its network namespace and the identity the runtime passes to the plugin.
@@ -52,10 +31,15 @@ pub struct Pod {
 impl Pod {
     /// A new namespace for Pod `default/<name>`.
     pub fn new(name: &str) -> Result<Pod> {
+        Pod::in_namespace("default", name)
+    }
+
+    /// A new namespace for Pod `<namespace>/<name>`.
+    pub fn in_namespace(namespace: &str, name: &str) -> Result<Pod> {
         let ns = Netns::new(name)?;
         Ok(Pod {
             container_id: format!("c0ffee{}", ns.name().replace('-', "")),
-            cni_args: format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"),
+            cni_args: format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"),
             ns,
         })
     }
@@ -98,4 +82,55 @@ pub fn call(node: &Netns, command: &str, pod: &Pod, conf: &Value) -> Result<(boo
         ("CNI_ARGS", pod.cni_args.as_str()),
     ];
     run_plugin(node, &env, conf.to_string().as_bytes())
+}
+
+/// The network configuration the runtime hands the plugin on a test-bed Node (netdev
+/// datapath, MTU 1450 for Geneve, host-local state in `state_dir`).
+pub fn netconf(node: &Node, state_dir: &Path) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "oe-datapath",
+        "type": "ovs-egress",
+        "podCIDR": node.pod_cidr(),
+        "mtu": 1450,
+        "ovsBridge": "br-int",
+        "ovsDbSocket": node.ovs.db_socket(),
+        "datapathType": "netdev",
+        "stateDir": state_dir,
+    })
+}
+
+/// What a successful ADD reports about the Pod.
+#[derive(Clone, Debug)]
+pub struct Added {
+    pub ip: Ipv4Addr,
+    /// The MAC of the Pod's `eth0`.
+    pub mac: String,
+    /// The host end of its veth (the OVS port).
+    pub host_if: String,
+}
+
+/// CNI ADD of `pod` on `node` with `conf`; fails with the plugin's output when it fails.
+pub fn add(node: &Netns, pod: &Pod, conf: &Value) -> Result<Added> {
+    let (ok, out) = call(node, "ADD", pod, conf)?;
+    if !ok {
+        bail!("CNI ADD of {} failed: {out}", pod.ns.name());
+    }
+    let ip = out["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("no IP in CNI result {out}"))?;
+    let interfaces = out["interfaces"].as_array();
+    let mac = interfaces
+        .and_then(|ifs| ifs.iter().find(|i| i["sandbox"].is_string()))
+        .and_then(|i| i["mac"].as_str())
+        .with_context(|| format!("no sandbox interface MAC in CNI result {out}"))?
+        .to_string();
+    let host_if = interfaces
+        .and_then(|ifs| ifs.iter().find(|i| i.get("sandbox").is_none()))
+        .and_then(|i| i["name"].as_str())
+        .with_context(|| format!("no host interface in CNI result {out}"))?
+        .to_string();
+    Ok(Added { ip, mac, host_if })
 }

@@ -10,13 +10,13 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use ovs_egress::datapath::{
     DatapathConfig, DatapathInputs, DatapathStatus, NodeDatapath, RemoteNodeSpec,
 };
 use ovs_egress::ovs::bridge::DatapathType;
 use ovs_egress::pipeline::{Ipv4Cidr, Mac};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cni::{self, Pod};
@@ -214,52 +214,22 @@ impl DatapathNode {
     }
 
     pub fn cni_conf(&self) -> Value {
-        json!({
-            "cniVersion": "1.0.0",
-            "name": "oe-datapath",
-            "type": "ovs-egress",
-            "podCIDR": self.pod_cidr().to_string(),
-            "mtu": 1450,
-            "ovsBridge": "br-int",
-            "ovsDbSocket": self.node.ovs.db_socket(),
-            "datapathType": "netdev",
-            "stateDir": self.state_dir,
-        })
+        cni::netconf(&self.node, &self.state_dir)
     }
 
     /// CNI ADD of Pod `name` on this Node; returns the Pod, its IP and MAC, once the runtime
     /// has installed its flows.
     pub fn add_pod(&self, name: &str) -> Result<CniPod> {
         let pod = Pod::new(name)?;
-        let (ok, out) = cni::call(self.node.netns(), "ADD", &pod, &self.cni_conf())?;
-        if !ok {
-            bail!("CNI ADD of {name} failed: {out}");
-        }
-        let ip = out["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("no IP in CNI result {out}"))?;
-        let mac = out["interfaces"]
-            .as_array()
-            .and_then(|ifs| ifs.iter().find(|i| i["sandbox"].is_string()))
-            .and_then(|i| i["mac"].as_str())
-            .with_context(|| format!("no sandbox interface MAC in CNI result {out}"))?
-            .to_string();
-        let host_if = out["interfaces"]
-            .as_array()
-            .and_then(|ifs| ifs.iter().find(|i| i.get("sandbox").is_none()))
-            .and_then(|i| i["name"].as_str())
-            .with_context(|| format!("no host interface in CNI result {out}"))?
-            .to_string();
+        let added = cni::add(self.node.netns(), &pod, &self.cni_conf())?;
         self.runtime()?
-            .wait_for(Duration::from_secs(10), |s| s.pods.contains(&host_if))
-            .with_context(|| format!("flows for Pod {name} ({host_if})"))?;
+            .wait_for(Duration::from_secs(10), |s| s.pods.contains(&added.host_if))
+            .with_context(|| format!("flows for Pod {name} ({})", added.host_if))?;
         Ok(CniPod {
             pod,
-            ip,
-            mac,
-            host_if,
+            ip: added.ip,
+            mac: added.mac,
+            host_if: added.host_if,
         })
     }
 }

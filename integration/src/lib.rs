@@ -2,9 +2,13 @@
 //! their own OVS, Pods are namespaces wired by our CNI plugin, the underlay is a bridge in its own
 //! namespace. Everything it creates carries a per-run prefix and is removed on drop.
 
+pub mod apiserver;
+pub mod bins;
+pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod datapath;
+pub mod ext_server;
 pub mod netns;
 pub mod node;
 pub mod ovs_instance;

@@ -4,6 +4,7 @@
 //! whatever still runs inside it. Nothing here ever touches the default namespace: veth pairs
 //! are created inside one of our namespaces and the peer is moved straight into another.
 
+use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -106,6 +107,34 @@ impl Netns {
             other.name(),
         ])
         .map(drop)
+    }
+
+    /// Runs `f` on a fresh thread that entered this namespace (setns(2) on that thread only):
+    /// sockets it creates belong to the namespace for their whole life, whichever thread uses
+    /// them later.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<Result<T>> {
+        let path = format!("/run/netns/{}", self.name());
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+            // SAFETY: setns on a valid namespace fd only changes this thread's network
+            // namespace; the thread ends with `f`.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                bail!("setns {path}: {}", std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+    }
+
+    /// [`Netns::spawn_in`], waiting for the result; a panic in `f` propagates.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        match self.spawn_in(f).join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// PIDs of the processes whose network namespace is this one.

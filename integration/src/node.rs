@@ -4,8 +4,9 @@
 //! on br-phy's own tap interface, so OVS terminates Geneve addressed to it. `br-int` is not made
 //! here: that is the agent's job (`ovs_egress::ovs::bridge`).
 //!
-//! Addressing for Node `i` (1..=99): IP `172.30.0.<10+i>/24`, br-phy MAC
-//! `02:30:00:00:00:<10+i hex>`, Pod CIDR `10.244.<i>.0/24` (gateway `.1`).
+//! Addressing for Node `i` (1..=99): IP `172.30.0.<10+i>/24` unless given
+//! ([`Node::start_at`]), br-phy MAC `02:30:00:00:00:<last byte of the IP>`, Pod CIDR
+//! `10.244.<i>.0/24` (gateway `.1`).
 
 use std::net::Ipv4Addr;
 
@@ -21,12 +22,18 @@ pub const UNDERLAY_PREFIX_LEN: u8 = 24;
 #[derive(Debug)]
 pub struct Node {
     pub index: u8,
+    ip: Ipv4Addr,
     pub ovs: OvsInstance,
 }
 
 impl Node {
     /// Creates namespace `node<i>`, plugs it into `underlay` and starts OVS with br-phy.
     pub fn start(underlay: &Underlay, index: u8) -> Result<Node> {
+        Node::start_at(underlay, index, Ipv4Addr::new(172, 30, 0, 10 + index))
+    }
+
+    /// [`Node::start`] with the underlay IP `ip` (a /24 of the underlay).
+    pub fn start_at(underlay: &Underlay, index: u8, ip: Ipv4Addr) -> Result<Node> {
         ensure!(
             (1..=99).contains(&index),
             "node index {index} not in 1..=99"
@@ -41,7 +48,7 @@ impl Node {
             "net.ipv4.conf.default.rp_filter=0",
         ])?;
         let ovs = OvsInstance::start(&ns)?;
-        let node = Node { index, ovs };
+        let node = Node { index, ip, ovs };
         let mac = format!("other-config:hwaddr=\"{}\"", node.phy_mac());
         node.ovs.vsctl(&[
             "add-br",
@@ -70,11 +77,11 @@ impl Node {
 
     /// The Node's underlay (transport) IP, on br-phy.
     pub fn ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(172, 30, 0, 10 + self.index)
+        self.ip
     }
 
     pub fn phy_mac(&self) -> String {
-        format!("02:30:00:00:00:{:02x}", 10 + self.index)
+        format!("02:30:00:00:00:{:02x}", self.ip.octets()[3])
     }
 
     /// The Node's Pod CIDR `10.244.<i>.0/24`.

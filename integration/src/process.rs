@@ -66,3 +66,24 @@ pub fn stop_all(pids: &[(i32, Option<&str>)], grace: Duration) -> bool {
 pub fn kill_and_wait(pid: i32, expected_name: Option<&str>) -> bool {
     stop_all(&[(pid, expected_name)], Duration::from_secs(2))
 }
+
+/// A child process of ours, killed (SIGKILL through its own handle) and reaped on drop.
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// SIGTERM, then SIGKILL after `grace`; waits until it is gone.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            stop_all(&[(pid, None)], grace);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

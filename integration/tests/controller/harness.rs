@@ -2,58 +2,22 @@
 //! replicas as real processes (binaries built by cargo, located through cargo's JSON output so
 //! a clean clone works), each stopped by PID when dropped, plus polling and HTTP helpers.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, PostParams};
 use ovs_egress::api::{EgressCondition, IpRange, v1beta1};
+use ovs_egress_integration::apiserver::{KubeEmu, apply_crds};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The path of binary `bin` (of kube-emu or ovs-egress). Both are built by one `cargo build`
-/// (once per test process, in the profile of the tests), so a clean clone needs no prior step
-/// and the two binaries share one feature resolution.
+/// The path of binary `bin` (of kube-emu or ovs-egress), built once per test process.
 pub fn cargo_bin(bin: &str) -> PathBuf {
-    static BUILT: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut command = Command::new(cargo);
-        command
-            .args(["build", "--message-format=json", "--bins"])
-            .args(["-p", "kube-emu", "-p", "ovs-egress"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit());
-        let test_exe = std::env::current_exe().expect("locating the test binary");
-        if test_exe.components().any(|c| c.as_os_str() == "release") {
-            command.arg("--release");
-        }
-        let output = command.output().expect("running cargo build");
-        assert!(
-            output.status.success(),
-            "cargo build of kube-emu and ovs-egress failed"
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|m| m["reason"] == "compiler-artifact")
-            .filter_map(|m| {
-                let name = m["target"]["name"].as_str()?.to_string();
-                Some((name, PathBuf::from(m["executable"].as_str()?)))
-            })
-            .collect()
-    });
-    built
-        .get(bin)
-        .unwrap_or_else(|| panic!("cargo reported no executable {bin}"))
-        .clone()
+    ovs_egress_integration::bins::binary(bin).expect("locating a binary of this build")
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -79,19 +43,11 @@ impl Drop for TempDir {
     }
 }
 
-/// A child process killed (by its PID, through `Child::kill`) and reaped on drop.
-pub struct Process(pub Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use ovs_egress_integration::process::ChildGuard as Process;
 
 /// kube-emu with the controller's CRDs applied.
 pub struct Cluster {
-    _emu: Process,
+    _emu: KubeEmu,
     pub kubeconfig: PathBuf,
     pub client: kube::Client,
     pub dir: TempDir,
@@ -100,36 +56,12 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start() -> Self {
         let dir = TempDir::new("ctl");
-        let kubeconfig = dir.0.join("kubeconfig");
-        let mut child = Command::new(cargo_bin("kube-emu"))
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting kube-emu");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let emu = Process(child);
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading kube-emu's first line");
-        assert!(
-            line.starts_with("kube-emu listening on"),
-            "kube-emu said {line:?}"
-        );
-        let client = client(&kubeconfig).await;
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [
-            ovs_egress::api::egress_crd(),
-            ovs_egress::api::external_ip_pool_crd(),
-        ] {
-            crds.create(&PostParams::default(), &crd)
-                .await
-                .expect("creating a CRD");
-        }
+        let emu = KubeEmu::start(&dir.0).expect("starting kube-emu");
+        let client = emu.client().await.expect("a client for kube-emu");
+        apply_crds(&client).await.expect("creating the CRDs");
         Self {
+            kubeconfig: emu.kubeconfig.clone(),
             _emu: emu,
-            kubeconfig,
             client,
             dir,
         }
@@ -220,14 +152,6 @@ impl Controller {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-async fn client(kubeconfig: &Path) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
 }
 
 /// A free TCP port on loopback (bound and released; the controller binds it right after).

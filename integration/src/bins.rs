@@ -1,0 +1,71 @@
+//! Locating this build's binaries (`ovs-egress`, `kube-emu`) for the test bed and the demo.
+//! Under `cargo test` (cargo sets `CARGO`) they are built once per process in the test's
+//! profile, since cargo does not build another package's binaries for an integration test;
+//! run directly (the demo) they are expected next to the running executable.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, bail};
+
+/// The directory holding this profile's binaries: `target/<profile>` (tests run from its
+/// `deps/` subdirectory).
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let dir = exe.parent().context("executable without a directory")?;
+    Ok(match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    })
+}
+
+/// Builds `ovs-egress` and `kube-emu` in the running profile, once per process.
+fn build_once(profile_dir: &Path) -> Result<()> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args([
+                "build",
+                "-q",
+                "--bins",
+                "-p",
+                "ovs-egress",
+                "-p",
+                "kube-emu",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // The CARGO_* variables cargo sets for a test process would change the nested build's
+        // fingerprints and force a rebuild of every dependency.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("CARGO_")) {
+            build.env_remove(key);
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        match build.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("cargo build of ovs-egress and kube-emu: {s}")),
+            Err(e) => Err(format!("running cargo build: {e}")),
+        }
+    });
+    built.clone().map_err(anyhow::Error::msg)
+}
+
+/// The path of binary `name` of this build (`ovs-egress` or `kube-emu`).
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let dir = profile_dir()?;
+    if std::env::var_os("CARGO").is_some() {
+        build_once(&dir)?;
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build --bins -p ovs-egress -p kube-emu)",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -1,0 +1,481 @@
+//! The cluster-in-a-box: everything a user's cluster has that ovs-egress touches, on one
+//! machine. kube-emu (the API server) and `ovs-egress controller` run as processes on loopback;
+//! every Node is a namespace on a shared underlay (10.10.0.0/24) with its own OVS (userspace
+//! datapath) and its own `ovs-egress agent` process; an external host records the source of
+//! every connection; Pods are created as the kubelet would (Pod object, CNI ADD in the Node,
+//! Pod status with the IP). `kubectl` works against it ([`ClusterBox::kubectl`]).
+//!
+//! Agents reach the API at `127.0.0.1:6443` inside their Node: the box listens there (a socket
+//! created inside the Node's namespace) and relays to kube-emu, so no address of the machine
+//! is exposed to the underlay and nothing is configured in the default namespace.
+//!
+//! Addressing for Node index `i`: name `node-<i>`, IP `10.10.0.<100+i>`, Pod CIDR
+//! `10.244.<i>.0/24`; the external host is `10.10.0.200`. Dropping the box stops the agents,
+//! the controller and kube-emu (by PID) and removes every namespace and directory it made.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod as KubePod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use crate::apiserver::{self, KubeEmu};
+use crate::cni::{self, Pod};
+use crate::ext_server::{self, ExtServer};
+use crate::netns::{Netns, unique_token};
+use crate::node::Node;
+use crate::process::ChildGuard;
+use crate::underlay::Underlay;
+
+/// The external host's address.
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 200);
+/// Where agents find the API server inside their Node.
+const API_IN_NODE: &str = "127.0.0.1:6443";
+/// The agents' health endpoints inside their Node.
+const AGENT_HEALTH: &str = "127.0.0.1:10350";
+
+/// The underlay IP of Node index `i`.
+pub fn node_ip(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 10, 0, 100 + index)
+}
+
+/// The Kubernetes name of Node index `i`.
+pub fn node_name(index: u8) -> String {
+    format!("node-{index}")
+}
+
+/// The agent config every Node gets (antrea-agent.conf style).
+const AGENT_CONFIG: &str = "featureGates: {Egress: true}\novsBridge: br-int\n\
+    ovsDatapathType: netdev\ntrafficEncapMode: encap\ntransportInterface: br-phy\n\
+    egressDevice: br-phy\nserviceCIDR: 10.96.0.0/12\n";
+
+/// One Node: its namespace and OVS, its agent, the relay to the API.
+pub struct BoxNode {
+    pub name: String,
+    agent: Option<ChildGuard>,
+    relay: JoinHandle<()>,
+    pub node: Node,
+    state_dir: PathBuf,
+    pub agent_log: PathBuf,
+}
+
+impl BoxNode {
+    pub fn netns(&self) -> &Netns {
+        self.node.netns()
+    }
+
+    /// `ovs-ofctl --names dump-flows br-int` on this Node.
+    pub fn dump_flows(&self, table: Option<&str>) -> Result<String> {
+        let mut args = vec!["--names", "dump-flows", "br-int"];
+        let filter = table.map(|t| format!("table={t}"));
+        args.extend(filter.as_deref());
+        self.node.ovs.ofctl(&args)
+    }
+
+    pub fn agent_logs(&self) -> String {
+        std::fs::read_to_string(&self.agent_log).unwrap_or_default()
+    }
+}
+
+impl Drop for BoxNode {
+    fn drop(&mut self) {
+        if let Some(agent) = &mut self.agent {
+            agent.stop(Duration::from_secs(2));
+        }
+        self.relay.abort();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// A Pod of the box: its API identity, its Node and its sandbox.
+#[derive(Clone)]
+pub struct BoxPod {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    pub netns: Netns,
+    container_id: String,
+    cni_args: String,
+}
+
+/// The running cluster. Field order = drop order: agents before OVS and namespaces, the API
+/// server last.
+pub struct ClusterBox {
+    pods: Vec<BoxPod>,
+    pub nodes: Vec<BoxNode>,
+    pub server: ExtServer,
+    controller: ChildGuard,
+    underlay: Underlay,
+    pub client: kube::Client,
+    emu: KubeEmu,
+    pub dir: PathBuf,
+}
+
+impl ClusterBox {
+    /// Brings up kube-emu with the CRDs, the controller, Nodes `node-<i>` for each index (each
+    /// with OVS and an agent) and the external host; returns once every agent is ready.
+    pub async fn start(indices: &[u8]) -> Result<ClusterBox> {
+        let dir = std::env::temp_dir().join(format!("{}-box", unique_token()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let emu = KubeEmu::start(&dir)?;
+        let client = emu.client().await?;
+        apiserver::apply_crds(&client).await?;
+        let underlay = Underlay::new()?;
+        let server = ExtServer::start(&underlay, SERVER_IP)?;
+        let controller = start_controller(&dir, &emu.kubeconfig)?;
+        let mut cluster = ClusterBox {
+            pods: Vec::new(),
+            nodes: Vec::new(),
+            server,
+            controller,
+            underlay,
+            client,
+            emu,
+            dir,
+        };
+        for &index in indices {
+            let node = cluster.add_node(index).await?;
+            cluster.nodes.push(node);
+        }
+        cluster.warm_tunnels()?;
+        for node in &cluster.nodes {
+            cluster.wait_agent_ready(node).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The kubeconfig of the API server (for kubectl and clients).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.emu.kubeconfig
+    }
+
+    async fn add_node(&self, index: u8) -> Result<BoxNode> {
+        let name = node_name(index);
+        let node = Node::start_at(&self.underlay, index, node_ip(index))?;
+        let nodes: Api<KubeNode> = Api::all(self.client.clone());
+        let object = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+            "spec": {"podCIDR": node.pod_cidr(), "podCIDRs": [node.pod_cidr()]},
+        }))?;
+        nodes.create(&PostParams::default(), &object).await?;
+        let status = json!({"status": {"addresses": [
+            {"type": "InternalIP", "address": node.ip().to_string()},
+            {"type": "Hostname", "address": name}]}});
+        nodes
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("setting the addresses of Node {name}"))?;
+
+        let relay = relay_into(node.netns(), self.emu.authority().to_string())?;
+        let kubeconfig = self.dir.join(format!("kubeconfig-{name}"));
+        let text = std::fs::read_to_string(&self.emu.kubeconfig)?
+            .replace(&self.emu.url, &format!("http://{API_IN_NODE}"));
+        std::fs::write(&kubeconfig, text)?;
+        let config = self.dir.join(format!("agent-{name}.conf"));
+        std::fs::write(&config, AGENT_CONFIG)?;
+        let agent_log = self.dir.join(format!("agent-{name}.log"));
+        let state_dir = self.dir.join(format!("cni-{name}"));
+        let mut box_node = BoxNode {
+            name,
+            agent: None,
+            relay,
+            node,
+            state_dir,
+            agent_log,
+        };
+        box_node.agent = Some(spawn_agent(&box_node, &kubeconfig, &config)?);
+        Ok(box_node)
+    }
+
+    /// OVS learns the tunnel neighbours (other Nodes' MACs) by snooping ARP replies
+    /// (ovs-netns-testbed.md P8): one ping between every pair of Nodes.
+    fn warm_tunnels(&self) -> Result<()> {
+        for a in &self.nodes {
+            for b in self.nodes.iter().filter(|b| b.name != a.name) {
+                a.netns()
+                    .exec(&["ping", "-c", "1", "-W", "1", &b.node.ip().to_string()])?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_agent_ready(&self, node: &BoxNode) -> Result<()> {
+        let url = format!("http://{AGENT_HEALTH}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let probe = node.netns().exec(&["curl", "-sf", "--max-time", "1", &url]);
+            if probe.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "the agent of {} is not ready after 60 s; its log:\n{}",
+            node.name,
+            node.agent_logs()
+        )
+    }
+
+    pub fn node(&self, name: &str) -> Result<&BoxNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no Node {name} in the box"))
+    }
+
+    /// Runs `kubectl` against the box with `args`; returns its output whatever the exit code.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// `kubectl` with `input` on stdin (e.g. `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Result<Output> {
+        use std::io::Write;
+        let mut command = Command::new("kubectl");
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().context("starting kubectl")?;
+        if let Some(text) = input {
+            child
+                .stdin
+                .take()
+                .context("kubectl stdin")?
+                .write_all(text.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Creates Namespace `name` (with its `kubernetes.io/metadata.name` label) unless it exists.
+    pub async fn ensure_namespace(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        if namespaces.get_opt(name).await?.is_some() {
+            return Ok(());
+        }
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let object = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
+        namespaces.create(&PostParams::default(), &object).await?;
+        Ok(())
+    }
+
+    /// Creates Pod `namespace/name` on `node` as the kubelet would: the Pod object, the sandbox
+    /// through the CNI plugin in the Node, then the Pod's status with its IP.
+    pub async fn create_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<BoxPod> {
+        let box_node = self.node(node)?;
+        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let object = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]},
+        }))?;
+        pods.create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating Pod {namespace}/{name}"))?;
+        let sandbox = Pod::in_namespace(namespace, name)?;
+        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
+        let added = cni::add(box_node.netns(), &sandbox, &conf)?;
+        let status = json!({"status": {
+            "phase": "Running",
+            "hostIP": box_node.node.ip().to_string(),
+            "podIP": added.ip.to_string(),
+            "podIPs": [{"ip": added.ip.to_string()}],
+        }});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("setting the status of Pod {namespace}/{name}"))?;
+        let pod = BoxPod {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            node: node.to_string(),
+            ip: added.ip,
+            netns: sandbox.ns.clone(),
+            container_id: sandbox.container_id,
+            cni_args: sandbox.cni_args,
+        };
+        self.pods.push(pod.clone());
+        Ok(pod)
+    }
+
+    /// Deletes a Pod as the kubelet would: CNI DEL, then the Pod object.
+    pub async fn delete_pod(&mut self, pod: &BoxPod) -> Result<()> {
+        let box_node = self.node(&pod.node)?;
+        let sandbox = Pod {
+            ns: pod.netns.clone(),
+            container_id: pod.container_id.clone(),
+            cni_args: pod.cni_args.clone(),
+        };
+        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
+        let (ok, out) = cni::call(box_node.netns(), "DEL", &sandbox, &conf)?;
+        if !ok {
+            bail!("CNI DEL of {}/{} failed: {out}", pod.namespace, pod.name);
+        }
+        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), &pod.namespace);
+        pods.delete(&pod.name, &DeleteParams::default()).await?;
+        self.pods
+            .retain(|p| (&p.namespace, &p.name) != (&pod.namespace, &pod.name));
+        Ok(())
+    }
+
+    /// One connection from `pod` to the external host: the source address it saw.
+    pub fn source_of(&self, pod: &BoxPod, timeout: Duration) -> Result<IpAddr> {
+        ext_server::fetch(&pod.netns, self.server.address(), 0, timeout)
+            .map(|(source, _)| source)
+            .with_context(|| {
+                format!(
+                    "Pod {}/{} calling the external host",
+                    pod.namespace, pod.name
+                )
+            })
+    }
+
+    /// Polls [`Self::source_of`] until it is `want` (connection errors count as "not yet");
+    /// returns the last source seen on timeout.
+    pub async fn wait_source(
+        &self,
+        pod: &BoxPod,
+        want: IpAddr,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            match self.source_of(pod, Duration::from_millis(500)) {
+                Ok(source) if source == want => return Ok(()),
+                Ok(source) => last = source.to_string(),
+                Err(e) => last = format!("{e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!(
+            "Pod {}/{} not seen with {want} after {timeout:?}; last: {last}",
+            pod.namespace, pod.name
+        ))
+    }
+
+    /// The controller's log.
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
+    }
+
+    /// Every process log of the box, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out = format!("--- controller ---\n{}", self.controller_log());
+        for node in &self.nodes {
+            out.push_str(&format!(
+                "--- agent {} ---\n{}",
+                node.name,
+                node.agent_logs()
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for ClusterBox {
+    fn drop(&mut self) {
+        self.controller.stop(Duration::from_secs(2));
+        self.nodes.clear();
+        self.pods.clear();
+        if std::thread::panicking() {
+            eprintln!("cluster-in-a-box logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn start_controller(dir: &Path, kubeconfig: &Path) -> Result<ChildGuard> {
+    let log = dir.join("controller.log");
+    let health = free_port()?;
+    let child = Command::new(crate::bins::binary("ovs-egress")?)
+        .args(["controller", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args([
+            "--identity",
+            "controller-0",
+            "--health-listen",
+            &health.to_string(),
+        ])
+        .args([
+            "--lease-duration-seconds",
+            "2",
+            "--lease-renew-seconds",
+            "0.4",
+        ])
+        .env("RUST_LOG", "info,ovs_egress=debug")
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting ovs-egress controller")?;
+    Ok(ChildGuard(child))
+}
+
+fn spawn_agent(node: &BoxNode, kubeconfig: &Path, config: &Path) -> Result<ChildGuard> {
+    let child = node
+        .netns()
+        .command(
+            crate::bins::binary("ovs-egress")?
+                .to_str()
+                .context("binary path")?,
+        )
+        .args(["agent", "--node-name", &node.name, "--kubeconfig"])
+        .arg(kubeconfig)
+        .arg("--config")
+        .arg(config)
+        .arg("--ovs-rundir")
+        .arg(node.node.ovs.rundir())
+        .args(["--health-listen", AGENT_HEALTH])
+        .env("RUST_LOG", "info,ovs_egress=debug")
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&node.agent_log)?)
+        .spawn()
+        .with_context(|| format!("starting the agent of {}", node.name))?;
+    Ok(ChildGuard(child))
+}
+
+/// A free TCP port on loopback (bound and released).
+fn free_port() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Listens on [`API_IN_NODE`] inside `ns` and relays every connection to `target` (kube-emu,
+/// reached from the box's own namespace).
+fn relay_into(ns: &Netns, target: String) -> Result<JoinHandle<()>> {
+    let listener = ns
+        .run_in(|| std::net::TcpListener::bind(API_IN_NODE))?
+        .with_context(|| format!("listening on {API_IN_NODE} in {}", ns.name()))?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    Ok(tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }))
+}

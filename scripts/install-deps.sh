@@ -15,6 +15,15 @@ have tcpdump || need+=(tcpdump)
 have ping || need+=(iputils-ping)
 have arping || need+=(iputils-arping)
 have gcc || need+=(gcc)
+have curl || need+=(curl)
+have python3 || need+=(python3)
+# kubectl: the `kubectl` package where the Kubernetes or Google Cloud apt repository is
+# configured, else Debian's own `kubernetes-client`.
+kubectl_pkg=()
+if ! have kubectl; then
+  if apt-cache show kubectl >/dev/null 2>&1; then kubectl_pkg=(kubectl); else kubectl_pkg=(kubernetes-client); fi
+  need+=("${kubectl_pkg[@]}")
+fi
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -51,6 +51,22 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, ip: Ipv4Addr) -> Result<()> 
     Ok(())
 }
 
+/// One `dump-flows` line without its volatile fields (duration, counters, ages).
+pub fn without_counters(line: &str) -> String {
+    const VOLATILE: [&str; 5] = [
+        "duration=",
+        "n_packets=",
+        "n_bytes=",
+        "idle_age=",
+        "hard_age=",
+    ];
+    line.trim()
+        .split(", ")
+        .filter(|f| !VOLATILE.iter().any(|v| f.starts_with(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `ovs-ofctl --names dump-flows br-int` without volatile fields (duration, counters, ages),
 /// with each `(text, placeholder)` of `replace` substituted (e.g. random Pod MACs), flows
 /// grouped by table in dump order and sorted by priority (descending) within a table.
@@ -64,23 +80,13 @@ pub fn normalized_dump(node: &Node, replace: &[(String, String)]) -> Result<Stri
         .map(str::trim)
         .filter(|l| l.starts_with("cookie="))
     {
-        let mut fields = Vec::new();
-        let (head, actions) = line
+        let mut flow = without_counters(line);
+        let head = flow
             .split_once(" actions=")
-            .context("flow without actions")?;
-        for f in head.split(", ") {
-            let volatile = [
-                "duration=",
-                "n_packets=",
-                "n_bytes=",
-                "idle_age=",
-                "hard_age=",
-            ];
-            if !volatile.iter().any(|v| f.starts_with(v)) {
-                fields.push(f);
-            }
-        }
-        let mut flow = format!("{} actions={actions}", fields.join(", "));
+            .context("flow without actions")?
+            .0
+            .to_string();
+        let fields: Vec<&str> = head.split(", ").collect();
         for (from, to) in replace {
             flow = flow.replace(from.as_str(), to);
         }

@@ -95,6 +95,7 @@ fn context(carrier: MarkCarrier) -> EgressContext {
         ],
         service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
         except_cidrs: Vec::new(),
+        ipv6: Default::default(),
         carrier,
     }
 }

@@ -315,6 +315,7 @@ impl Bed {
             pod_cidrs: self.nodes.iter().map(|n| n.dp.pod_cidr()).collect(),
             service_cidrs: vec![SERVICE_CIDR.parse().unwrap()],
             except_cidrs: Vec::new(),
+            ipv6: Default::default(),
             carrier: MarkCarrier::SourceMac,
         }
     }

@@ -34,7 +34,7 @@ use crate::model::Node;
 use crate::ovs::bridge::DatapathType;
 use crate::ovs::ofctl::Ofctl;
 use crate::ovs::ovsdb::{Client, ClientOptions, MonitorSpec, MonitorStream, TableCache};
-use crate::pipeline::egress::{EgressContext, EgressFlows, Unprogrammed, egress_flows};
+use crate::pipeline::egress::{EgressContext, EgressFlows, Ipv6Bypass, Unprogrammed, egress_flows};
 use crate::pipeline::{Category, Flow, Ipv4Cidr, Mac};
 use crate::plan::{Condition, ConditionStatus, EgressStatus, NodePlan};
 
@@ -137,7 +137,6 @@ fn gateway_mac(node_ip: Ipv4Addr) -> Mac {
 /// Egress IPs the flows cannot carry, with why (they fail their Egresses' `IPAssigned`).
 fn ip_errors(flows: &EgressFlows) -> impl Iterator<Item = (IpAddr, String)> + '_ {
     flows.unprogrammed.iter().filter_map(|u| match u {
-        Unprogrammed::Ipv6 { ip } => Some((IpAddr::V6(*ip), u.to_string())),
         Unprogrammed::NoMark { ip } => Some((*ip, u.to_string())),
         Unprogrammed::PodNotAttached { .. } => None,
     })
@@ -307,6 +306,18 @@ impl Running {
                 .collect(),
             service_cidrs: cidrs(self.config.service_cidr.as_slice()),
             except_cidrs: cidrs(&self.config.egress.except_cidrs),
+            ipv6: Ipv6Bypass::from_cluster(
+                &self.nodes,
+                self.config
+                    .service_cidr
+                    .iter()
+                    .filter_map(|c| c.parse().ok()),
+                self.config
+                    .egress
+                    .except_cidrs
+                    .iter()
+                    .filter_map(|c| c.parse().ok()),
+            ),
             carrier: match self.config.ovs_datapath_type {
                 ConfigDatapathType::System => MarkCarrier::PktMark,
                 ConfigDatapathType::Netdev => MarkCarrier::SourceMac,

@@ -8,17 +8,33 @@
 //! local, which mark it has); it only turns those decisions into flows. How the mark reaches
 //! iptables depends on the datapath ([`MarkCarrier`]): `pkt_mark` on the kernel datapath, the
 //! source MAC [`mark_mac`] on the userspace one (the `mangle` rule of `host::iptables` turns it
-//! back into the mark). The pipeline is IPv4 only: IPv6 egress IPs are reported, not programmed.
+//! back into the mark).
+//!
+//! Both families, as Antrea programs each enabled one: an IPv6 egress IP gets the flows of an
+//! IPv4 one, spelled `ipv6`, `ipv6_dst=` and `tun_ipv6_dst`; a Pod's IPv6 traffic is selected by
+//! `ipv6,in_port=<port>`, its IPv4 traffic by `ip,in_port=<port>`. The per-family flows that do
+//! not depend on the plan (the hand-off from L3Forwarding, the drop of new tunnelled
+//! connections) always exist for both families, so new tunnelled connections for an IPv6 IP
+//! this Node no longer holds are dropped even when it holds no IPv6 IP at all. IPv6 cluster
+//! destinations come from [`Ipv6Bypass`].
+//!
+//! What IPv6 traffic reaches these flows today: none. Pod networking (`pipeline::pod`) is IPv4
+//! only: PipelineRootClassifier passes `arp` and `ip` and drops everything else, so no IPv6
+//! packet from a Pod, the gateway or the tunnel gets to L3Forwarding. The IPv6 flows are
+//! complete (a test on a real switch installs them and reads them back unchanged) and start
+//! carrying traffic, unchanged, once Pod networking carries IPv6 (root classifier, spoof guard
+//! by the Pods' IPv6 addresses, conntrack, neighbour discovery).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU8;
 
 use super::flow::{Action, Category, Cookie, CtFlag, CtState, Flow, Match};
-use super::net::{GLOBAL_VIRTUAL_MAC, Ipv4Cidr, Mac};
+use super::net::{GLOBAL_VIRTUAL_MAC, IpCidr, Ipv4Cidr, Ipv6Cidr, Mac};
 use super::regs;
 use super::table::Table;
 use crate::host::iptables::{MARK_MASK, MarkCarrier, mark_mac};
+use crate::model::Node;
 use crate::plan::{IpLocality, NodePlan};
 
 /// L3Forwarding: non-reply traffic L3 forwarding did not route elsewhere enters EgressMark.
@@ -36,6 +52,7 @@ pub struct EgressContext {
     /// The OpenFlow port of every attached local Pod, by `namespace/name` (the plan's key).
     pub pod_ofports: BTreeMap<String, u32>,
     pub gateway_mac: Mac,
+    /// `0.0.0.0` when the Node has no IPv4 transport IP (no bypass flow for it then).
     pub local_transport_ip: Ipv4Addr,
     pub remote_transport_ips: Vec<Ipv4Addr>,
     /// Every Node's Pod CIDR (this one's included).
@@ -43,7 +60,48 @@ pub struct EgressContext {
     pub service_cidrs: Vec<Ipv4Cidr>,
     /// `egress.exceptCIDRs`: external destinations that keep the Node's default masquerade.
     pub except_cidrs: Vec<Ipv4Cidr>,
+    /// The IPv6 counterparts of the transport IPs and CIDRs above (empty in an IPv4-only cluster).
+    pub ipv6: Ipv6Bypass,
     pub carrier: MarkCarrier,
+}
+
+/// The IPv6 destinations that bypass Egress: inside the cluster, or excepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ipv6Bypass {
+    /// Every Node's IPv6 transport IP (this one's included).
+    pub transport_ips: Vec<Ipv6Addr>,
+    /// Every Node's IPv6 Pod CIDR.
+    pub pod_cidrs: Vec<Ipv6Cidr>,
+    pub service_cidrs: Vec<Ipv6Cidr>,
+    /// The IPv6 entries of `egress.exceptCIDRs`.
+    pub except_cidrs: Vec<Ipv6Cidr>,
+}
+
+impl Ipv6Bypass {
+    /// The IPv6 part of a cluster whose inputs mix both families: the Nodes' IPv6 transport
+    /// IPs and Pod CIDRs, and the IPv6 Service and except CIDRs (IPv4 entries are skipped, as are
+    /// Pod CIDRs that are not valid prefixes).
+    pub fn from_cluster(
+        nodes: &[Node],
+        service_cidrs: impl IntoIterator<Item = IpCidr>,
+        except_cidrs: impl IntoIterator<Item = IpCidr>,
+    ) -> Self {
+        Ipv6Bypass {
+            transport_ips: nodes
+                .iter()
+                .filter_map(|n| match n.transport_ip? {
+                    IpAddr::V6(ip) => Some(ip),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+            pod_cidrs: nodes
+                .iter()
+                .filter_map(|n| n.pod_cidr.as_deref()?.parse().ok())
+                .collect(),
+            service_cidrs: service_cidrs.into_iter().filter_map(IpCidr::v6).collect(),
+            except_cidrs: except_cidrs.into_iter().filter_map(IpCidr::v6).collect(),
+        }
+    }
 }
 
 /// Something of the plan the flows could not express, and why.
@@ -52,9 +110,6 @@ pub enum Unprogrammed {
     /// The Pod has no port on br-int yet: its flow follows when the port appears.
     #[error("Pod {pod}: no port on br-int yet")]
     PodNotAttached { pod: String },
-    /// The pipeline carries IPv4 only.
-    #[error("egress IP {ip}: IPv6 is not supported by the IPv4-only pipeline")]
-    Ipv6 { ip: Ipv6Addr },
     /// The plan names a local IP without a usable mark (0 means "no mark").
     #[error("egress IP {ip}: mark 0 is not a SNAT mark")]
     NoMark { ip: IpAddr },
@@ -92,6 +147,38 @@ fn tracked() -> CtState {
     CtState::default().set(CtFlag::Trk)
 }
 
+/// `ip` or `ipv6`: the traffic of `ip`'s family.
+fn family_of(ip: IpAddr) -> Match {
+    match ip {
+        IpAddr::V4(_) => Match::new().ip(),
+        IpAddr::V6(_) => Match::new().ipv6(),
+    }
+}
+
+/// Tunnelled traffic addressed to `ip` (`tun_dst` or `tun_ipv6_dst`).
+fn tunnelled_to(ip: IpAddr) -> Match {
+    match ip {
+        IpAddr::V4(v4) => Match::new().ip().tun_dst(v4),
+        IpAddr::V6(v6) => Match::new().ipv6().tun_ipv6_dst(v6),
+    }
+}
+
+/// Traffic to `cidr` (`nw_dst` or `ipv6_dst`).
+fn towards(cidr: IpCidr) -> Match {
+    match cidr {
+        IpCidr::V4(v4) => Match::new().ip().nw_dst(v4),
+        IpCidr::V6(v6) => Match::new().ipv6().ipv6_dst(v6),
+    }
+}
+
+/// Tunnel the packet to `ip` itself (`tun_dst` or `tun_ipv6_dst`).
+fn set_tunnel_destination(ip: IpAddr) -> Action {
+    match ip {
+        IpAddr::V4(v4) => Action::SetTunDst(v4),
+        IpAddr::V6(v6) => Action::SetTunIpv6Dst(v6),
+    }
+}
+
 /// The Egress flows for `plan` on a Node described by `ctx`. Deterministic for a given input.
 pub fn egress_flows(plan: &NodePlan, ctx: &EgressContext) -> EgressFlows {
     let mut out = EgressFlows {
@@ -99,30 +186,23 @@ pub fn egress_flows(plan: &NodePlan, ctx: &EgressContext) -> EgressFlows {
         unprogrammed: Vec::new(),
     };
     // Tunnelled traffic for each local egress IP gets its mark.
-    let mut marks: BTreeMap<Ipv4Addr, NonZeroU8> = BTreeMap::new();
+    let mut marks: BTreeMap<IpAddr, NonZeroU8> = BTreeMap::new();
     for rule in &plan.snat_rules {
-        let (ip, mark) = match (rule.ip, NonZeroU8::new(rule.mark)) {
-            (IpAddr::V6(ip), _) => {
-                out.unprogrammed.push(Unprogrammed::Ipv6 { ip });
-                continue;
-            }
-            (ip, None) => {
-                out.unprogrammed.push(Unprogrammed::NoMark { ip });
-                continue;
-            }
-            (IpAddr::V4(ip), Some(mark)) => (ip, mark),
+        let Some(mark) = NonZeroU8::new(rule.mark) else {
+            out.unprogrammed.push(Unprogrammed::NoMark { ip: rule.ip });
+            continue;
         };
-        marks.insert(ip, mark);
+        marks.insert(rule.ip, mark);
         out.flows.push(Flow::new(
             Table::EgressMark,
             PRIORITY_SNAT,
-            Match::new().ip().ct_state(tracked()).tun_dst(ip),
+            tunnelled_to(rule.ip).ct_state(tracked()),
             to_gateway(mark_actions(mark, ctx.carrier)),
             Cookie::new(Category::Egress, u32::from(mark.get())),
         ));
     }
     for (pod, binding) in &plan.pods {
-        let Some(IpAddr::V4(ip)) = binding.egress_ip else {
+        let Some(ip) = binding.egress_ip else {
             continue;
         };
         let Some(&ofport) = ctx.pod_ofports.get(pod) else {
@@ -131,11 +211,11 @@ pub fn egress_flows(plan: &NodePlan, ctx: &EgressContext) -> EgressFlows {
             continue;
         };
         let cookie = Cookie::new(Category::Egress, ofport);
-        let flow = match (plan.egress_ips.get(&IpAddr::V4(ip)), marks.get(&ip)) {
+        let flow = match (plan.egress_ips.get(&ip), marks.get(&ip)) {
             (Some(IpLocality::Local { .. }), Some(&mark)) => Flow::new(
                 Table::EgressMark,
                 PRIORITY_SNAT,
-                Match::new().ip().ct_state(tracked()).in_port(ofport),
+                family_of(ip).ct_state(tracked()).in_port(ofport),
                 to_gateway(mark_actions(mark, ctx.carrier)),
                 cookie,
             ),
@@ -144,11 +224,11 @@ pub fn egress_flows(plan: &NodePlan, ctx: &EgressContext) -> EgressFlows {
             (Some(IpLocality::Remote) | None, _) => Flow::new(
                 Table::EgressMark,
                 PRIORITY_SNAT,
-                Match::new().ip().in_port(ofport),
+                family_of(ip).in_port(ofport),
                 vec![
                     Action::SetEthSrc(ctx.gateway_mac),
                     Action::SetEthDst(GLOBAL_VIRTUAL_MAC),
-                    Action::SetTunDst(ip),
+                    set_tunnel_destination(ip),
                     Action::SetReg(regs::TO_TUNNEL),
                     Action::GotoTable(Table::L2ForwardingCalc),
                 ],
@@ -157,58 +237,62 @@ pub fn egress_flows(plan: &NodePlan, ctx: &EgressContext) -> EgressFlows {
         };
         out.flows.push(flow);
     }
-    // Remote IPv6 IPs (local ones were reported with the SNAT rules).
-    out.unprogrammed
-        .extend(
-            plan.egress_ips
-                .iter()
-                .filter_map(|(ip, locality)| match (ip, locality) {
-                    (IpAddr::V6(ip), IpLocality::Remote) => Some(Unprogrammed::Ipv6 { ip: *ip }),
-                    _ => None,
-                }),
-        );
     out
 }
 
-/// Flows that exist once per Node: entry into EgressMark, the bypasses and the drop.
+/// Flows that exist once per Node: per family the entry into EgressMark and the drop, then
+/// the bypasses.
 fn skeleton(ctx: &EgressContext) -> Vec<Flow> {
     let non_reply = CtState::default().clear(CtFlag::Rpl).set(CtFlag::Trk);
-    let mut flows = vec![
-        Flow::new(
-            Table::L3Forwarding,
-            PRIORITY_TO_EGRESS,
-            Match::new().ip().ct_state(non_reply).reg(regs::FROM_POD),
-            vec![Action::GotoTable(Table::EgressMark)],
-            EGRESS,
-        ),
-        // Tunnelled packets carry the virtual MAC; towards the gateway they need its MAC.
-        Flow::new(
-            Table::L3Forwarding,
-            PRIORITY_TO_EGRESS,
-            Match::new().ip().ct_state(non_reply).reg(regs::FROM_TUNNEL),
-            vec![
-                Action::SetEthDst(ctx.gateway_mac),
-                Action::GotoTable(Table::EgressMark),
-            ],
-            EGRESS,
-        ),
-        Flow::new(
-            Table::EgressMark,
-            PRIORITY_DROP,
-            Match::new()
-                .ip()
-                .ct_state(CtState::default().set(CtFlag::New).set(CtFlag::Trk))
-                .reg(regs::FROM_TUNNEL),
-            vec![Action::Drop],
-            EGRESS,
-        ),
-    ];
-    let mut bypass: Vec<Ipv4Cidr> = std::iter::once(ctx.local_transport_ip)
+    let new = CtState::default().set(CtFlag::New).set(CtFlag::Trk);
+    let mut flows = Vec::new();
+    for family in [Match::new().ip(), Match::new().ipv6()] {
+        flows.extend([
+            Flow::new(
+                Table::L3Forwarding,
+                PRIORITY_TO_EGRESS,
+                family.clone().ct_state(non_reply).reg(regs::FROM_POD),
+                vec![Action::GotoTable(Table::EgressMark)],
+                EGRESS,
+            ),
+            // Tunnelled packets carry the virtual MAC; towards the gateway they need its MAC.
+            Flow::new(
+                Table::L3Forwarding,
+                PRIORITY_TO_EGRESS,
+                family.clone().ct_state(non_reply).reg(regs::FROM_TUNNEL),
+                vec![
+                    Action::SetEthDst(ctx.gateway_mac),
+                    Action::GotoTable(Table::EgressMark),
+                ],
+                EGRESS,
+            ),
+            Flow::new(
+                Table::EgressMark,
+                PRIORITY_DROP,
+                family.ct_state(new).reg(regs::FROM_TUNNEL),
+                vec![Action::Drop],
+                EGRESS,
+            ),
+        ]);
+    }
+    let v6 = &ctx.ipv6;
+    let mut bypass: Vec<IpCidr> = std::iter::once(ctx.local_transport_ip)
         .chain(ctx.remote_transport_ips.iter().copied())
-        .map(Ipv4Cidr::host)
-        .chain(ctx.pod_cidrs.iter().copied())
-        .chain(ctx.service_cidrs.iter().copied())
-        .chain(ctx.except_cidrs.iter().copied())
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| IpCidr::V4(Ipv4Cidr::host(ip)))
+        .chain(v6.transport_ips.iter().map(|&ip| Ipv6Cidr::host(ip).into()))
+        .chain(
+            [&ctx.pod_cidrs, &ctx.service_cidrs, &ctx.except_cidrs]
+                .into_iter()
+                .flatten()
+                .map(|&c| c.into()),
+        )
+        .chain(
+            [&v6.pod_cidrs, &v6.service_cidrs, &v6.except_cidrs]
+                .into_iter()
+                .flatten()
+                .map(|&c| c.into()),
+        )
         .collect();
     bypass.sort();
     bypass.dedup();
@@ -216,7 +300,7 @@ fn skeleton(ctx: &EgressContext) -> Vec<Flow> {
         Flow::new(
             Table::EgressMark,
             PRIORITY_BYPASS,
-            Match::new().ip().nw_dst(cidr),
+            towards(cidr),
             to_gateway(Vec::new()),
             EGRESS,
         )

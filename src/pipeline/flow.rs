@@ -5,9 +5,9 @@
 //! here does I/O.
 
 use std::fmt::{self, Write as _};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::net::{Ipv4Cidr, Mac};
+use super::net::{Ipv4Cidr, Ipv6Cidr, Mac, OvsIpv6};
 use super::regs::RegMark;
 use super::table::Table;
 
@@ -109,10 +109,14 @@ impl fmt::Display for CtState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
     Ip,
+    Ipv6,
     Arp,
 }
 
-/// A flow match. Build with the chained setters; unset fields are wildcards.
+/// A flow match. Build with the chained setters; unset fields are wildcards, and so is a /0
+/// prefix (OVS drops it from the match, so it is never stored). A field of a family needs that
+/// family's protocol (`ip` for `nw_*`/`tun_dst`, `ipv6` for `ipv6_*`/`tun_ipv6_dst`), as in
+/// `ovs-ofctl`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Match {
     pkt_mark: Option<(u32, u32)>,
@@ -121,11 +125,14 @@ pub struct Match {
     proto: Option<Proto>,
     regs: Vec<RegMark>,
     tun_dst: Option<Ipv4Addr>,
+    tun_ipv6_dst: Option<Ipv6Addr>,
     in_port: Option<u32>,
     eth_src: Option<Mac>,
     eth_dst: Option<Mac>,
     nw_src: Option<Ipv4Cidr>,
     nw_dst: Option<Ipv4Cidr>,
+    ipv6_src: Option<Ipv6Cidr>,
+    ipv6_dst: Option<Ipv6Cidr>,
     arp_spa: Option<Ipv4Addr>,
     arp_tpa: Option<Ipv4Addr>,
     arp_op: Option<u16>,
@@ -140,6 +147,11 @@ impl Match {
 
     pub fn ip(mut self) -> Self {
         self.proto = Some(Proto::Ip);
+        self
+    }
+
+    pub fn ipv6(mut self) -> Self {
+        self.proto = Some(Proto::Ipv6);
         self
     }
 
@@ -183,6 +195,11 @@ impl Match {
         self
     }
 
+    pub fn tun_ipv6_dst(mut self, ip: Ipv6Addr) -> Self {
+        self.tun_ipv6_dst = Some(ip);
+        self
+    }
+
     pub fn in_port(mut self, ofport: u32) -> Self {
         self.in_port = Some(ofport);
         self
@@ -199,12 +216,22 @@ impl Match {
     }
 
     pub fn nw_src(mut self, cidr: Ipv4Cidr) -> Self {
-        self.nw_src = Some(cidr);
+        self.nw_src = Some(cidr).filter(|c| c.prefix() > 0);
         self
     }
 
     pub fn nw_dst(mut self, cidr: Ipv4Cidr) -> Self {
-        self.nw_dst = Some(cidr);
+        self.nw_dst = Some(cidr).filter(|c| c.prefix() > 0);
+        self
+    }
+
+    pub fn ipv6_src(mut self, cidr: Ipv6Cidr) -> Self {
+        self.ipv6_src = Some(cidr).filter(|c| c.prefix() > 0);
+        self
+    }
+
+    pub fn ipv6_dst(mut self, cidr: Ipv6Cidr) -> Self {
+        self.ipv6_dst = Some(cidr).filter(|c| c.prefix() > 0);
         self
     }
 
@@ -265,6 +292,7 @@ impl fmt::Display for Match {
         }
         match self.proto {
             Some(Proto::Ip) => field(f, format_args!("ip"))?,
+            Some(Proto::Ipv6) => field(f, format_args!("ipv6"))?,
             Some(Proto::Arp) => field(f, format_args!("arp"))?,
             None => {}
         }
@@ -273,6 +301,9 @@ impl fmt::Display for Match {
         }
         if let Some(v) = self.tun_dst {
             field(f, format_args!("tun_dst={v}"))?;
+        }
+        if let Some(v) = self.tun_ipv6_dst {
+            field(f, format_args!("tun_ipv6_dst={}", OvsIpv6(v)))?;
         }
         if let Some(v) = self.in_port {
             field(f, format_args!("in_port={v}"))?;
@@ -288,6 +319,12 @@ impl fmt::Display for Match {
         }
         if let Some(v) = self.nw_dst {
             field(f, format_args!("nw_dst={v}"))?;
+        }
+        if let Some(v) = self.ipv6_src {
+            field(f, format_args!("ipv6_src={v}"))?;
+        }
+        if let Some(v) = self.ipv6_dst {
+            field(f, format_args!("ipv6_dst={v}"))?;
         }
         if let Some(v) = self.arp_spa {
             field(f, format_args!("arp_spa={v}"))?;
@@ -360,6 +397,7 @@ pub enum Action {
     SetEthSrc(Mac),
     SetEthDst(Mac),
     SetTunDst(Ipv4Addr),
+    SetTunIpv6Dst(Ipv6Addr),
     SetReg(RegMark),
     SetPktMark {
         value: u32,
@@ -408,6 +446,7 @@ impl Action {
             Action::SetEthSrc(mac) => write!(out, "set_field:{mac}->eth_src"),
             Action::SetEthDst(mac) => write!(out, "set_field:{mac}->eth_dst"),
             Action::SetTunDst(ip) => write!(out, "set_field:{ip}->tun_dst"),
+            Action::SetTunIpv6Dst(ip) => write!(out, "set_field:{}->tun_ipv6_dst", OvsIpv6(*ip)),
             Action::SetReg(m) => write!(out, "set_field:{}->reg{}", Masked(m.value, m.mask), m.reg),
             Action::SetPktMark { value, mask } => {
                 write!(out, "set_field:{}->pkt_mark", Masked(*value, *mask))
@@ -590,6 +629,57 @@ mod tests {
         assert_eq!(
             m.to_string(),
             "pkt_mark=0/0xff,ct_state=-rpl+trk,ip,reg0=0x23/0xff,tun_dst=172.30.0.50,in_port=3,nw_dst=10.244.2.0/24"
+        );
+    }
+
+    #[test]
+    fn ipv6_match_renders_fields_in_ovs_dump_order() {
+        // The order `ovs-ofctl dump-flows` printed for this match (OVS 3.1).
+        let m = Match::new()
+            .ipv6_dst("fd00:10:244:1::/64".parse().unwrap())
+            .ipv6_src("fd00::1/128".parse().unwrap())
+            .eth_src("02:00:00:00:00:01".parse().unwrap())
+            .in_port(3)
+            .tun_ipv6_dst("fd00:30::100".parse().unwrap())
+            .reg(regs::FROM_TUNNEL)
+            .ipv6()
+            .ct_state(CtState::default().set(CtFlag::Trk))
+            .pkt_mark(0, 0xff);
+        assert_eq!(
+            m.to_string(),
+            "pkt_mark=0/0xff,ct_state=+trk,ipv6,reg0=0x1/0xf,tun_ipv6_dst=fd00:30::100,in_port=3,\
+             dl_src=02:00:00:00:00:01,ipv6_src=fd00::1,ipv6_dst=fd00:10:244:1::/64"
+        );
+    }
+
+    #[test]
+    fn zero_length_prefixes_are_wildcards_as_ovs_prints_them() {
+        let v4 = Match::new().ip().nw_dst("0.0.0.0/0".parse().unwrap());
+        let v6 = Match::new()
+            .ipv6()
+            .ipv6_src("::/0".parse().unwrap())
+            .ipv6_dst("::/0".parse().unwrap());
+        assert_eq!(v4.to_string(), "ip");
+        assert_eq!(v6.to_string(), "ipv6");
+    }
+
+    #[test]
+    fn tun_ipv6_dst_is_set_and_matched_in_ovs_spelling() {
+        let ip: Ipv6Addr = "::a00:1".parse().unwrap();
+        assert_eq!(
+            render_actions(&[Action::SetTunIpv6Dst(ip)], Style::Numeric),
+            "set_field:::10.0.0.1->tun_ipv6_dst"
+        );
+        assert_eq!(
+            Match::new().ipv6().tun_ipv6_dst(ip).to_string(),
+            "ipv6,tun_ipv6_dst=::10.0.0.1"
+        );
+        assert_eq!(
+            render_actions(
+                &[Action::SetTunIpv6Dst("FD00:30::0102".parse().unwrap())],
+                Style::Names
+            ),
+            "set_field:fd00:30::102->tun_ipv6_dst"
         );
     }
 

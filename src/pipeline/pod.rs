@@ -6,6 +6,10 @@
 //!
 //! Egress adds its own flows on top (L3Forwarding priority 190, EgressMark priorities 190–210);
 //! this module leaves EgressMark with its table-miss default (everything to the gateway).
+//!
+//! IPv4 only: PipelineRootClassifier passes `arp` and `ip` and drops every other packet, IPv6
+//! included, so the IPv6 Egress flows of `pipeline::egress` see no traffic until this module
+//! carries IPv6 (spoof guard by the Pods' IPv6 addresses, conntrack, neighbour discovery).
 
 use std::net::Ipv4Addr;
 

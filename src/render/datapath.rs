@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::datapath_egress::snat_entries;
 use crate::host::iptables::{Cidr, MarkCarrier, SnatConfig, render_restore_text};
 use crate::model::ClusterView;
-use crate::pipeline::egress::{EgressContext, egress_flows};
-use crate::pipeline::{Ipv4Cidr, Mac, Style, render_sorted};
+use crate::pipeline::egress::{EgressContext, Ipv6Bypass, egress_flows};
+use crate::pipeline::{IpCidr, Ipv4Cidr, Mac, Style, render_sorted};
 use crate::plan::NodePlan;
 
 /// The first placeholder ofport: local Pods with an Egress get 100, 101, … in name order.
@@ -32,8 +32,9 @@ pub const PLACEHOLDERS: &str = "Pod ofports are placeholders (100, 101, ... in P
 pub struct DatapathOptions {
     /// `system` (kernel: `pkt_mark`) or `netdev` (userspace: mark in the source MAC).
     pub carrier: MarkCarrier,
-    pub service_cidrs: Vec<Ipv4Cidr>,
-    pub except_cidrs: Vec<Ipv4Cidr>,
+    /// Either family; each bypasses Egress in its own family's flows.
+    pub service_cidrs: Vec<IpCidr>,
+    pub except_cidrs: Vec<IpCidr>,
 }
 
 impl Default for DatapathOptions {
@@ -42,6 +43,7 @@ impl Default for DatapathOptions {
             carrier: MarkCarrier::PktMark,
             // Kubernetes' default Service CIDR.
             service_cidrs: Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12)
+                .map(IpCidr::V4)
                 .into_iter()
                 .collect(),
             except_cidrs: Vec::new(),
@@ -56,7 +58,7 @@ pub struct RenderedDatapath {
     pub flows: Vec<String>,
     /// `iptables-restore --noflush` input (and `ip6tables-restore` for IPv6), or the error.
     pub iptables: String,
-    /// What the flows could not express (IPv6 egress IPs).
+    /// What the flows could not express (local egress IPs without a mark).
     pub unprogrammed: Vec<String>,
     pub placeholders: &'static str,
 }
@@ -66,6 +68,10 @@ fn ipv4(ip: Option<IpAddr>) -> Option<Ipv4Addr> {
         Some(IpAddr::V4(v4)) => Some(v4),
         _ => None,
     }
+}
+
+fn ipv4_only(cidrs: &[IpCidr]) -> Vec<Ipv4Cidr> {
+    cidrs.iter().filter_map(|c| c.v4()).collect()
 }
 
 /// The flows and rules of `plan` on `node` of `view`.
@@ -95,8 +101,13 @@ pub fn render_datapath(
             .filter_map(|n| ipv4(n.transport_ip))
             .collect(),
         pod_cidrs,
-        service_cidrs: options.service_cidrs.clone(),
-        except_cidrs: options.except_cidrs.clone(),
+        service_cidrs: ipv4_only(&options.service_cidrs),
+        except_cidrs: ipv4_only(&options.except_cidrs),
+        ipv6: Ipv6Bypass::from_cluster(
+            &view.nodes,
+            options.service_cidrs.iter().copied(),
+            options.except_cidrs.iter().copied(),
+        ),
         carrier: options.carrier,
     };
     let flows = egress_flows(plan, &ctx);

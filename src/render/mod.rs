@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::host::iptables::MarkCarrier;
 use crate::ipam;
 use crate::model::{ClusterView, Node};
-use crate::pipeline::Ipv4Cidr;
+use crate::pipeline::IpCidr;
 use crate::plan::{self, NodePlan};
 pub use datapath::{DatapathOptions, RenderedDatapath};
 pub use parse::{ParseError, Parsed, parse_cluster};
@@ -49,12 +49,12 @@ pub struct RenderArgs {
     /// in the source MAC towards the gateway.
     #[arg(long, value_enum, default_value = "system")]
     pub datapath_type: DatapathTypeArg,
-    /// The Service CIDR(s), which bypass Egress.
+    /// The Service CIDR(s), IPv4 or IPv6, which bypass Egress (repeatable).
     #[arg(long = "service-cidr", default_value = "10.96.0.0/12")]
-    pub service_cidrs: Vec<Ipv4Cidr>,
-    /// `egress.exceptCIDRs`: destinations that bypass Egress (repeatable).
+    pub service_cidrs: Vec<IpCidr>,
+    /// `egress.exceptCIDRs` (IPv4 or IPv6): destinations that bypass Egress (repeatable).
     #[arg(long = "except-cidr")]
-    pub except_cidrs: Vec<Ipv4Cidr>,
+    pub except_cidrs: Vec<IpCidr>,
 }
 
 /// `--datapath-type`.

@@ -412,3 +412,98 @@ fn rendered_rules_snat_exactly_the_local_ips_with_their_marks() {
         }
     }
 }
+
+/// An IPv6 cluster: node-1 holds the static egress IP fd00:30::100 (annotation), node-2 holds
+/// fd00:30::102; Pod web-0 on node-1 uses the local IP, api-0 on node-1 the remote one.
+const IPV6_CLUSTER: &str = "
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, annotations: {ovs-egress.io/local-ips: 'fd00:30::100'}}
+spec: {podCIDR: 'fd00:10:244:1::/64'}
+status: {addresses: [{type: InternalIP, address: 'fd00:30::11'}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-2, annotations: {ovs-egress.io/local-ips: 'fd00:30::102'}}
+spec: {podCIDR: 'fd00:10:244:2::/64'}
+status: {addresses: [{type: InternalIP, address: 'fd00:30::12'}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: prod}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: prod, labels: {app: web}}
+spec: {nodeName: node-1}
+status: {phase: Running, podIPs: [{ip: 'fd00:10:244:1::10'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-0, namespace: prod, labels: {app: api}}
+spec: {nodeName: node-1}
+status: {phase: Running, podIPs: [{ip: 'fd00:10:244:1::11'}]}
+---
+apiVersion: crd.antrea.io/v1beta1
+kind: Egress
+metadata: {name: eg-web, creationTimestamp: '2024-01-01T10:00:00Z'}
+spec: {appliedTo: {podSelector: {matchLabels: {app: web}}}, egressIP: 'fd00:30::100'}
+---
+apiVersion: crd.antrea.io/v1beta1
+kind: Egress
+metadata: {name: eg-api, creationTimestamp: '2024-01-01T11:00:00Z'}
+spec: {appliedTo: {podSelector: {matchLabels: {app: api}}}, egressIP: 'fd00:30::102'}
+";
+
+#[test]
+fn ipv6_static_egress_renders_ipv6_flows_and_ip6tables_rules_to_the_golden_text() {
+    let view = parse_cluster(IPV6_CLUSTER).unwrap().view;
+    let options = DatapathOptions {
+        service_cidrs: vec![
+            "10.96.0.0/12".parse().unwrap(),
+            "fd00:10:96::/112".parse().unwrap(),
+        ],
+        except_cidrs: vec!["2001:db8:ffff::/48".parse().unwrap()],
+        ..DatapathOptions::default()
+    };
+    let rendered = render_with(view, "node-1", &options).unwrap();
+    let flows = &rendered.datapath.flows;
+    let has = |want: &str| {
+        assert!(
+            flows.iter().any(|f| f.contains(want)),
+            "missing {want}: {flows:#?}"
+        )
+    };
+    // web-0 (port 101, name order) is marked; api-0 (port 100) is tunnelled to node-2's IP.
+    has("priority=200,ct_state=+trk,ipv6,in_port=101 actions=set_field:0x1/0xff->pkt_mark");
+    has("priority=200,ct_state=+trk,ipv6,tun_ipv6_dst=fd00:30::100 actions=set_field:0x1/0xff");
+    has(
+        "priority=200,ipv6,in_port=100 actions=set_field:0a:00:00:00:00:01->eth_src,\
+         set_field:aa:bb:cc:dd:ee:ff->eth_dst,set_field:fd00:30::102->tun_ipv6_dst,",
+    );
+    for dst in [
+        "fd00:30::11",
+        "fd00:30::12",
+        "fd00:10:244:1::/64",
+        "fd00:10:244:2::/64",
+        "fd00:10:96::/112",
+        "2001:db8:ffff::/48",
+    ] {
+        has(&format!("priority=210,ipv6,ipv6_dst={dst} actions="));
+    }
+    has("priority=210,ip,nw_dst=10.96.0.0/12 actions=");
+    assert!(rendered.datapath.unprogrammed.is_empty());
+    let iptables = &rendered.datapath.iptables;
+    assert!(iptables.starts_with("# ip6tables-restore"), "{iptables}");
+    assert!(
+        iptables
+            .lines()
+            .any(|l| l.contains("--mark 0x1/0xff")
+                && l.ends_with("-j SNAT --to-source fd00:30::100")),
+        "{iptables}"
+    );
+    crate::pipeline::check_golden(
+        "ovs-flows/egress-render-ipv6.txt",
+        &text::to_text(&rendered),
+    );
+}

@@ -2,7 +2,7 @@
 //! datapath relies on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use crate::pipeline::{Style, check_golden, pod_network_flows, render_sorted};
@@ -75,8 +75,60 @@ fn context(carrier: MarkCarrier) -> EgressContext {
         ],
         service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
         except_cidrs: vec!["192.0.2.0/24".parse().unwrap()],
+        ipv6: Ipv6Bypass::default(),
         carrier,
     }
+}
+
+/// [`plan`] plus IPv6: Node 1 also holds fd00:30::100 (mark 3; Pod `prod/v6-local`) and
+/// fd00:30::101 (mark 4, used by nobody here); fd00:30::102 (Pod `prod/v6-remote`) is held
+/// elsewhere.
+fn dual_stack_plan() -> NodePlan {
+    let mut plan = plan();
+    plan.pods.insert(
+        "prod/v6-local".to_string(),
+        binding("fd00:10:244:1::20", "eg-6a", Some("fd00:30::100")),
+    );
+    plan.pods.insert(
+        "prod/v6-remote".to_string(),
+        binding("fd00:10:244:1::21", "eg-6b", Some("fd00:30::102")),
+    );
+    plan.egress_ips
+        .insert(ip("fd00:30::100"), IpLocality::Local { mark: 3 });
+    plan.egress_ips
+        .insert(ip("fd00:30::102"), IpLocality::Remote);
+    plan.snat_rules.extend([
+        SnatRule {
+            ip: ip("fd00:30::100"),
+            mark: 3,
+        },
+        SnatRule {
+            ip: ip("fd00:30::101"),
+            mark: 4,
+        },
+    ]);
+    plan
+}
+
+/// [`context`] of a dual-stack cluster: Pods `prod/v6-local` and `prod/v6-remote` on ports 6
+/// and 7, and IPv6 Node IPs, Pod CIDRs, Service CIDR and except-CIDR.
+fn dual_stack_context(carrier: MarkCarrier) -> EgressContext {
+    let mut ctx = context(carrier);
+    ctx.pod_ofports.insert("prod/v6-local".to_string(), 6);
+    ctx.pod_ofports.insert("prod/v6-remote".to_string(), 7);
+    ctx.ipv6 = Ipv6Bypass {
+        transport_ips: vec![
+            "fd00:30::11".parse().unwrap(),
+            "fd00:30::12".parse().unwrap(),
+        ],
+        pod_cidrs: vec![
+            "fd00:10:244:1::/64".parse().unwrap(),
+            "fd00:10:244:2::/64".parse().unwrap(),
+        ],
+        service_cidrs: vec!["fd00:10:96::/112".parse().unwrap()],
+        except_cidrs: vec!["2001:db8::/32".parse().unwrap()],
+    };
+    ctx
 }
 
 fn rendered(flows: &EgressFlows) -> Vec<String> {
@@ -99,6 +151,14 @@ fn egress_flows_match_the_golden_files_for_both_carriers() {
         let flows = egress_flows(&plan(), &context(carrier));
         check_golden(file, &render_sorted(&flows.flows, 1, Style::Names));
     }
+    let flows = egress_flows(
+        &dual_stack_plan(),
+        &dual_stack_context(MarkCarrier::PktMark),
+    );
+    check_golden(
+        "ovs-flows/egress-node1-dual-stack.txt",
+        &render_sorted(&flows.flows, 1, Style::Names),
+    );
 }
 
 #[test]
@@ -137,8 +197,12 @@ fn every_local_egress_ip_marks_tunnelled_traffic_and_other_new_tunnelled_connect
         assert!(flows.iter().any(|f| f.ends_with(&want)), "missing {want}");
     }
     assert!(!flows.iter().any(|f| f.contains("tun_dst=172.30.0.102")));
-    let drop = "table=EgressMark, priority=190,ct_state=+new+trk,ip,reg0=0x1/0xf actions=drop";
-    assert!(flows.iter().any(|f| f.ends_with(drop)), "{flows:#?}");
+    for family in ["ip", "ipv6"] {
+        let drop = format!(
+            "table=EgressMark, priority=190,ct_state=+new+trk,{family},reg0=0x1/0xf actions=drop"
+        );
+        assert!(flows.iter().any(|f| f.ends_with(&drop)), "{flows:#?}");
+    }
 }
 
 #[test]
@@ -163,25 +227,32 @@ fn cluster_destinations_and_except_cidrs_bypass_egress_to_the_gateway() {
 #[test]
 fn only_non_reply_traffic_from_pods_and_the_tunnel_enters_egress_mark() {
     let flows = rendered(&egress_flows(&plan(), &context(MarkCarrier::PktMark)));
-    let entries: Vec<&String> = flows
+    let mut entries: Vec<&str> = flows
         .iter()
         .filter(|f| f.contains("table=L3Forwarding"))
+        .map(|f| f.split_once("priority=").unwrap().1)
         .collect();
-    assert_eq!(entries.len(), 2, "{entries:#?}");
-    assert!(
-        entries[0].ends_with(
-            "priority=190,ct_state=-rpl+trk,ip,reg0=0x3/0xf actions=goto_table:EgressMark"
-        )
-    );
-    assert!(entries[1].ends_with(
-        "priority=190,ct_state=-rpl+trk,ip,reg0=0x1/0xf \
-         actions=set_field:02:44:01:00:00:01->eth_dst,goto_table:EgressMark"
-    ));
+    entries.sort();
+    let mut want = Vec::new();
+    for family in ["ip", "ipv6"] {
+        want.push(format!(
+            "190,ct_state=-rpl+trk,{family},reg0=0x1/0xf \
+             actions=set_field:02:44:01:00:00:01->eth_dst,goto_table:EgressMark"
+        ));
+        want.push(format!(
+            "190,ct_state=-rpl+trk,{family},reg0=0x3/0xf actions=goto_table:EgressMark"
+        ));
+    }
+    assert_eq!(entries, want);
 }
 
 #[test]
 fn egress_flows_use_only_the_reserved_slots_egress_cookies_and_forward_jumps() {
-    let flows = egress_flows(&plan(), &context(MarkCarrier::SourceMac)).flows;
+    let flows = egress_flows(
+        &dual_stack_plan(),
+        &dual_stack_context(MarkCarrier::SourceMac),
+    )
+    .flows;
     for flow in &flows {
         let text = flow.render(1, Style::Names);
         let reserved = match flow.table {
@@ -213,48 +284,214 @@ fn egress_flows_never_collide_with_pod_network_flows() {
         remote_nodes: Vec::new(),
     };
     let mut all = pod_network_flows(&net);
-    all.extend(egress_flows(&plan(), &context(MarkCarrier::PktMark)).flows);
+    all.extend(
+        egress_flows(
+            &dual_stack_plan(),
+            &dual_stack_context(MarkCarrier::PktMark),
+        )
+        .flows,
+    );
     let keys: BTreeSet<_> = all.iter().map(Flow::key).collect();
     assert_eq!(keys.len(), all.len());
 }
 
 #[test]
-fn unattached_pods_and_ipv6_egress_ips_are_reported_not_programmed() {
-    let mut plan = plan();
+fn unattached_pods_and_unmarked_local_ips_are_reported_not_programmed() {
+    let mut plan = dual_stack_plan();
     plan.pods.insert(
         "prod/late".to_string(),
         binding("10.244.1.13", "eg-a", Some("172.30.0.100")),
     );
     plan.pods.insert(
-        "prod/v6".to_string(),
-        binding("fd00::13", "eg-6", Some("fd00::100")),
+        "prod/late-v6".to_string(),
+        binding("fd00:10:244:1::13", "eg-6a", Some("fd00:30::100")),
     );
-    plan.egress_ips.insert(ip("fd00::100"), IpLocality::Remote);
     plan.snat_rules.push(SnatRule {
-        ip: ip("fd00::200"),
-        mark: 3,
+        ip: ip("fd00:30::200"),
+        mark: 0,
     });
-    let mut ctx = context(MarkCarrier::PktMark);
-    ctx.pod_ofports.insert("prod/v6".to_string(), 9);
-    let flows = egress_flows(&plan, &ctx);
+    let flows = egress_flows(&plan, &dual_stack_context(MarkCarrier::PktMark));
     assert_eq!(
         flows.unprogrammed,
         vec![
-            Unprogrammed::Ipv6 {
-                ip: "fd00::200".parse().unwrap()
+            Unprogrammed::NoMark {
+                ip: ip("fd00:30::200")
             },
             Unprogrammed::PodNotAttached {
                 pod: "prod/late".to_string()
             },
-            Unprogrammed::Ipv6 {
-                ip: "fd00::100".parse().unwrap()
+            Unprogrammed::PodNotAttached {
+                pod: "prod/late-v6".to_string()
             },
         ]
     );
+    assert!(!rendered(&flows).iter().any(|f| f.contains("fd00:30::200")));
+}
+
+#[test]
+fn local_ipv6_egress_ip_marks_the_pods_ipv6_traffic_and_traffic_tunnelled_to_it() {
+    for carrier in [MarkCarrier::PktMark, MarkCarrier::SourceMac] {
+        let flows = rendered(&egress_flows(
+            &dual_stack_plan(),
+            &dual_stack_context(carrier),
+        ));
+        let mark = match carrier {
+            MarkCarrier::PktMark => "set_field:0x3/0xff->pkt_mark".to_string(),
+            MarkCarrier::SourceMac => format!(
+                "set_field:{}->eth_src",
+                Mac(mark_mac(NonZeroU8::new(3).unwrap()))
+            ),
+        };
+        for matches in [
+            "ct_state=+trk,ipv6,in_port=6",
+            "ct_state=+trk,ipv6,tun_ipv6_dst=fd00:30::100",
+        ] {
+            let want = format!(
+                "table=EgressMark, priority=200,{matches} actions=\
+                 {mark},set_field:0x20/0xf0->reg0,goto_table:L2ForwardingCalc"
+            );
+            assert!(flows.iter().any(|f| f.ends_with(&want)), "missing {want}");
+        }
+        // The unused local IP still marks what other Nodes tunnel to it.
+        assert!(
+            flows
+                .iter()
+                .any(|f| f.contains(",ipv6,tun_ipv6_dst=fd00:30::101 ")),
+            "{flows:#?}"
+        );
+    }
+}
+
+#[test]
+fn remote_ipv6_egress_ip_tunnels_the_pods_ipv6_traffic_to_the_egress_ip_itself() {
+    let flows = rendered(&egress_flows(
+        &dual_stack_plan(),
+        &dual_stack_context(MarkCarrier::PktMark),
+    ));
+    let want = "table=EgressMark, priority=200,ipv6,in_port=7 actions=\
+                set_field:02:44:01:00:00:01->eth_src,set_field:aa:bb:cc:dd:ee:ff->eth_dst,\
+                set_field:fd00:30::102->tun_ipv6_dst,set_field:0x10/0xf0->reg0,goto_table:L2ForwardingCalc";
+    assert!(flows.iter().any(|f| f.ends_with(want)), "{flows:#?}");
     assert!(
-        !rendered(&flows)
+        !flows
             .iter()
-            .any(|f| f.contains("in_port=9") || f.contains("fd00"))
+            .any(|f| f.contains("tun_ipv6_dst=fd00:30::102 "))
+    );
+    assert!(!flows.iter().any(|f| f.contains("ip,in_port=7")));
+}
+
+#[test]
+fn ipv4_and_ipv6_pods_keep_their_own_family_and_ipv4_flows_are_unchanged_by_ipv6() {
+    let v4 = egress_flows(&plan(), &context(MarkCarrier::PktMark)).flows;
+    let dual = egress_flows(
+        &dual_stack_plan(),
+        &dual_stack_context(MarkCarrier::PktMark),
+    )
+    .flows;
+    let ipv4_only = |flows: &[Flow]| -> BTreeSet<String> {
+        flows
+            .iter()
+            .map(|f| f.render(1, Style::Names))
+            .filter(|f| f.contains(",ip,") || f.contains(",ip "))
+            .collect()
+    };
+    assert_eq!(ipv4_only(&v4), ipv4_only(&dual));
+    let families: BTreeMap<u32, BTreeSet<String>> = [3u32, 4, 6, 7]
+        .into_iter()
+        .map(|port| {
+            let of_port: BTreeSet<String> = dual
+                .iter()
+                .filter(|f| f.matches.to_string().ends_with(&format!("in_port={port}")))
+                .map(|f| {
+                    let m = f.matches.to_string();
+                    m.split(',')
+                        .find(|x| *x == "ip" || *x == "ipv6")
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            (port, of_port)
+        })
+        .collect();
+    let one = |family: &str| BTreeSet::from([family.to_string()]);
+    assert_eq!(
+        families,
+        BTreeMap::from([
+            (3, one("ip")),
+            (4, one("ip")),
+            (6, one("ipv6")),
+            (7, one("ipv6"))
+        ])
+    );
+}
+
+#[test]
+fn ipv6_cluster_destinations_and_except_cidrs_bypass_egress_to_the_gateway() {
+    let flows = rendered(&egress_flows(
+        &dual_stack_plan(),
+        &dual_stack_context(MarkCarrier::PktMark),
+    ));
+    for dst in [
+        "fd00:30::11",
+        "fd00:30::12",
+        "fd00:10:244:1::/64",
+        "fd00:10:244:2::/64",
+        "fd00:10:96::/112",
+        "2001:db8::/32",
+    ] {
+        let want = format!(
+            "table=EgressMark, priority=210,ipv6,ipv6_dst={dst} actions=\
+             set_field:0x20/0xf0->reg0,goto_table:L2ForwardingCalc"
+        );
+        assert!(flows.iter().any(|f| f.ends_with(&want)), "missing {want}");
+    }
+    let bypasses = flows.iter().filter(|f| f.contains("priority=210,")).count();
+    assert_eq!(bypasses, 12, "6 IPv4 and 6 IPv6 bypasses: {flows:#?}");
+}
+
+#[test]
+fn an_ipv6_only_node_gets_no_ipv4_bypass_for_its_missing_ipv4_transport_ip() {
+    let mut ctx = dual_stack_context(MarkCarrier::PktMark);
+    ctx.local_transport_ip = Ipv4Addr::UNSPECIFIED;
+    let flows = rendered(&egress_flows(&dual_stack_plan(), &ctx));
+    assert!(
+        !flows.iter().any(|f| f.contains("nw_dst=0.0.0.0")),
+        "{flows:#?}"
+    );
+    assert!(flows.iter().any(|f| f.contains(",nw_dst=172.30.0.12 ")));
+}
+
+#[test]
+fn ipv6_bypass_takes_only_the_ipv6_entries_of_mixed_cluster_inputs() {
+    let node = |name: &str, ip: &str, cidr: &str| Node {
+        name: name.to_string(),
+        transport_ip: Some(ip.parse().unwrap()),
+        pod_cidr: Some(cidr.to_string()),
+        ..Node::default()
+    };
+    let nodes = [
+        node("a", "172.30.0.11", "10.244.1.0/24"),
+        node("b", "fd00:30::12", "fd00:10:244:2::/64"),
+        node("c", "fd00:30::13", "not a cidr"),
+    ];
+    let cidrs =
+        |list: &[&str]| -> Vec<IpCidr> { list.iter().map(|c| c.parse().unwrap()).collect() };
+    let bypass = Ipv6Bypass::from_cluster(
+        &nodes,
+        cidrs(&["10.96.0.0/12", "fd00:10:96::/112"]),
+        cidrs(&["192.0.2.0/24", "2001:db8::/32"]),
+    );
+    assert_eq!(
+        bypass,
+        Ipv6Bypass {
+            transport_ips: vec![
+                "fd00:30::12".parse().unwrap(),
+                "fd00:30::13".parse().unwrap()
+            ],
+            pod_cidrs: vec!["fd00:10:244:2::/64".parse().unwrap()],
+            service_cidrs: vec!["fd00:10:96::/112".parse().unwrap()],
+            except_cidrs: vec!["2001:db8::/32".parse().unwrap()],
+        }
     );
 }
 

@@ -247,7 +247,8 @@ struct Attributes {
     old: Option<Value>,
     dry_run: bool,
     options: Value,
-    /// Labels of the request's namespace (for namespaced objects and namespaces themselves).
+    /// The Namespace the namespaceSelector looks at: the request's namespace, or the object
+    /// itself when it is a Namespace; None for other cluster-scoped objects.
     namespace: Option<Value>,
 }
 

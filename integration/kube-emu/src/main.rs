@@ -38,10 +38,11 @@
 //! `create` of other built-in kinds by subcommand (e.g. `kubectl create deployment`) is not
 //! supported (protobuf for unsupported kinds → 415 naming the kind).
 //!
-//! Deliberate simplifications: no auth/RBAC, no mutating webhooks, webhooks by URL only, no version conversion (only
-//! `apiVersion` changes), apply does not remove fields dropped from the applied configuration
-//! and keeps no managedFields, deleting a namespace removes its objects at once, lists are always
-//! served from the latest state (resourceVersion parameters on lists are ignored).
+//! Deliberate simplifications: no auth/RBAC, no mutating webhooks, webhooks by URL only, no
+//! version conversion (only `apiVersion` changes), apply does not remove fields dropped from the
+//! applied configuration and keeps no managedFields, deleting a namespace removes its objects at
+//! once, lists are always served from the latest state (resourceVersion parameters on lists are
+//! ignored).
 //!
 //! Failure injection (admin endpoints, never affected by faults themselves):
 //! - `POST /emu/fail {"closeWatches":true}` ends every open watch stream now;

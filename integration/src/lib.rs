@@ -15,6 +15,7 @@ pub mod ovs_instance;
 pub mod process;
 pub mod traffic;
 pub mod underlay;
+pub mod webhook;
 
 pub use netns::Netns;
 pub use node::Node;

@@ -2,6 +2,7 @@
 //! (see `main.rs` for usage). Tests and benchmarks start the binary; the library exists so its
 //! parts can be unit-tested. Nothing in the ovs-egress crate may depend on it.
 
+pub mod admission;
 pub mod discovery;
 pub mod events;
 pub mod faults;

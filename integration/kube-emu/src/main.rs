@@ -25,7 +25,9 @@
 //! `fieldValidation=Strict` (unknown fields are a 400), `dryRun=All`, `limit`/`continue`, a
 //! minimal `/openapi/v3` (enough for kubectl's server-side validation and `kubectl explain`),
 //! protobuf request bodies for Namespace/ConfigMap/Secret (`kubectl create namespace|configmap|
-//! secret`); answers are always JSON.
+//! secret`); answers are always JSON. Validating admission webhooks: writes matching a stored
+//! `admissionregistration.k8s.io/v1` ValidatingWebhookConfiguration are sent to its
+//! `clientConfig.url` (HTTPS) before they are stored (see `admission`).
 //!
 //! kubectl 1.32 without extra flags: `apply -f` (client-side), `apply --server-side`, `create -f`,
 //! `create namespace|configmap|secret`, `get` (Table columns, `-o wide|yaml|json|jsonpath|name`,
@@ -36,10 +38,11 @@
 //! `create` of other built-in kinds by subcommand (e.g. `kubectl create deployment`) is not
 //! supported (protobuf for unsupported kinds → 415 naming the kind).
 //!
-//! Deliberate simplifications: no auth/RBAC/admission webhooks, no version conversion (only
-//! `apiVersion` changes), apply does not remove fields dropped from the applied configuration
-//! and keeps no managedFields, deleting a namespace removes its objects at once, lists are always
-//! served from the latest state (resourceVersion parameters on lists are ignored).
+//! Deliberate simplifications: no auth/RBAC, no mutating webhooks, webhooks by URL only, no
+//! version conversion (only `apiVersion` changes), apply does not remove fields dropped from the
+//! applied configuration and keeps no managedFields, deleting a namespace removes its objects at
+//! once, lists are always served from the latest state (resourceVersion parameters on lists are
+//! ignored).
 //!
 //! Failure injection (admin endpoints, never affected by faults themselves):
 //! - `POST /emu/fail {"closeWatches":true}` ends every open watch stream now;

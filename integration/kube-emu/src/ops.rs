@@ -18,6 +18,7 @@ pub enum Sub {
 }
 
 /// The resource, version and namespace of a request.
+#[derive(Clone)]
 pub struct Ctx {
     pub def: Arc<ResourceDef>,
     pub version: String,
@@ -222,6 +223,9 @@ fn apply_special(ctx: &Ctx, obj: &mut Value, creating: bool) -> Result<(), ApiEr
                 ],
             });
         }
+        Special::WebhookConfig => {
+            crate::admission::default_and_validate(obj).map_err(|c| ctx.invalid(&name, c))?;
+        }
         _ => {}
     }
     Ok(())
@@ -382,6 +386,16 @@ pub fn create(
     }
     if ctx.dry_run {
         return Ok(obj);
+    }
+    store_created(st, ctx, obj)
+}
+
+/// Stores an object `create` prepared (under dry-run, possibly with the lock released since, as
+/// while admission webhooks are called): it must still not exist.
+pub fn store_created(st: &mut State, ctx: &Ctx, obj: Value) -> Result<Value, ApiError> {
+    let name = name_of(&obj);
+    if st.get(&ctx.def.key(), &ctx.ns, name).is_some() {
+        return Err(ApiError::already_exists(&ctx.target(name)));
     }
     if ctx.def.special == Special::Crd {
         register_crd(st, &obj);

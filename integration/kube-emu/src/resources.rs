@@ -38,6 +38,9 @@ pub enum Special {
     /// events.k8s.io/v1 Event: stored as core/v1 Event, converted on the way in and out.
     EventsV1,
     Crd,
+    /// admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration: defaulted and validated
+    /// on write (see `admission`), never itself subject to webhooks.
+    WebhookConfig,
 }
 
 /// A resource (all its versions share one storage).
@@ -270,6 +273,16 @@ pub fn builtins() -> Vec<ResourceDef> {
             status: true,
             special: Special::Crd,
         },
+        B {
+            group: "admissionregistration.k8s.io",
+            version: "v1",
+            kind: "ValidatingWebhookConfiguration",
+            plural: "validatingwebhookconfigurations",
+            short: &[],
+            namespaced: false,
+            status: false,
+            special: Special::WebhookConfig,
+        },
     ];
     list.iter()
         .map(|b| ResourceDef {
@@ -372,6 +385,7 @@ fn builtin_columns(plural: &str, group: &str) -> Vec<Column> {
             col("Message", "string", ".message", 0),
             age(),
         ],
+        ("validatingwebhookconfigurations", _) => vec![col("Webhooks", "integer", "", 0), age()],
         ("customresourcedefinitions", _) => {
             vec![col("Created At", "date", ".metadata.creationTimestamp", 0)]
         }

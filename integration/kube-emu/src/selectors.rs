@@ -101,6 +101,53 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
+    /// `Exists`, `DoesNotExist`); `{}` or null selects everything. Errors name the offending part.
+    pub fn from_struct(v: &Value) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        for (k, val) in v["matchLabels"].as_object().into_iter().flatten() {
+            let val = val
+                .as_str()
+                .ok_or_else(|| format!("matchLabels.{k}: must be a string"))?;
+            reqs.push((k.clone(), Op::Eq(val.to_string())));
+        }
+        for (i, e) in v["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let key = e["key"].as_str().unwrap_or_default().to_string();
+            if key.is_empty() {
+                return Err(format!("matchExpressions[{i}].key: Required value"));
+            }
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect();
+            let op = match e["operator"].as_str().unwrap_or_default() {
+                "In" => Op::In(values),
+                "NotIn" => Op::NotIn(values),
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::NotExists,
+                other => {
+                    return Err(format!(
+                        "matchExpressions[{i}].operator: Unsupported value: {other:?}: supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\""
+                    ));
+                }
+            };
+            reqs.push((key, op));
+        }
+        Ok(Self(reqs))
+    }
+
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];
         self.0.iter().all(|(k, op)| {
@@ -174,6 +221,32 @@ impl FieldSelector {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn structured_label_selector_matches_like_its_string_form() {
+        let sel = LabelSelector::from_struct(&json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(
+            sel,
+            LabelSelector::parse("app=web,tier in (a,b),!legacy").unwrap()
+        );
+        assert!(sel.matches(&obj(json!({"app": "web", "tier": "b"}))));
+        assert!(!sel.matches(&obj(json!({"app": "web", "tier": "c"}))));
+        assert!(LabelSelector::from_struct(&json!({})).unwrap().is_empty());
+        let bad = LabelSelector::from_struct(
+            &json!({"matchExpressions": [{"key": "k", "operator": "Near"}]}),
+        );
+        assert!(
+            bad.unwrap_err()
+                .starts_with("matchExpressions[0].operator: Unsupported value: \"Near\"")
+        );
+    }
 
     fn obj(labels: Value) -> Value {
         json!({"metadata": {"name": "a", "namespace": "ns1", "labels": labels}, "spec": {"nodeName": "n1"}})

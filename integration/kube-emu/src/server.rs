@@ -2,6 +2,7 @@
 //! `ops` and `watch`, encodes answers (JSON object, list, Table, Status) and serves the admin
 //! endpoints under `/emu/`. No request semantics live here beyond parameter parsing.
 
+use crate::admission::{self, Operation, Write};
 use crate::discovery;
 use crate::faults::Faults;
 use crate::openapi;
@@ -425,22 +426,55 @@ async fn resource(
         (Method::POST, None) => {
             let body = read_body(req).await?;
             let obj = parse_object(&ct, &body)?;
-            let created = ops::create(&mut app.store.lock(), &ctx, obj, false)?;
-            Ok(json_resp(201, &out(&created)))
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let r = Write {
+                ctx: &ctx,
+                sub: Sub::Main,
+                name,
+                operation: Operation::Create,
+                field_manager: q.get("fieldManager").map(String::as_str),
+            };
+            let outcome = admission::write(&app.store, r, |st, c| {
+                ops::create(st, c, obj.clone(), false).map(|o| (o, true))
+            })
+            .await;
+            Ok(admitted(outcome, |o| json_resp(201, &out(&o.0))))
         }
         (Method::PUT, Some(name)) => {
             let body = read_body(req).await?;
             let obj = parse_object(&ct, &body)?;
-            let updated = ops::update(&mut app.store.lock(), &ctx, name, obj, sub)?;
-            Ok(json_resp(200, &out(&updated)))
+            let r = Write {
+                ctx: &ctx,
+                sub,
+                name,
+                operation: Operation::Update,
+                field_manager: q.get("fieldManager").map(String::as_str),
+            };
+            let outcome = admission::write(&app.store, r, |st, c| {
+                ops::update(st, c, name, obj.clone(), sub).map(|o| (o, false))
+            })
+            .await;
+            Ok(admitted(outcome, |o| json_resp(200, &out(&o.0))))
         }
         (Method::PATCH, Some(name)) => {
             let pt = PatchType::from_content_type(&ct)
                 .ok_or_else(|| ApiError::unsupported_media(&ct))?;
             let body = read_body(req).await?;
             let fm = q.get("fieldManager").map(String::as_str);
-            let (obj, created) = ops::patch(&mut app.store.lock(), &ctx, name, pt, &body, sub, fm)?;
-            Ok(json_resp(if created { 201 } else { 200 }, &out(&obj)))
+            let r = Write {
+                ctx: &ctx,
+                sub,
+                name,
+                operation: Operation::Update,
+                field_manager: fm,
+            };
+            let outcome = admission::write(&app.store, r, |st, c| {
+                ops::patch(st, c, name, pt, &body, sub, fm)
+            })
+            .await;
+            Ok(admitted(outcome, |(obj, created)| {
+                json_resp(if created { 201 } else { 200 }, &out(&obj))
+            }))
         }
         (Method::DELETE, Some(name)) => {
             let body = read_body(req).await?;
@@ -457,31 +491,74 @@ async fn resource(
                 ..ctx
             };
             let pre = opts["preconditions"]["resourceVersion"].as_str();
-            let deleted = ops::delete(&mut app.store.lock(), &ctx, name, pre)?;
-            Ok(json_resp(200, &out(&deleted)))
+            let outcome = admission::write(&app.store, deletion(&ctx, name), |st, c| {
+                ops::delete(st, c, name, pre).map(|o| (o, false))
+            })
+            .await;
+            Ok(admitted(outcome, |o| json_resp(200, &out(&o.0))))
         }
         (Method::DELETE, None) => {
             let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))?;
             let fields = field_selector(&def, &q)?;
-            let mut st = app.store.lock();
             let ns = (!ctx.ns.is_empty()).then_some(ctx.ns.as_str());
-            let victims: Vec<String> = st
+            let victims: Vec<String> = app
+                .store
+                .lock()
                 .list(&def.key(), ns)
                 .iter()
                 .filter(|o| labels.matches(o) && fields.matches(o))
                 .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
                 .collect();
-            let mut items = Vec::new();
-            for n in victims {
-                items.push(out(&ops::delete(&mut st, &ctx, &n, None)?));
+            let (mut items, mut warnings) = (Vec::new(), Vec::new());
+            for n in &victims {
+                let outcome = admission::write(&app.store, deletion(&ctx, n), |st, c| {
+                    ops::delete(st, c, n, None).map(|o| (o, false))
+                })
+                .await;
+                warnings.extend(outcome.warnings);
+                match outcome.result {
+                    Ok((o, _)) => items.push(out(&o)),
+                    Err(e) => return Ok(with_warnings(err_resp(&e), &warnings)),
+                }
             }
-            Ok(json_resp(
-                200,
-                &json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(version), "metadata": {"resourceVersion": st.rv().to_string()}, "items": items}),
-            ))
+            let rv = app.store.lock().rv();
+            let list = json!({"kind": format!("{}List", def.kind), "apiVersion": def.api_version(version), "metadata": {"resourceVersion": rv.to_string()}, "items": items});
+            Ok(with_warnings(json_resp(200, &list), &warnings))
         }
         (m, _) => Err(ApiError::method_not_allowed(&format!("{m} {path}"))),
     }
+}
+
+/// The admission request of a DELETE of `name`.
+fn deletion<'a>(ctx: &'a Ctx, name: &'a str) -> Write<'a> {
+    Write {
+        ctx,
+        sub: Sub::Main,
+        name,
+        operation: Operation::Delete,
+        field_manager: None,
+    }
+}
+
+/// The response to an admitted write: `ok` on success, the Status otherwise, with the
+/// webhooks' warnings either way.
+fn admitted(outcome: admission::Outcome, ok: impl FnOnce((Value, bool)) -> Resp) -> Resp {
+    let resp = match outcome.result {
+        Ok(v) => ok(v),
+        Err(e) => err_resp(&e),
+    };
+    with_warnings(resp, &outcome.warnings)
+}
+
+/// Adds `Warning: 299 - "text"` headers (RFC 7234 warn-code 299, as kube-apiserver sends them).
+fn with_warnings(mut resp: Resp, warnings: &[String]) -> Resp {
+    for w in warnings {
+        let quoted = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&format!("299 - \"{quoted}\"")) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
 }
 
 #[allow(clippy::too_many_arguments)]

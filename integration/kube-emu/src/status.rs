@@ -3,6 +3,7 @@
 //! 409/410, kubectl prints the message). Must never leak Rust error text without naming the object.
 
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 /// One field-level cause of an `Invalid` error.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +20,8 @@ pub struct Cause {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: u16,
-    pub reason: &'static str,
+    /// `NotFound`, `Invalid`, ...; owned only when it comes from elsewhere (a webhook's Status).
+    pub reason: Cow<'static, str>,
     pub message: String,
     pub details: Option<Value>,
 }
@@ -46,10 +48,14 @@ impl Target<'_> {
 }
 
 impl ApiError {
-    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        code: u16,
+        reason: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             code,
-            reason,
+            reason: reason.into(),
             message: message.into(),
             details: None,
         }
@@ -147,7 +153,7 @@ impl ApiError {
             .collect();
         ApiError {
             code: 422,
-            reason: "Invalid",
+            reason: Cow::Borrowed("Invalid"),
             message: format!("{kind_group} \"{}\" is invalid: {joined}", t.name),
             details: Some(
                 json!({"name": t.name, "group": t.group, "kind": t.kind, "causes": causes_json}),
@@ -161,6 +167,11 @@ impl ApiError {
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": self.message, "reason": self.reason, "code": self.code,
         });
+        if self.reason.is_empty()
+            && let Some(m) = s.as_object_mut()
+        {
+            m.remove("reason");
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }

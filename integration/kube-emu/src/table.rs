@@ -152,6 +152,7 @@ fn computed(def: &ResourceDef, col: &Column, obj: &Value) -> Value {
             .as_array()
             .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
             .map_or(json!("<none>"), |x| x["address"].clone()),
+        (_, "Webhooks") => json!(obj["webhooks"].as_array().map_or(0, Vec::len)),
         (_, "Data") => json!(len(&obj["data"]) + len(&obj["binaryData"])),
         _ => Value::Null,
     }

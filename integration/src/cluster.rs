@@ -2,7 +2,8 @@
 //! machine. kube-emu (the API server) and `ovs-egress controller` run as processes on loopback;
 //! every Node is a namespace on a shared underlay (10.10.0.0/24) with its own OVS (userspace
 //! datapath) and its own `ovs-egress agent` process; an external host records the source of
-//! every connection; Pods are created as the kubelet would (Pod object, CNI ADD in the Node,
+//! every connection; the controller's validating webhook is registered with the API server, so
+//! invalid objects are rejected as in a real cluster; Pods are created as the kubelet would (Pod object, CNI ADD in the Node,
 //! Pod status with the IP). `kubectl` works against it ([`ClusterBox::kubectl`]).
 //!
 //! Agents reach the API at `127.0.0.1:6443` inside their Node: the box listens there (a socket
@@ -20,6 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod as KubePod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -32,6 +34,7 @@ use crate::netns::{Netns, unique_token};
 use crate::node::Node;
 use crate::process::ChildGuard;
 use crate::underlay::Underlay;
+use crate::webhook;
 
 /// The external host's address.
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 200);
@@ -129,7 +132,7 @@ impl ClusterBox {
         apiserver::apply_crds(&client).await?;
         let underlay = Underlay::new()?;
         let server = ExtServer::start(&underlay, SERVER_IP)?;
-        let controller = start_controller(&dir, &emu.kubeconfig)?;
+        let controller = start_controller(&dir, &emu.kubeconfig, &client).await?;
         let mut cluster = ClusterBox {
             pods: Vec::new(),
             nodes: Vec::new(),
@@ -406,30 +409,49 @@ impl Drop for ClusterBox {
     }
 }
 
-fn start_controller(dir: &Path, kubeconfig: &Path) -> Result<ChildGuard> {
+/// Starts the controller with its validating webhook and registers the webhook with the API
+/// server once it listens (with failurePolicy Fail every write would fail before).
+async fn start_controller(
+    dir: &Path,
+    kubeconfig: &Path,
+    client: &kube::Client,
+) -> Result<ChildGuard> {
     let log = dir.join("controller.log");
     let health = free_port()?;
+    let webhook_addr = free_port()?;
+    let tls = webhook::write_tls(dir, webhook_addr.ip())?;
     let child = Command::new(crate::bins::binary("ovs-egress")?)
         .args(["controller", "--kubeconfig"])
         .arg(kubeconfig)
-        .args([
-            "--identity",
-            "controller-0",
-            "--health-listen",
-            &health.to_string(),
-        ])
-        .args([
-            "--lease-duration-seconds",
-            "2",
-            "--lease-renew-seconds",
-            "0.4",
-        ])
+        .args(["--identity", "controller-0", "--health-listen", &health.to_string()])
+        .args(["--lease-duration-seconds", "2", "--lease-renew-seconds", "0.4"])
+        .args(["--webhook-listen", &webhook_addr.to_string(), "--tls-cert-file"])
+        .arg(&tls.cert_file)
+        .arg("--tls-key-file")
+        .arg(&tls.key_file)
         .env("RUST_LOG", "info,ovs_egress=debug")
         .env("NO_COLOR", "1")
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting ovs-egress controller")?;
-    Ok(ChildGuard(child))
+    let controller = ChildGuard(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(webhook_addr).await.is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "the controller's webhook does not listen on {webhook_addr} after 30 s; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let configuration = serde_json::from_value(webhook::configuration(webhook_addr, &tls.ca_pem))?;
+    configurations
+        .create(&PostParams::default(), &configuration)
+        .await
+        .context("registering the controller's validating webhook")?;
+    Ok(controller)
 }
 
 fn spawn_agent(node: &BoxNode, kubeconfig: &Path, config: &Path) -> Result<ChildGuard> {

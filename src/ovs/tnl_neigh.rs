@@ -29,6 +29,8 @@ use crate::plan::{IpLocality, NodePlan};
 
 /// How long one `ovs-appctl` may take (`--timeout`): a hung vswitchd must not stall the agent.
 const APPCTL_TIMEOUT_SECS: u32 = 5;
+/// How many `tnl/neigh/set` run at once.
+const APPCTL_PARALLEL: usize = 8;
 
 /// One line of `ovs-appctl tnl/neigh/show`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,13 +265,20 @@ impl TunnelNeighbours {
             Err(e) => return vec![e],
         };
         let fixes = fixes(targets, &parse_show(&show), may_flush);
+        // Several at a time: a Node that died can leave many IPs to move at once.
         let mut errors = Vec::new();
-        for set in &fixes.set {
-            match appctl(&ctl, &set.args(), &[set.ip]).await {
-                Ok(_) => {
-                    tracing::info!(ip = %set.ip, mac = %set.mac, bridge = set.bridge, "tunnel neighbour set")
+        for chunk in fixes.set.chunks(APPCTL_PARALLEL) {
+            let runs = chunk.iter().map(|set| {
+                let (ctl, args, ip) = (ctl.clone(), set.args(), set.ip);
+                async move { appctl(&ctl, &args, &[ip]).await }
+            });
+            for (set, result) in chunk.iter().zip(futures::future::join_all(runs).await) {
+                match result {
+                    Ok(_) => {
+                        tracing::info!(ip = %set.ip, mac = %set.mac, bridge = set.bridge, "tunnel neighbour set")
+                    }
+                    Err(e) => errors.push(e),
                 }
-                Err(e) => errors.push(e),
             }
         }
         if !fixes.flush.is_empty() {

@@ -1,12 +1,13 @@
 //! Applies a Node's Egress plan to the host and the switch in make-before-break order (DESIGN
-//! §2): SNAT rules for new local IPs first (old rules kept), then the flows, then the egress IPs
-//! the Node now holds, then one advertisement per newly added IP, then the IPs it no longer
+//! §2): SNAT rules for new local IPs first (old rules kept), then the flows, then (userspace
+//! datapath only) OVS's tunnel neighbour cache for egress IPs with a new owner, then the egress
+//! IPs the Node now holds, then one advertisement per newly added IP, then the IPs it no longer
 //! holds are removed, and only last the SNAT rules of IPs it gave up. A Node taking an IP is
 //! ready to SNAT before traffic arrives; a Node giving one up switches its flows before its
 //! rules go.
 //!
 //! It is thin on purpose: flows come from `pipeline::egress`, rules from `host::iptables`,
-//! addresses from `host::addresses`; the caller installs the flows (through the datapath
+//! addresses from `host::addresses`, tunnel neighbours from `ovs::tnl_neigh`; the caller installs the flows (through the datapath
 //! runtime or a `FlowProgrammer`) between [`EgressHost::prepare`] and [`EgressHost::finish`]. A failure concerning one egress IP (no such device, netlink
 //! error) is reported for the Egresses using that IP and never stops the others. It never
 //! decides which IP is local or which mark it has: that is the plan's.
@@ -19,6 +20,7 @@ use std::num::NonZeroU8;
 use crate::host::addresses::{Added, Addresses, Link};
 use crate::host::advertise::advertise;
 use crate::host::iptables::{Applier, SnatConfig, SnatEntry};
+use crate::ovs::tnl_neigh::TunnelNeighbours;
 use crate::plan::{Condition, EgressStatus, NodePlan};
 
 /// Where egress IPs go: the configured device, else `host::addresses`' default choice.
@@ -78,6 +80,8 @@ pub struct EgressHost {
     device: DeviceChoice,
     /// The SNAT entries of the last apply.
     entries: Vec<SnatEntry>,
+    /// OVS's tunnel neighbour cache, kept right on the userspace datapath only.
+    tunnels: Option<TunnelNeighbours>,
 }
 
 /// Proof that [`EgressHost::prepare`] ran: the caller installs the plan's flows, then hands
@@ -94,6 +98,21 @@ impl EgressHost {
             iptables: Applier::new(config),
             device,
             entries: Vec::new(),
+            tunnels: None,
+        }
+    }
+
+    /// Also keeps `tunnels` right after every apply and check (the userspace datapath, where OVS
+    /// resolves tunnel destinations from its own cache).
+    pub fn with_tunnel_neighbours(mut self, tunnels: TunnelNeighbours) -> EgressHost {
+        self.tunnels = Some(tunnels);
+        self
+    }
+
+    /// The other Nodes' transport IPs by Node name (where tunnelled egress traffic goes).
+    pub fn set_remote_transport_ips(&mut self, transport_ips: BTreeMap<String, IpAddr>) {
+        if let Some(tunnels) = &mut self.tunnels {
+            tunnels.set_transport_ips(transport_ips);
         }
     }
 
@@ -119,10 +138,16 @@ impl EgressHost {
         }
     }
 
-    /// Steps 3–6, once the flows of `plan` are installed: add and advertise the IPs the Node
-    /// now holds, remove those it gave up, and only then the SNAT rules of IPs it gave up.
+    /// Steps 3–6, once the flows of `plan` are installed: point OVS's tunnel neighbours at the
+    /// new owners of remote egress IPs (failures logged only), add and advertise the IPs the
+    /// Node now holds, remove those it gave up, and only then the SNAT rules of IPs it gave up.
     pub async fn finish(&mut self, due: FlowsDue, plan: &NodePlan) -> ApplyReport {
         let mut report = due.report;
+        if let Some(tunnels) = &mut self.tunnels {
+            for error in tunnels.refresh(plan).await {
+                tracing::warn!(node = %plan.node, %error, "tunnel neighbour not refreshed");
+            }
+        }
         match Addresses::connect() {
             Ok(addresses) => self.sync_addresses(&addresses, plan, &mut report).await,
             Err(e) => report.node_error = Some(format!("egress IPs: {e}")),
@@ -242,8 +267,14 @@ async fn remove_given_up(
 }
 
 impl EgressHost {
-    /// Reads the SNAT rules back and repairs them (on start and periodically).
+    /// Reads the SNAT rules back and repairs them (on start and periodically), and re-points
+    /// tunnel neighbours that differ from their owner's known MAC (failures logged only).
     pub async fn verify(&mut self) -> Result<(), String> {
+        if let Some(tunnels) = &mut self.tunnels {
+            for error in tunnels.verify().await {
+                tracing::warn!(%error, "tunnel neighbour not verified");
+            }
+        }
         self.iptables
             .verify()
             .await

@@ -423,9 +423,23 @@ async fn start_controller(
     let child = Command::new(crate::bins::binary("ovs-egress")?)
         .args(["controller", "--kubeconfig"])
         .arg(kubeconfig)
-        .args(["--identity", "controller-0", "--health-listen", &health.to_string()])
-        .args(["--lease-duration-seconds", "2", "--lease-renew-seconds", "0.4"])
-        .args(["--webhook-listen", &webhook_addr.to_string(), "--tls-cert-file"])
+        .args([
+            "--identity",
+            "controller-0",
+            "--health-listen",
+            &health.to_string(),
+        ])
+        .args([
+            "--lease-duration-seconds",
+            "2",
+            "--lease-renew-seconds",
+            "0.4",
+        ])
+        .args([
+            "--webhook-listen",
+            &webhook_addr.to_string(),
+            "--tls-cert-file",
+        ])
         .arg(&tls.cert_file)
         .arg("--tls-key-file")
         .arg(&tls.key_file)

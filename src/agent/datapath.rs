@@ -8,8 +8,12 @@
 //! OVS away, iptables refused) it drops the answer so the agent retries, never claiming an IP
 //! it did not program. Pod ofports come from its own replica of the OVSDB Interface table.
 //!
-//! It decides nothing about Egress (the plan does) and never touches OVS outside the runtime's
-//! flows. Not done yet: `ovs-appctl tnl/neigh/set` after an egress IP moves between Nodes.
+//! On the userspace datapath `EgressHost` also keeps OVS's tunnel neighbour cache right for
+//! egress IPs that move between Nodes (`ovs::tnl_neigh`); it learns the other Nodes' transport
+//! IPs from here.
+//!
+//! It decides nothing about Egress (the plan does) and touches OVS only through the runtime's
+//! flows and that cache.
 //!
 //! [`status_only`] is the `--no-datapath` mode: nothing is programmed, and every IP the plan
 //! would assign is reported `IPAssigned=False` ("datapath disabled").
@@ -34,6 +38,7 @@ use crate::model::Node;
 use crate::ovs::bridge::DatapathType;
 use crate::ovs::ofctl::Ofctl;
 use crate::ovs::ovsdb::{Client, ClientOptions, MonitorSpec, MonitorStream, TableCache};
+use crate::ovs::tnl_neigh::TunnelNeighbours;
 use crate::pipeline::egress::{EgressContext, EgressFlows, Ipv6Bypass, Unprogrammed, egress_flows};
 use crate::pipeline::{Category, Flow, Ipv4Cidr, Mac};
 use crate::plan::{Condition, ConditionStatus, EgressStatus, NodePlan};
@@ -124,6 +129,15 @@ fn remote_nodes(nodes: &[Node], name: &str) -> Vec<RemoteNodeSpec> {
                 transport_ip,
             })
         })
+        .collect()
+}
+
+/// The other Nodes' transport IPs by name (where tunnelled egress traffic goes).
+fn remote_transport_ips(nodes: &[Node], name: &str) -> BTreeMap<String, IpAddr> {
+    nodes
+        .iter()
+        .filter(|n| n.name != name)
+        .filter_map(|n| Some((n.name.clone(), n.transport_ip?)))
         .collect()
 }
 
@@ -272,13 +286,18 @@ impl Running {
             // Only used when the kernel has no dummy driver; an unset one fails by name.
             transport: config.transport_interface.clone().unwrap_or_default(),
         };
+        let mut host = EgressHost::new(snat, device);
+        if datapath_type == DatapathType::Netdev {
+            host = host.with_tunnel_neighbours(TunnelNeighbours::new(ovs_rundir));
+            host.set_remote_transport_ips(remote_transport_ips(&nodes, node));
+        }
         tracing::info!(node, %pod_cidr, %node_ip, bridge = %config.ovs_bridge, "datapath started");
         let running = Running {
             node: node.to_string(),
             config: config.clone(),
             runtime,
             ofctl,
-            host: EgressHost::new(snat, device),
+            host,
             gateway_mac,
             pod_cidr,
             node_ip,
@@ -332,6 +351,8 @@ impl Running {
         self.nodes = nodes;
         self.runtime
             .set_remote_nodes(remote_nodes(&self.nodes, &self.node));
+        self.host
+            .set_remote_transport_ips(remote_transport_ips(&self.nodes, &self.node));
         self.refresh_flows();
     }
 

@@ -4,3 +4,4 @@
 pub mod bridge;
 pub mod ofctl;
 pub mod ovsdb;
+pub mod tnl_neigh;

@@ -301,6 +301,10 @@ impl ClusterBox {
         let added = cni::add(box_node.netns(), &sandbox, &conf)?;
         let status = json!({"status": {
             "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "app", "ready": true, "started": true,
+                "restartCount": 0, "image": "busybox", "imageID": "",
+                "state": {"running": {}}}],
             "hostIP": box_node.node.ip().to_string(),
             "podIP": added.ip.to_string(),
             "podIPs": [{"ip": added.ip.to_string()}],

@@ -212,7 +212,7 @@ async fn check_sources(
 ) -> Result<usize> {
     let mut egress_ips = BTreeMap::new();
     println!(
-        "{:<16} {:<7} {:<12} {:<20} {:<12} result",
+        "{:<16} {:<7} {:<12} {:<34} {:<14} result",
         "POD", "NODE", "POD IP", "EXPECTED", "SEEN BY HOST"
     );
     let mut wrong = 0;
@@ -247,7 +247,7 @@ async fn check_sources(
             }
         };
         println!(
-            "{:<16} {:<7} {:<12} {:<20} {:<12} {result}",
+            "{:<16} {:<7} {:<12} {:<34} {:<14} {result}",
             format!("{}/{}", pod.namespace, pod.name),
             pod.node,
             pod.ip.to_string(),

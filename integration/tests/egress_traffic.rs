@@ -14,15 +14,12 @@
 mod host_support;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ovs_egress::datapath::DatapathInputs;
 use ovs_egress::datapath_egress::{ApplyReport, DeviceChoice, EgressHost};
 use ovs_egress::host::iptables::{Cidr, MarkCarrier, SnatConfig};
@@ -34,114 +31,23 @@ use ovs_egress::plan::{self, NodePlan};
 use ovs_egress::render::parse_cluster;
 use ovs_egress_integration::Netns;
 use ovs_egress_integration::datapath::{CniPod, DatapathNode};
+use ovs_egress_integration::ext_server::{self, ExtServer};
 use ovs_egress_integration::underlay::Underlay;
 
 use host_support::{Capture, in_netns};
 
 const EGRESS_IP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 100);
 const SERVER: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 200);
-const PORT: u16 = 8080;
 const SERVICE_CIDR: &str = "10.96.0.0/12";
 
-/// Runs `f` on a fresh thread inside the namespace `ns` (blocking I/O only).
-fn in_ns_blocking<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-/// The external server: every accepted connection's source is recorded and written back as the
-/// first line, followed by as many bytes as the client asked for.
-struct Server {
-    seen: Arc<Mutex<Vec<(Instant, IpAddr)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(ns: &Netns) -> Server {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        let thread = in_ns_blocking(ns, move || {
-            let listener = TcpListener::bind(("0.0.0.0", PORT)).expect("bind the server");
-            listener.set_nonblocking(true).expect("non-blocking");
-            ready_tx.send(()).expect("signal ready");
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        seen2.lock().unwrap().push((Instant::now(), peer.ip()));
-                        std::thread::spawn(move || serve(stream, peer));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-        });
-        ready_rx.recv().expect("server started");
-        Server {
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn seen_since(&self, since: Instant) -> Vec<(Instant, IpAddr)> {
-        let seen = self.seen.lock().unwrap();
-        seen.iter().filter(|(t, _)| *t >= since).copied().collect()
-    }
-}
-
-fn serve(stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let size: usize = line.trim().parse().unwrap_or(0);
-    let mut out = &stream;
-    let _ = writeln!(out, "{}", peer.ip());
-    let _ = out.write_all(&vec![b'x'; size]);
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One connection from `pod` to the server asking for `size` bytes: the source the server saw
-/// and the number of payload bytes received.
+/// One connection from `pod` to the external server asking for `size` bytes.
 fn fetch(pod: &Netns, size: usize, timeout: Duration) -> Result<(IpAddr, usize)> {
-    in_ns_blocking(pod, move || -> Result<(IpAddr, usize)> {
-        let server = SocketAddr::from((SERVER, PORT));
-        let mut stream = TcpStream::connect_timeout(&server, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        writeln!(stream, "{size}")?;
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply)?;
-        let newline = reply
-            .iter()
-            .position(|b| *b == b'\n')
-            .context("no source line")?;
-        let source = std::str::from_utf8(&reply[..newline])?.parse()?;
-        Ok((source, reply.len() - newline - 1))
-    })
-    .join()
-    .expect("client thread")
+    ext_server::fetch(
+        pod,
+        SocketAddr::from((SERVER, ext_server::PORT)),
+        size,
+        timeout,
+    )
 }
 
 /// `fetch` with retries for the first connection over a fresh path.
@@ -171,20 +77,15 @@ impl EgressNode {
 /// Two Nodes, an external server namespace, Pods a1 (selected) and u1 (not) on Node 1 and b2
 /// (selected) on Node 2. Field order = drop order.
 struct Bed {
-    server: Server,
+    server: ExtServer,
     pods: BTreeMap<&'static str, CniPod>,
     nodes: Vec<EgressNode>,
-    ext: Netns,
     underlay: Underlay,
 }
 
 fn bed() -> Bed {
     let underlay = Underlay::new().unwrap();
-    let ext = Netns::new("ext").unwrap();
-    underlay.attach(&ext, "eth0").unwrap();
-    ext.exec(&["ip", "addr", "add", &format!("{SERVER}/24"), "dev", "eth0"])
-        .unwrap();
-    ext.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    let server = ExtServer::start(&underlay, SERVER).unwrap();
     let mut dps = vec![
         DatapathNode::new(&underlay, 1).unwrap(),
         DatapathNode::new(&underlay, 2).unwrap(),
@@ -225,12 +126,10 @@ fn bed() -> Bed {
             }
         })
         .collect();
-    let server = Server::start(&ext);
     Bed {
         server,
         pods,
         nodes,
-        ext,
         underlay,
     }
 }
@@ -461,7 +360,8 @@ fn selected_pods_leave_with_the_static_egress_ip_on_either_node_and_others_with_
                 "br-phy",
             ]);
         }
-        bed.ext
+        bed.server
+            .netns
             .exec(&["ip", "neigh", "flush", "to", &EGRESS_IP.to_string()])
             .unwrap();
     };
@@ -587,7 +487,8 @@ fn moving_a_pool_egress_ip_never_shows_a_selected_pod_with_another_source() {
         "no GARP from the new owner on the underlay: {frames}"
     );
     let neigh = bed
-        .ext
+        .server
+        .netns
         .exec(&["ip", "neigh", "show", &EGRESS_IP.to_string()])
         .unwrap();
     assert!(

@@ -119,6 +119,7 @@ pub struct ClusterBox {
     pub client: kube::Client,
     emu: KubeEmu,
     pub dir: PathBuf,
+    keep_logs: bool,
 }
 
 impl ClusterBox {
@@ -142,6 +143,7 @@ impl ClusterBox {
             client,
             emu,
             dir,
+            keep_logs: false,
         };
         for &index in indices {
             let node = cluster.add_node(index).await?;
@@ -381,6 +383,12 @@ impl ClusterBox {
         ))
     }
 
+    /// Keep the logs directory when the box is dropped (it is also kept when dropped while
+    /// panicking).
+    pub fn keep_logs(&mut self) {
+        self.keep_logs = true;
+    }
+
     /// The controller's log.
     pub fn controller_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("controller.log")).unwrap_or_default()
@@ -405,7 +413,7 @@ impl Drop for ClusterBox {
         self.controller.stop(Duration::from_secs(2));
         self.nodes.clear();
         self.pods.clear();
-        if std::thread::panicking() {
+        if self.keep_logs || std::thread::panicking() {
             eprintln!("cluster-in-a-box logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

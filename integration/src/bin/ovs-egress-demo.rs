@@ -110,12 +110,18 @@ async fn run() -> Result<usize> {
         _ => Expect::NodeIp,
     };
     let mut wrong = check_sources(&cluster, &pods, ha).await?;
+    if wrong > 0 {
+        cluster.keep_logs();
+    }
 
     step("Usage example 2: kubectl apply -f examples/user-guide/2-static-egress.yaml");
     println!(
         "(The web Pods match both a web Egress and a Namespace-wide one: the oldest Egress wins,\n \
          so they keep their pool IP; the db Pods now leave with their Namespace's static IP.)"
     );
+    // creationTimestamp has a resolution of one second and ties go to the lower name: let the
+    // clock pass the web Egresses' second so the static ones are really younger, as in the guide.
+    next_second().await;
     apply(&cluster, STATIC_EXAMPLE)?;
     wait_realized(&cluster, &["egress-prod", "egress-staging"]).await?;
     kubectl(&cluster, &["get", "egress"])?;
@@ -125,6 +131,9 @@ async fn run() -> Result<usize> {
         web => web,
     };
     wrong += check_sources(&cluster, &pods, both).await?;
+    if wrong > 0 {
+        cluster.keep_logs();
+    }
 
     step("The EgressMark flows on each Node (ovs-ofctl dump-flows br-int table=EgressMark)");
     for node in &cluster.nodes {
@@ -136,6 +145,15 @@ async fn run() -> Result<usize> {
     }
     step("Tearing down");
     Ok(wrong)
+}
+
+/// Sleeps until the wall clock enters its next second.
+async fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let rest = Duration::from_secs(1) - Duration::from_nanos(u64::from(now.subsec_nanos()));
+    tokio::time::sleep(rest + Duration::from_millis(10)).await;
 }
 
 fn step(what: &str) {

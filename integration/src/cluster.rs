@@ -171,9 +171,15 @@ impl ClusterBox {
             "spec": {"podCIDR": node.pod_cidr(), "podCIDRs": [node.pod_cidr()]},
         }))?;
         nodes.create(&PostParams::default(), &object).await?;
-        let status = json!({"status": {"addresses": [
-            {"type": "InternalIP", "address": node.ip().to_string()},
-            {"type": "Hostname", "address": name}]}});
+        let status = json!({"status": {
+            "addresses": [
+                {"type": "InternalIP", "address": node.ip().to_string()},
+                {"type": "Hostname", "address": name}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            "nodeInfo": {"kubeletVersion": "v1.32.0 (cluster-in-a-box)", "osImage": "netns",
+                "architecture": "amd64", "operatingSystem": "linux", "bootID": "",
+                "containerRuntimeVersion": "", "kernelVersion": "", "kubeProxyVersion": "",
+                "machineID": "", "systemUUID": ""}}});
         nodes
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await

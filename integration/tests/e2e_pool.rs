@@ -293,7 +293,7 @@ async fn pools_allocate_their_lowest_free_ips_report_usage_and_pods_leave_with_t
 /// A thread in `pod` connecting to the external host in a loop until stopped.
 struct Caller {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(usize, usize)>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
 }
 
 impl Caller {
@@ -301,11 +301,11 @@ impl Caller {
         let stop = Arc::new(AtomicBool::new(false));
         let (netns, server, flag) = (pod.netns.clone(), c.server.address(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0, 0);
+            let (mut ok, mut failed) = (0, Vec::new());
             while !flag.load(Ordering::Relaxed) {
                 match ext_server::fetch(&netns, server, 0, Duration::from_secs(1)) {
                     Ok(_) => ok += 1,
-                    Err(_) => failed += 1,
+                    Err(e) => failed.push(format!("{e:#}")),
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -314,8 +314,8 @@ impl Caller {
         Caller { stop, thread }
     }
 
-    /// Stops the loop: (connections answered, connections failed).
-    fn finish(self) -> (usize, usize) {
+    /// Stops the loop: (connections answered, errors of the failed ones).
+    fn finish(self) -> (usize, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap()
     }
@@ -442,7 +442,7 @@ async fn pool_ip_is_held_only_by_nodes_its_selector_matches_and_moves_with_the_s
     let seen_after = seen.iter().filter(|(t, _)| *t >= after_move).count();
     eprintln!(
         "move: {} connections seen by the external host, {} with a wrong source {wrong:?}; \
-         callers (answered, failed): web-1 {counts1:?}, web-2 {counts2:?}",
+         callers (answered, errors): web-1 {counts1:?}, web-2 {counts2:?}",
         seen.len(),
         wrong.len()
     );

@@ -376,6 +376,9 @@ async fn pool_ip_is_held_only_by_nodes_its_selector_matches_and_moves_with_the_s
     assert!(node_has_ip(&c, "node-1", egress_ip));
 
     // Switching the selector to node-2's label moves the IP, while both Pods keep calling out.
+    // No connection may leave with another source. A connection may time out (1 s, one SYN):
+    // the agents act independently, and in the few ms between node-1 letting the IP go and
+    // node-2 taking it (and the external host's ARP entry following), a SYN can be lost.
     label_node(&c, "node-2", "egress-zone=b");
     let since = Instant::now();
     let callers = [Caller::start(&c, &web1), Caller::start(&c, &web2)];

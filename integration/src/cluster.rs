@@ -207,12 +207,13 @@ impl ClusterBox {
     }
 
     /// OVS learns the tunnel neighbours (other Nodes' MACs) by snooping ARP replies
-    /// (ovs-netns-testbed.md P8): one ping between every pair of Nodes.
+    /// (ovs-netns-testbed.md P8): one answered ping between every pair of Nodes (`-w 10`: on a
+    /// busy machine the first echo may go unanswered while the Nodes' OVS is still settling).
     fn warm_tunnels(&self) -> Result<()> {
         for a in &self.nodes {
             for b in self.nodes.iter().filter(|b| b.name != a.name) {
                 a.netns()
-                    .exec(&["ping", "-c", "1", "-W", "1", &b.node.ip().to_string()])?;
+                    .exec(&["ping", "-c", "1", "-w", "10", &b.node.ip().to_string()])?;
             }
         }
         Ok(())
@@ -532,4 +533,60 @@ fn relay_into(ns: &Netns, target: String) -> Result<JoinHandle<()>> {
             });
         }
     }))
+}
+
+/// Restarting one agent and failing the API server, for the end-to-end tests of what the agent
+/// does when the API is away (integration/tests/e2e_pool.rs).
+impl ClusterBox {
+    /// Stops the agent of `node` (SIGTERM, SIGKILL after 2 s; the agent does no cleanup on
+    /// exit) and starts a new one with the same flags, without waiting for it to be ready (the
+    /// API may be failing on purpose: see [`Self::wait_agent_ready_of`]). The previous log is
+    /// kept as `agent-<node>.log.<n>`; the new agent logs to the usual file.
+    pub fn respawn_agent(&mut self, node: &str) -> Result<()> {
+        let dir = self.dir.clone();
+        let box_node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == node)
+            .with_context(|| format!("no Node {node} in the box"))?;
+        if let Some(mut agent) = box_node.agent.take() {
+            agent.stop(Duration::from_secs(2));
+        }
+        let kept = (1..)
+            .map(|n| dir.join(format!("agent-{node}.log.{n}")))
+            .find(|path| !path.exists())
+            .context("a free name for the previous agent log")?;
+        std::fs::rename(&box_node.agent_log, &kept)
+            .with_context(|| format!("keeping the log of the agent of {node}"))?;
+        let kubeconfig = dir.join(format!("kubeconfig-{node}"));
+        let config = dir.join(format!("agent-{node}.conf"));
+        box_node.agent = Some(spawn_agent(box_node, &kubeconfig, &config)?);
+        Ok(())
+    }
+
+    /// Waits (up to 60 s) until the agent of `node` answers `/readyz`.
+    pub async fn wait_agent_ready_of(&self, node: &str) -> Result<()> {
+        self.wait_agent_ready(self.node(node)?).await
+    }
+
+    /// Sends `fault` to kube-emu's failure injection (`POST /emu/fail`, e.g.
+    /// `{"error500ForSeconds": 20}`; see integration/kube-emu/src/main.rs).
+    pub fn inject_api_fault(&self, fault: &serde_json::Value) -> Result<()> {
+        let url = format!("{}/emu/fail", self.emu.url);
+        let output = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--max-time", "5", "-X", "POST"])
+            .args(["-H", "Content-Type: application/json", "--data"])
+            .arg(fault.to_string())
+            .arg(&url)
+            .output()
+            .context("running curl")?;
+        if !output.status.success() {
+            bail!(
+                "POST {url} {fault} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
 }

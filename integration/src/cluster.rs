@@ -199,12 +199,13 @@ impl ClusterBox {
     }
 
     /// OVS learns the tunnel neighbours (other Nodes' MACs) by snooping ARP replies
-    /// (ovs-netns-testbed.md P8): one ping between every pair of Nodes.
+    /// (ovs-netns-testbed.md P8): one answered ping between every pair of Nodes (one request
+    /// a second for up to 5 s: on a loaded machine the first may go unanswered).
     fn warm_tunnels(&self) -> Result<()> {
         for a in &self.nodes {
             for b in self.nodes.iter().filter(|b| b.name != a.name) {
                 a.netns()
-                    .exec(&["ping", "-c", "1", "-W", "1", &b.node.ip().to_string()])?;
+                    .exec(&["ping", "-c", "1", "-w", "5", &b.node.ip().to_string()])?;
             }
         }
         Ok(())
@@ -514,4 +515,35 @@ fn relay_into(ns: &Netns, target: String) -> Result<JoinHandle<()>> {
             });
         }
     }))
+}
+
+/// Restarting a Node's agent (for tests of what survives an agent restart).
+impl ClusterBox {
+    /// Stops the agent of Node `node` (SIGTERM, SIGKILL after 2 s), keeps its log as
+    /// `agent-<node>.log.<n>` (the n-th restart), starts a new agent process with the same
+    /// kubeconfig and config, and returns once it is ready. OVS, iptables, addresses and Pods of
+    /// the Node are left as the old process left them.
+    pub async fn restart_agent(&mut self, node: &str) -> Result<()> {
+        let dir = self.dir.clone();
+        let box_node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == node)
+            .with_context(|| format!("no Node {node} in the box"))?;
+        if let Some(agent) = &mut box_node.agent {
+            agent.stop(Duration::from_secs(2));
+        }
+        box_node.agent = None;
+        let kept = (1..)
+            .map(|n| dir.join(format!("agent-{node}.log.{n}")))
+            .find(|path| !path.exists())
+            .context("naming the previous agent log")?;
+        std::fs::rename(&box_node.agent_log, &kept)
+            .with_context(|| format!("keeping the agent log of {node} as {}", kept.display()))?;
+        let kubeconfig = dir.join(format!("kubeconfig-{node}"));
+        let config = dir.join(format!("agent-{node}.conf"));
+        box_node.agent = Some(spawn_agent(box_node, &kubeconfig, &config)?);
+        let box_node = self.node(node)?;
+        self.wait_agent_ready(box_node).await
+    }
 }

@@ -535,13 +535,14 @@ fn relay_into(ns: &Netns, target: String) -> Result<JoinHandle<()>> {
     }))
 }
 
-/// Restarting one agent and failing the API server, for the end-to-end tests of what the agent
-/// does when the API is away (integration/tests/e2e_pool.rs).
+/// Restarting an agent and failing the API server, for the end-to-end tests of what survives
+/// an agent restart and what the agent does when the API is away.
 impl ClusterBox {
     /// Stops the agent of `node` (SIGTERM, SIGKILL after 2 s; the agent does no cleanup on
     /// exit) and starts a new one with the same flags, without waiting for it to be ready (the
     /// API may be failing on purpose: see [`Self::wait_agent_ready_of`]). The previous log is
-    /// kept as `agent-<node>.log.<n>`; the new agent logs to the usual file.
+    /// kept as `agent-<node>.log.<n>`; the new agent logs to the usual file. OVS, iptables,
+    /// addresses and Pods of the Node are left as the old process left them.
     pub fn respawn_agent(&mut self, node: &str) -> Result<()> {
         let dir = self.dir.clone();
         let box_node = self
@@ -588,5 +589,11 @@ impl ClusterBox {
             );
         }
         Ok(())
+    }
+
+    /// [`Self::respawn_agent`], then waits until the new agent is ready.
+    pub async fn restart_agent(&mut self, node: &str) -> Result<()> {
+        self.respawn_agent(node)?;
+        self.wait_agent_ready_of(node).await
     }
 }

@@ -7,6 +7,9 @@
 //! with the statuses it realized; when it could not apply a plan at all (Node not known yet,
 //! OVS away, iptables refused) it drops the answer so the agent retries, never claiming an IP
 //! it did not program. Pod ofports come from its own replica of the OVSDB Interface table.
+//! An agent restart keeps the Egress datapath: the runtime's first install (which retires the
+//! previous process's flows) already carries the first plan's Egress flows, Pods' included,
+//! with their SNAT rules in place before it.
 //!
 //! On the userspace datapath `EgressHost` also keeps OVS's tunnel neighbour cache right for
 //! egress IPs that move between Nodes (`ovs::tnl_neigh`); it learns the other Nodes' transport
@@ -37,7 +40,9 @@ use crate::host::iptables::{Cidr, MarkCarrier, SnatConfig};
 use crate::model::Node;
 use crate::ovs::bridge::DatapathType;
 use crate::ovs::ofctl::Ofctl;
-use crate::ovs::ovsdb::{Client, ClientOptions, MonitorSpec, MonitorStream, TableCache};
+use crate::ovs::ovsdb::{
+    Client, ClientOptions, MonitorEvent, MonitorSpec, MonitorStream, TableCache,
+};
 use crate::ovs::tnl_neigh::TunnelNeighbours;
 use crate::pipeline::egress::{EgressContext, EgressFlows, Ipv6Bypass, Unprogrammed, egress_flows};
 use crate::pipeline::{Category, Flow, Ipv4Cidr, Mac};
@@ -156,6 +161,63 @@ fn ip_errors(flows: &EgressFlows) -> impl Iterator<Item = (IpAddr, String)> + '_
     })
 }
 
+/// What the Egress flows of Node `node` depend on besides the plan: the cluster's Nodes, this
+/// Node's Pod CIDR, transport IP and gateway MAC, and the Interface table (Pod ports).
+fn egress_context(
+    node: &str,
+    config: &AgentConfig,
+    nodes: &[Node],
+    (pod_cidr, node_ip, gateway_mac): (Ipv4Cidr, Ipv4Addr, Mac),
+    interfaces: &TableCache,
+) -> EgressContext {
+    let (ports, _) = pod_ports(interfaces);
+    let remotes = remote_nodes(nodes, node);
+    let cidrs =
+        |list: &[String]| -> Vec<Ipv4Cidr> { list.iter().filter_map(|c| c.parse().ok()).collect() };
+    EgressContext {
+        pod_ofports: ports.into_iter().map(|p| (p.pod, p.ofport)).collect(),
+        gateway_mac,
+        local_transport_ip: node_ip,
+        remote_transport_ips: remotes.iter().map(|r| r.transport_ip).collect(),
+        pod_cidrs: std::iter::once(pod_cidr)
+            .chain(remotes.iter().map(|r| r.pod_cidr))
+            .collect(),
+        service_cidrs: cidrs(config.service_cidr.as_slice()),
+        except_cidrs: cidrs(&config.egress.except_cidrs),
+        ipv6: Ipv6Bypass::from_cluster(
+            nodes,
+            config.service_cidr.iter().filter_map(|c| c.parse().ok()),
+            config
+                .egress
+                .except_cidrs
+                .iter()
+                .filter_map(|c| c.parse().ok()),
+        ),
+        carrier: match config.ovs_datapath_type {
+            ConfigDatapathType::System => MarkCarrier::PktMark,
+            ConfigDatapathType::Netdev => MarkCarrier::SourceMac,
+        },
+    }
+}
+
+/// The Interface table as the monitor's first snapshot shows it (within [`INSTALL_TIMEOUT`]).
+async fn interface_snapshot(monitor: &mut MonitorStream) -> Result<TableCache, String> {
+    let mut interfaces = TableCache::new();
+    let snapshot = async {
+        while let Some(event) = monitor.recv().await {
+            interfaces.apply(&event);
+            if matches!(event, MonitorEvent::Snapshot(_)) {
+                return Ok(());
+            }
+        }
+        Err("the Interface monitor ended".to_string())
+    };
+    match tokio::time::timeout(INSTALL_TIMEOUT, snapshot).await {
+        Ok(result) => result.map(|()| interfaces),
+        Err(_) => Err(format!("no Interface snapshot within {INSTALL_TIMEOUT:?}")),
+    }
+}
+
 /// The running datapath of this Node.
 struct Running {
     node: String,
@@ -197,7 +259,7 @@ async fn serve(
                 let Some(request) = request else { return };
                 if running.is_none() {
                     let list = nodes.borrow_and_update().clone();
-                    match Running::start(&node, &config, &ovs_rundir, list).await {
+                    match Running::start(&node, &config, &ovs_rundir, list, &request.plan).await {
                         Ok(started) => running = Some(started),
                         Err(error) => {
                             tracing::warn!(node, %error, "datapath not started; plan not applied");
@@ -232,11 +294,16 @@ async fn serve(
 }
 
 impl Running {
+    /// Starts the runtime with the Egress flows of `first`, the plan about to be applied: the
+    /// runtime's first install retires the flows of a previous agent process, so after a
+    /// restart the Egress flows must be in it, Pods' included (their ports come from the
+    /// Interface snapshot, awaited here), or selected Pods would briefly leave with their Node's IP.
     async fn start(
         node: &str,
         config: &AgentConfig,
         ovs_rundir: &std::path::Path,
         nodes: Vec<Node>,
+        first: &NodePlan,
     ) -> Result<(Running, MonitorStream), String> {
         let (pod_cidr, node_ip) = local_node(&nodes, node)?;
         let (datapath_type, carrier) = match config.ovs_datapath_type {
@@ -257,19 +324,21 @@ impl Running {
         cfg.bridge.tunnel.dst_port = (config.tunnel_port != 0).then_some(config.tunnel_port);
         let ovsdb = Client::start(&cfg.ovsdb_socket, ClientOptions::default());
         let spec = MonitorSpec::new().table("Interface", &INTERFACE_COLUMNS);
-        let monitor = ovsdb.monitor(&spec).await.map_err(|e| {
+        let mut monitor = ovsdb.monitor(&spec).await.map_err(|e| {
             format!(
                 "OVSDB {}: Interface monitor: {e}",
                 cfg.ovsdb_socket.display()
             )
         })?;
-        let ofctl = Ofctl::new(cfg.ofctl_target.clone());
-        let runtime = NodeDatapath::start(
-            cfg,
-            DatapathInputs {
-                remote_nodes: remote_nodes(&nodes, node),
-                extra_flows: Vec::new(),
-            },
+        let interfaces = interface_snapshot(&mut monitor)
+            .await
+            .map_err(|e| format!("OVSDB {}: {e}", cfg.ovsdb_socket.display()))?;
+        let context = egress_context(
+            node,
+            config,
+            &nodes,
+            (pod_cidr, node_ip, gateway_mac),
+            &interfaces,
         );
         let pod_cidr_host: Cidr = pod_cidr
             .to_string()
@@ -291,6 +360,19 @@ impl Running {
             host = host.with_tunnel_neighbours(TunnelNeighbours::new(ovs_rundir));
             host.set_remote_transport_ips(remote_transport_ips(&nodes, node));
         }
+        // The SNAT rules before the first install's flows that mark traffic for them; `apply`
+        // prepares again (no change) and finishes.
+        if let Err(report) = host.prepare(first).await {
+            return Err(report.node_error.unwrap_or_default());
+        }
+        let ofctl = Ofctl::new(cfg.ofctl_target.clone());
+        let runtime = NodeDatapath::start(
+            cfg,
+            DatapathInputs {
+                remote_nodes: remote_nodes(&nodes, node),
+                extra_flows: egress_flows(first, &context).flows,
+            },
+        );
         tracing::info!(node, %pod_cidr, %node_ip, bridge = %config.ovs_bridge, "datapath started");
         let running = Running {
             node: node.to_string(),
@@ -302,7 +384,7 @@ impl Running {
             pod_cidr,
             node_ip,
             nodes,
-            interfaces: TableCache::new(),
+            interfaces,
             _ovsdb: ovsdb,
             plan: None,
         };
@@ -310,38 +392,13 @@ impl Running {
     }
 
     fn context(&self) -> EgressContext {
-        let (ports, _) = pod_ports(&self.interfaces);
-        let remotes = remote_nodes(&self.nodes, &self.node);
-        let cidrs = |list: &[String]| -> Vec<Ipv4Cidr> {
-            list.iter().filter_map(|c| c.parse().ok()).collect()
-        };
-        EgressContext {
-            pod_ofports: ports.into_iter().map(|p| (p.pod, p.ofport)).collect(),
-            gateway_mac: self.gateway_mac,
-            local_transport_ip: self.node_ip,
-            remote_transport_ips: remotes.iter().map(|r| r.transport_ip).collect(),
-            pod_cidrs: std::iter::once(self.pod_cidr)
-                .chain(remotes.iter().map(|r| r.pod_cidr))
-                .collect(),
-            service_cidrs: cidrs(self.config.service_cidr.as_slice()),
-            except_cidrs: cidrs(&self.config.egress.except_cidrs),
-            ipv6: Ipv6Bypass::from_cluster(
-                &self.nodes,
-                self.config
-                    .service_cidr
-                    .iter()
-                    .filter_map(|c| c.parse().ok()),
-                self.config
-                    .egress
-                    .except_cidrs
-                    .iter()
-                    .filter_map(|c| c.parse().ok()),
-            ),
-            carrier: match self.config.ovs_datapath_type {
-                ConfigDatapathType::System => MarkCarrier::PktMark,
-                ConfigDatapathType::Netdev => MarkCarrier::SourceMac,
-            },
-        }
+        egress_context(
+            &self.node,
+            &self.config,
+            &self.nodes,
+            (self.pod_cidr, self.node_ip, self.gateway_mac),
+            &self.interfaces,
+        )
     }
 
     fn set_nodes(&mut self, nodes: Vec<Node>) {

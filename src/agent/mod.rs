@@ -144,7 +144,8 @@ impl Loop {
         let mut previous: Option<Arc<NodePlan>> = None;
         // The statuses the datapath reported for `previous`, once it applied it.
         let mut applied: Option<BTreeMap<String, EgressStatus>> = None;
-        let mut held = BTreeMap::new();
+        // What this Node held when last announced; at start, what the API says it holds.
+        let mut held = None;
         let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
@@ -174,10 +175,13 @@ impl Loop {
             };
             let failures = self.write_statuses(statuses, &snapshot.statuses).await;
             let now_held = events::held(&self.node, statuses, &snapshot.uids);
-            for change in events::changes(&held, &now_held) {
+            let before = held.get_or_insert_with(|| {
+                events::held_in_api(&self.node, &snapshot.statuses, &snapshot.uids)
+            });
+            for change in events::changes(before, &now_held) {
                 self.events.publish(&change).await;
             }
-            held = now_held;
+            held = Some(now_held);
             if !*self.ready.borrow() {
                 tracing::info!(node = %self.node, "first plan applied: ready");
                 self.ready.send_replace(true);

@@ -33,6 +33,29 @@ pub fn held(
         .collect()
 }
 
+/// [`held`] as the API's statuses tell it: the Egresses whose status names `node` with an IP
+/// and `IPAssigned=True`. A restarted agent starts from this, so it announces only what changed
+/// while it was away, never an assignment it (or its predecessor) already announced.
+pub fn held_in_api(
+    node: &str,
+    statuses: &BTreeMap<String, crate::api::EgressStatus>,
+    uids: &BTreeMap<String, String>,
+) -> BTreeMap<String, (String, Option<String>)> {
+    statuses
+        .iter()
+        .filter(|(_, s)| s.egress_node.as_deref() == Some(node))
+        .filter(|(_, s)| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "IPAssigned" && c.status == "True")
+        })
+        .filter_map(|(name, s)| {
+            let ip = s.egress_ip.clone().filter(|ip| !ip.is_empty())?;
+            Some((name.clone(), (ip, uids.get(name).cloned())))
+        })
+        .collect()
+}
+
 /// One event to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -190,6 +213,39 @@ mod tests {
             )]
             .into()
         );
+    }
+
+    #[test]
+    fn ips_the_api_shows_this_node_holding_count_as_held_at_start() {
+        let status = |node: &str, ip: &str, assigned: &str| crate::api::EgressStatus {
+            egress_node: Some(node.to_string()),
+            egress_ip: Some(ip.to_string()),
+            conditions: vec![crate::api::EgressCondition {
+                type_: "IPAssigned".to_string(),
+                status: assigned.to_string(),
+                last_transition_time: None,
+                reason: None,
+                message: None,
+            }],
+        };
+        let statuses = [
+            ("mine", status("n1", "10.0.0.1", "True")),
+            ("other", status("n2", "10.0.0.2", "True")),
+            ("failed", status("n1", "10.0.0.3", "False")),
+            ("no-ip", status("n1", "", "True")),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        let uids = [("mine".to_string(), "u1".to_string())].into();
+        let held = held_in_api("n1", &statuses, &uids);
+        let want = [(
+            "mine".to_string(),
+            ("10.0.0.1".to_string(), Some("u1".to_string())),
+        )];
+        assert_eq!(held, want.into());
+        // The first plan of a restarted agent that still holds the IP changes nothing.
+        assert!(changes(&held, &map(&[("mine", "10.0.0.1")])).is_empty());
     }
 
     #[test]

@@ -566,3 +566,11 @@ impl ClusterBox {
         Ok((pod, output))
     }
 }
+
+/// The CNI network configuration of a box Node (for tests that call the plugin themselves).
+impl BoxNode {
+    /// What [`ClusterBox::create_pod`] hands the plugin on this Node (same IP reservations).
+    pub fn cni_netconf(&self) -> serde_json::Value {
+        cni::netconf(&self.node, &self.state_dir)
+    }
+}

@@ -13,14 +13,30 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod as KubePod;
+use kube::api::{Api, PostParams};
 use ovs_egress_integration::cluster::{ClusterBox, node_ip};
-use ovs_egress_integration::{Netns, ext_server};
+use ovs_egress_integration::{Netns, cni, ext_server};
 
 const REALIZED: Duration = Duration::from_secs(10);
 /// Upper bound of the one connection each new Pod makes (not a performance bound).
 const CONNECT: Duration = Duration::from_secs(10);
 /// New Pods per Node and label, so a race between CNI ADD and the agent would show.
 const PODS_PER_NODE: usize = 5;
+
+/// The static Egress of these tests: `app=web` Pods leave with node-2's IP.
+fn apply_web_egress(c: &ClusterBox) -> IpAddr {
+    let egress_ip: IpAddr = node_ip(2).into();
+    kubectl_apply(
+        c,
+        &format!(
+            "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: egress-prod-web\n\
+             spec:\n  appliedTo:\n    podSelector:\n      matchLabels:\n        app: web\n  \
+             egressIP: {egress_ip}\n"
+        ),
+    );
+    egress_ip
+}
 
 fn kubectl_apply(c: &ClusterBox, yaml: &str) {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).unwrap();
@@ -108,19 +124,11 @@ async fn pods_created_after_a_static_egress_leave_with_its_ip_on_their_very_firs
     c.ensure_namespace("prod", &[]).await.unwrap();
     let node1: IpAddr = node_ip(1).into();
     let node2: IpAddr = node_ip(2).into();
-    let egress_ip = node2;
     let existing = c
         .create_pod("prod", "web-existing", "node-1", &[("app", "web")])
         .await
         .unwrap();
-    kubectl_apply(
-        &c,
-        &format!(
-            "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: egress-prod-web\n\
-             spec:\n  appliedTo:\n    podSelector:\n      matchLabels:\n        app: web\n  \
-             egressIP: {egress_ip}\n"
-        ),
-    );
+    let egress_ip = apply_web_egress(&c);
     if let Err(e) = c.wait_source(&existing, egress_ip, REALIZED).await {
         panic!("the Egress is not realized: {e}\n{}", c.logs());
     }
@@ -152,5 +160,62 @@ async fn pods_created_after_a_static_egress_leave_with_its_ip_on_their_very_firs
         "first connections of new unselected Pods:\n{}\n{}",
         wrong.join("\n"),
         c.logs()
+    );
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Benchmark, not a correctness test: what the guarantee costs. Median wall time of CNI ADD of
+/// a new `app=web` Pod on node-1 of a box with the static Egress realized, the Pod object
+/// created first as the kubelet does: ADD waiting for the agent's acknowledgement (the box's
+/// netconf) against ADD not waiting (`flowsReadyTimeoutMs: 0`, returns once the port is
+/// realized), interleaved in the same run, 9 Pods each. Run as root:
+/// `cargo test -p ovs-egress-integration --test e2e_first_connection -- --ignored --nocapture bench_`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_cni_add_waiting_for_the_agent_against_not_waiting() {
+    const RUNS: usize = 9;
+    let mut c = ClusterBox::start(&[1, 2])
+        .await
+        .expect("the cluster-in-a-box");
+    c.ensure_namespace("prod", &[]).await.unwrap();
+    let existing = c
+        .create_pod("prod", "web-existing", "node-1", &[("app", "web")])
+        .await
+        .unwrap();
+    let egress_ip = apply_web_egress(&c);
+    c.wait_source(&existing, egress_ip, REALIZED).await.unwrap();
+    let node = c.node("node-1").unwrap();
+    let pods: Api<KubePod> = Api::namespaced(c.client.clone(), "prod");
+    let (mut waiting, mut not_waiting, mut sandboxes) = (vec![], vec![], vec![]);
+    for i in 0..RUNS {
+        for wait in [true, false] {
+            let name = format!("bench-{wait}-{i}");
+            let object = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "prod", "labels": {"app": "web"}},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "x"}]},
+            }))
+            .unwrap();
+            pods.create(&PostParams::default(), &object).await.unwrap();
+            let sandbox = cni::Pod::in_namespace("prod", &name).unwrap();
+            let mut conf = node.cni_netconf();
+            if !wait {
+                conf["flowsReadyTimeoutMs"] = serde_json::json!(0);
+            }
+            let start = Instant::now();
+            cni::add(node.netns(), &sandbox, &conf).unwrap();
+            let elapsed = start.elapsed();
+            if wait { &mut waiting } else { &mut not_waiting }.push(elapsed);
+            sandboxes.push(sandbox);
+        }
+    }
+    let (waiting, not_waiting) = (median(waiting), median(not_waiting));
+    println!(
+        "CNI ADD of a selected Pod, median of {RUNS}: waiting for the agent's acknowledgement \
+         {waiting:?}, not waiting {not_waiting:?}, ratio {:.2}",
+        waiting.as_secs_f64() / not_waiting.as_secs_f64()
     );
 }

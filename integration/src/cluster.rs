@@ -295,42 +295,9 @@ impl ClusterBox {
         node: &str,
         labels: &[(&str, &str)],
     ) -> Result<BoxPod> {
-        let box_node = self.node(node)?;
-        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
-        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        let object = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]},
-        }))?;
-        pods.create(&PostParams::default(), &object)
-            .await
-            .with_context(|| format!("creating Pod {namespace}/{name}"))?;
-        let sandbox = Pod::in_namespace(namespace, name)?;
-        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
-        let added = cni::add(box_node.netns(), &sandbox, &conf)?;
-        let status = json!({"status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "app", "ready": true, "started": true,
-                "restartCount": 0, "image": "busybox", "imageID": "",
-                "state": {"running": {}}}],
-            "hostIP": box_node.node.ip().to_string(),
-            "podIP": added.ip.to_string(),
-            "podIPs": [{"ip": added.ip.to_string()}],
-        }});
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .with_context(|| format!("setting the status of Pod {namespace}/{name}"))?;
-        let pod = BoxPod {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            node: node.to_string(),
-            ip: added.ip,
-            netns: sandbox.ns.clone(),
-            container_id: sandbox.container_id,
-            cni_args: sandbox.cni_args,
-        };
-        self.pods.push(pod.clone());
+        let (pod, ()) = self
+            .create_pod_running(namespace, name, node, labels, |_| ())
+            .await?;
         Ok(pod)
     }
 
@@ -595,5 +562,69 @@ impl ClusterBox {
     pub async fn restart_agent(&mut self, node: &str) -> Result<()> {
         self.respawn_agent(node)?;
         self.wait_agent_ready_of(node).await
+    }
+}
+
+/// Pods whose application starts the moment their sandbox is wired (for first-connection tests).
+impl ClusterBox {
+    /// Creates a Pod as the kubelet would (Pod object, CNI ADD, Pod status), with the Pod's
+    /// application started the way the kubelet starts it:
+    /// `app` runs in the Pod's namespace as soon as CNI ADD returns, before the Pod's status
+    /// reaches the API server. Returns the Pod and what `app` returned.
+    pub async fn create_pod_running<T>(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        app: impl FnOnce(&Netns) -> T,
+    ) -> Result<(BoxPod, T)> {
+        let box_node = self.node(node)?;
+        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let object = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]},
+        }))?;
+        pods.create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating Pod {namespace}/{name}"))?;
+        let sandbox = Pod::in_namespace(namespace, name)?;
+        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
+        let added = cni::add(box_node.netns(), &sandbox, &conf)?;
+        let host_ip = box_node.node.ip().to_string();
+        let pod = BoxPod {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            node: node.to_string(),
+            ip: added.ip,
+            netns: sandbox.ns.clone(),
+            container_id: sandbox.container_id,
+            cni_args: sandbox.cni_args,
+        };
+        self.pods.push(pod.clone());
+        let output = app(&pod.netns);
+        let status = json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "app", "ready": true, "started": true,
+                "restartCount": 0, "image": "busybox", "imageID": "",
+                "state": {"running": {}}}],
+            "hostIP": host_ip,
+            "podIP": added.ip.to_string(),
+            "podIPs": [{"ip": added.ip.to_string()}],
+        }});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("setting the status of Pod {namespace}/{name}"))?;
+        Ok((pod, output))
+    }
+}
+
+/// The CNI network configuration of a box Node (for tests that call the plugin themselves).
+impl BoxNode {
+    /// What [`ClusterBox::create_pod`] hands the plugin on this Node (same IP reservations).
+    pub fn cni_netconf(&self) -> serde_json::Value {
+        cni::netconf(&self.node, &self.state_dir)
     }
 }

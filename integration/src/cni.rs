@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 
 use std::net::Ipv4Addr;
@@ -49,9 +49,8 @@ impl Pod {
     }
 }
 
-/// Runs the plugin in `node` with `env` and `stdin`; returns exit success and the parsed
-/// stdout (Null when empty).
-pub fn run_plugin(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> Result<(bool, Value)> {
+/// Starts the plugin in `node` with `env` and `stdin` written; stdout and stderr are piped.
+pub fn spawn_plugin(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> Result<Child> {
     let mut cmd = node.command(plugin_binary().to_str().context("binary path")?);
     cmd.arg("cni")
         .envs(env.iter().copied())
@@ -61,6 +60,12 @@ pub fn run_plugin(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> Result<(b
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("starting the plugin")?;
     child.stdin.take().context("stdin")?.write_all(stdin)?;
+    Ok(child)
+}
+
+/// Waits for a plugin started by [`spawn_plugin`]: exit success, the parsed stdout (Null when
+/// empty) and stderr (where the plugin logs).
+pub fn finish_plugin(child: Child) -> Result<(bool, Value, String)> {
     let out = child.wait_with_output()?;
     let text = String::from_utf8(out.stdout)?;
     let value = if text.trim().is_empty() {
@@ -68,11 +73,19 @@ pub fn run_plugin(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> Result<(b
     } else {
         serde_json::from_str(&text).with_context(|| format!("plugin stdout {text:?}"))?
     };
-    Ok((out.status.success(), value))
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    Ok((out.status.success(), value, stderr))
 }
 
-/// CNI `command` (ADD, DEL, CHECK) for `pod` with interface `eth0`.
-pub fn call(node: &Netns, command: &str, pod: &Pod, conf: &Value) -> Result<(bool, Value)> {
+/// Runs the plugin in `node` with `env` and `stdin`; returns exit success and the parsed
+/// stdout (Null when empty).
+pub fn run_plugin(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> Result<(bool, Value)> {
+    let (ok, value, _) = finish_plugin(spawn_plugin(node, env, stdin)?)?;
+    Ok((ok, value))
+}
+
+/// Starts CNI `command` (ADD, DEL, CHECK) for `pod` with interface `eth0`.
+pub fn spawn_call(node: &Netns, command: &str, pod: &Pod, conf: &Value) -> Result<Child> {
     let netns = pod.netns_path();
     let env = [
         ("CNI_COMMAND", command),
@@ -81,11 +94,23 @@ pub fn call(node: &Netns, command: &str, pod: &Pod, conf: &Value) -> Result<(boo
         ("CNI_IFNAME", "eth0"),
         ("CNI_ARGS", pod.cni_args.as_str()),
     ];
-    run_plugin(node, &env, conf.to_string().as_bytes())
+    spawn_plugin(node, &env, conf.to_string().as_bytes())
 }
 
+/// CNI `command` (ADD, DEL, CHECK) for `pod` with interface `eth0`.
+pub fn call(node: &Netns, command: &str, pod: &Pod, conf: &Value) -> Result<(bool, Value)> {
+    let (ok, value, _) = finish_plugin(spawn_call(node, command, pod, conf)?)?;
+    Ok((ok, value))
+}
+
+/// How long ADD waits for the agent's (or the datapath runtime's) acknowledgement of a Pod's
+/// flows on a test-bed Node: generous, so a slow machine never starts a Pod early; a harness
+/// that never acknowledges costs this much per Pod (and the plugin says so on stderr).
+pub const FLOWS_READY_TIMEOUT_MS: u64 = 10_000;
+
 /// The network configuration the runtime hands the plugin on a test-bed Node (netdev
-/// datapath, MTU 1450 for Geneve, host-local state in `state_dir`).
+/// datapath, MTU 1450 for Geneve, host-local state in `state_dir`, ADD waiting up to
+/// [`FLOWS_READY_TIMEOUT_MS`] for the Pod's flows).
 pub fn netconf(node: &Node, state_dir: &Path) -> Value {
     json!({
         "cniVersion": "1.0.0",
@@ -97,6 +122,7 @@ pub fn netconf(node: &Node, state_dir: &Path) -> Value {
         "ovsDbSocket": node.ovs.db_socket(),
         "datapathType": "netdev",
         "stateDir": state_dir,
+        "flowsReadyTimeoutMs": FLOWS_READY_TIMEOUT_MS,
     })
 }
 

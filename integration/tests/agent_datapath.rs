@@ -51,23 +51,25 @@ async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egr
     );
     agent.wait_ready().await;
 
-    // The Pod, through the CNI plugin, then in the API.
+    // The Pod as the kubelet creates it: the object, the sandbox through the CNI plugin (which
+    // returns once the agent acknowledged the Pod's flows), then the status with the IP.
+    let mut object = pod("default", "web-1", "node1", "");
+    object.status = None;
+    bed.create_pod(object).await;
     let pod_ns = cni::Pod::new("web-1").unwrap();
-    let (ok, out) = cni::call(&ns, "ADD", &pod_ns, &dn.cni_conf()).unwrap();
-    assert!(ok, "CNI ADD failed: {out}");
-    let pod_ip = out["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_else(|| panic!("no IP in CNI result {out}"))
-        .to_string();
-    let host_if = out["interfaces"]
-        .as_array()
-        .and_then(|ifs| ifs.iter().find(|i| i.get("sandbox").is_none()))
-        .and_then(|i| i["name"].as_str())
-        .unwrap_or_else(|| panic!("no host interface in CNI result {out}"))
-        .to_string();
-    bed.create_pod(pod("default", "web-1", "node1", &pod_ip))
-        .await;
+    let added = cni::add(&ns, &pod_ns, &dn.cni_conf()).unwrap();
+    let (pod_ip, host_if) = (added.ip.to_string(), added.host_if);
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(bed.client(), "default");
+    let status = serde_json::json!({"status": {
+        "phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]}});
+    pods.patch_status(
+        "web-1",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
     let ofport = dn
         .node
         .ovs

@@ -53,6 +53,8 @@ impl Node {
             "ovsDbSocket": self.ovs.db_socket(),
             "datapathType": "netdev",
             "stateDir": self.state_dir,
+            // No agent on this Node: do not wait for one (tests of the wait set their own).
+            "flowsReadyTimeoutMs": 0,
         })
     }
 
@@ -432,6 +434,68 @@ fn two_pods_on_one_node_reach_each_other_through_br_int() -> Result<()> {
     let body = fetched.context("no HTTP answer from pod b")?;
     let schema = std::fs::read_to_string("/usr/share/openvswitch/vswitch.ovsschema")?;
     assert_eq!(body, schema, "the ~30 KB file arrived intact over TCP");
+    Ok(())
+}
+
+/// The OVS port of `pod` once ovs-vswitchd has given it an OpenFlow port (ADD still running).
+fn wait_port_realized(node: &Node, pod: &Pod) -> Result<String> {
+    let port = ovs_egress::cni::plugin::host_ifname(&pod.container_id, "eth0");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ofport = node
+            .ovs
+            .vsctl(&["--if-exists", "get", "Interface", &port, "ofport"]);
+        if ofport.is_ok_and(|o| o.trim().parse::<i64>().is_ok_and(|n| n > 0)) {
+            return Ok(port);
+        }
+        if Instant::now() > deadline {
+            bail!("port {port} not realized within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn add_returns_only_once_the_agent_acknowledges_the_pod_flows_on_its_interface() -> Result<()> {
+    use ovs_egress::cni::port::keys::{FLOWS_READY, FLOWS_READY_VALUE};
+    let node = Node::new()?;
+    let pod = Pod::new("acked")?;
+    let mut conf = node.conf("10.244.8.0/24");
+    conf["flowsReadyTimeoutMs"] = json!(60_000);
+    let mut add = cni::spawn_call(&node.ns, "ADD", &pod, &conf)?;
+    let port = wait_port_realized(&node, &pod)?;
+    // The port is wired; ADD keeps waiting for the agent, however long it takes.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        add.try_wait()?.is_none(),
+        "ADD returned before the acknowledgement"
+    );
+    let ack = format!("external_ids:{FLOWS_READY}={FLOWS_READY_VALUE}");
+    node.ovs.vsctl(&["set", "Interface", &port, &ack])?;
+    let (ok, out, stderr) = cni::finish_plugin(add)?;
+    assert!(ok, "ADD failed: {out}\n{stderr}");
+    assert!(!stderr.contains("did not acknowledge"), "{stderr}");
+    assert_eq!(out["interfaces"][0]["name"], port.as_str());
+    Ok(())
+}
+
+#[test]
+fn add_without_an_agent_succeeds_after_the_flows_ready_timeout_and_says_so_on_stderr() -> Result<()>
+{
+    let node = Node::new()?;
+    let pod = Pod::new("alone")?;
+    let mut conf = node.conf("10.244.9.0/24");
+    conf["flowsReadyTimeoutMs"] = json!(300);
+    let (ok, out, stderr) = cni::finish_plugin(cni::spawn_call(&node.ns, "ADD", &pod, &conf)?)?;
+    assert!(ok, "ADD failed: {out}\n{stderr}");
+    let port = out["interfaces"][0]["name"].as_str().context("host name")?;
+    assert!(
+        stderr.contains("did not acknowledge")
+            && stderr.contains("default/alone")
+            && stderr.contains(port),
+        "{stderr}"
+    );
+    assert_eq!(node.ports()?, vec![port.to_string()], "the Pod stays wired");
     Ok(())
 }
 

@@ -11,6 +11,11 @@
 //! previous process's flows) already carries the first plan's Egress flows, Pods' included,
 //! with their SNAT rules in place before it.
 //!
+//! With every change of Egress flows it tells the runtime which Pod ports are settled
+//! (`acks::settled_ports`: their Pod is among those the applied plan decided, published by the
+//! agent loop after applying it), so the runtime acknowledges a new Pod's port to the CNI plugin
+//! only in the bundle that carries the Pod's Egress flow, or once it is known to need none.
+//!
 //! On the userspace datapath `EgressHost` also keeps OVS's tunnel neighbour cache right for
 //! egress IPs that move between Nodes (`ovs::tnl_neigh`); it learns the other Nodes' transport
 //! IPs from here.
@@ -21,7 +26,7 @@
 //! [`status_only`] is the `--no-datapath` mode: nothing is programmed, and every IP the plan
 //! would assign is reported `IPAssigned=False` ("datapath disabled").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,10 +35,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::acks::settled_ports;
 use super::config::{AgentConfig, DatapathType as ConfigDatapathType};
 use super::{Datapath, PlanRequest};
 use crate::datapath::{
-    DatapathConfig, DatapathInputs, INTERFACE_COLUMNS, NodeDatapath, RemoteNodeSpec, pod_ports,
+    DatapathConfig, DatapathInputs, INTERFACE_COLUMNS, NodeDatapath, PodPort, PortAcks,
+    RemoteNodeSpec, pod_ports,
 };
 use crate::datapath_egress::{DeviceChoice, EgressHost};
 use crate::host::iptables::{Cidr, MarkCarrier, SnatConfig};
@@ -58,16 +65,18 @@ const VERIFY_INTERVAL: Duration = Duration::from_secs(10);
 /// The message of `IPAssigned=False` in status-only mode.
 pub const DATAPATH_DISABLED: &str = "datapath disabled (--no-datapath): nothing is programmed";
 
-/// Starts the real datapath of Node `node`; `nodes` is the agent's current list of Nodes.
+/// Starts the real datapath of Node `node`; `nodes` is the agent's current list of Nodes,
+/// `decided` the local Pods (`namespace/name`) the applied plan has decided.
 /// `ovs_rundir` holds OVS's sockets (`/var/run/openvswitch` in production).
 pub fn start(
     node: String,
     config: AgentConfig,
     ovs_rundir: PathBuf,
     nodes: watch::Receiver<Vec<Node>>,
+    decided: watch::Receiver<BTreeSet<String>>,
 ) -> Datapath {
     let (tx, rx) = mpsc::channel::<PlanRequest>(1);
-    tokio::spawn(serve(node, config, ovs_rundir, nodes, rx));
+    tokio::spawn(serve(node, config, ovs_rundir, nodes, decided, rx));
     tx
 }
 
@@ -163,19 +172,37 @@ fn ip_errors(flows: &EgressFlows) -> impl Iterator<Item = (IpAddr, String)> + '_
 
 /// What the Egress flows of Node `node` depend on besides the plan: the cluster's Nodes, this
 /// Node's Pod CIDR, transport IP and gateway MAC, and the Interface table (Pod ports).
+/// The Egress flows of `plan` for the Pod ports of `interfaces`, and which of those ports they
+/// settle (`decided`: the local Pods the applied plan has decided), from one read of the replica.
+fn flows_and_acks(
+    plan: &NodePlan,
+    node: &str,
+    config: &AgentConfig,
+    nodes: &[Node],
+    addresses: (Ipv4Cidr, Ipv4Addr, Mac),
+    interfaces: &TableCache,
+    decided: &BTreeSet<String>,
+) -> (EgressFlows, PortAcks) {
+    let (ports, _) = pod_ports(interfaces);
+    let flows = egress_flows(
+        plan,
+        &egress_context(node, config, nodes, addresses, &ports),
+    );
+    (flows, settled_ports(&ports, decided))
+}
+
 fn egress_context(
     node: &str,
     config: &AgentConfig,
     nodes: &[Node],
     (pod_cidr, node_ip, gateway_mac): (Ipv4Cidr, Ipv4Addr, Mac),
-    interfaces: &TableCache,
+    ports: &[PodPort],
 ) -> EgressContext {
-    let (ports, _) = pod_ports(interfaces);
     let remotes = remote_nodes(nodes, node);
     let cidrs =
         |list: &[String]| -> Vec<Ipv4Cidr> { list.iter().filter_map(|c| c.parse().ok()).collect() };
     EgressContext {
-        pod_ofports: ports.into_iter().map(|p| (p.pod, p.ofport)).collect(),
+        pod_ofports: ports.iter().map(|p| (p.pod.clone(), p.ofport)).collect(),
         gateway_mac,
         local_transport_ip: node_ip,
         remote_transport_ips: remotes.iter().map(|r| r.transport_ip).collect(),
@@ -229,6 +256,8 @@ struct Running {
     pod_cidr: Ipv4Cidr,
     node_ip: Ipv4Addr,
     nodes: Vec<Node>,
+    /// The local Pods the applied plan has decided (their ports may be acknowledged).
+    decided: BTreeSet<String>,
     /// Replica of the Interface table (Pod ofports).
     interfaces: TableCache,
     _ovsdb: Client,
@@ -241,6 +270,7 @@ async fn serve(
     config: AgentConfig,
     ovs_rundir: PathBuf,
     mut nodes: watch::Receiver<Vec<Node>>,
+    mut decided: watch::Receiver<BTreeSet<String>>,
     mut requests: mpsc::Receiver<PlanRequest>,
 ) {
     let mut running: Option<(Running, MonitorStream)> = None;
@@ -259,7 +289,8 @@ async fn serve(
                 let Some(request) = request else { return };
                 if running.is_none() {
                     let list = nodes.borrow_and_update().clone();
-                    match Running::start(&node, &config, &ovs_rundir, list, &request.plan).await {
+                    let pods = decided.borrow_and_update().clone();
+                    match Running::start(&node, &config, &ovs_rundir, list, &request.plan, pods).await {
                         Ok(started) => running = Some(started),
                         Err(error) => {
                             tracing::warn!(node, %error, "datapath not started; plan not applied");
@@ -276,6 +307,13 @@ async fn serve(
                 let list = nodes.borrow_and_update().clone();
                 if let Some((rt, _)) = &mut running {
                     rt.set_nodes(list);
+                }
+            }
+            Ok(()) = decided.changed() => {
+                let pods = decided.borrow_and_update().clone();
+                if let Some((rt, _)) = &mut running {
+                    rt.decided = pods;
+                    rt.refresh_flows();
                 }
             }
             Some(event) = async {
@@ -304,6 +342,7 @@ impl Running {
         ovs_rundir: &std::path::Path,
         nodes: Vec<Node>,
         first: &NodePlan,
+        decided: BTreeSet<String>,
     ) -> Result<(Running, MonitorStream), String> {
         let (pod_cidr, node_ip) = local_node(&nodes, node)?;
         let (datapath_type, carrier) = match config.ovs_datapath_type {
@@ -333,12 +372,14 @@ impl Running {
         let interfaces = interface_snapshot(&mut monitor)
             .await
             .map_err(|e| format!("OVSDB {}: {e}", cfg.ovsdb_socket.display()))?;
-        let context = egress_context(
+        let (first_flows, first_acks) = flows_and_acks(
+            first,
             node,
             config,
             &nodes,
             (pod_cidr, node_ip, gateway_mac),
             &interfaces,
+            &decided,
         );
         let pod_cidr_host: Cidr = pod_cidr
             .to_string()
@@ -366,12 +407,13 @@ impl Running {
             return Err(report.node_error.unwrap_or_default());
         }
         let ofctl = Ofctl::new(cfg.ofctl_target.clone());
-        let runtime = NodeDatapath::start(
+        let runtime = NodeDatapath::start_with_acks(
             cfg,
             DatapathInputs {
                 remote_nodes: remote_nodes(&nodes, node),
-                extra_flows: egress_flows(first, &context).flows,
+                extra_flows: first_flows.flows,
             },
+            first_acks,
         );
         tracing::info!(node, %pod_cidr, %node_ip, bridge = %config.ovs_bridge, "datapath started");
         let running = Running {
@@ -384,6 +426,7 @@ impl Running {
             pod_cidr,
             node_ip,
             nodes,
+            decided,
             interfaces,
             _ovsdb: ovsdb,
             plan: None,
@@ -391,13 +434,17 @@ impl Running {
         Ok((running, monitor))
     }
 
-    fn context(&self) -> EgressContext {
-        egress_context(
+    /// The Egress flows of `plan` for the Pod ports now attached, and which of those ports
+    /// they settle: both from one read of the Interface replica.
+    fn flows_and_acks(&self, plan: &NodePlan) -> (EgressFlows, PortAcks) {
+        flows_and_acks(
+            plan,
             &self.node,
             &self.config,
             &self.nodes,
             (self.pod_cidr, self.node_ip, self.gateway_mac),
             &self.interfaces,
+            &self.decided,
         )
     }
 
@@ -413,18 +460,18 @@ impl Running {
         self.refresh_flows();
     }
 
-    /// Recomputes the last plan's flows after a Pod port or Node change (the SNAT rules and
-    /// IPs depend on the plan only, so they stay).
+    /// Recomputes the last plan's flows after a Pod port, Node or decided-Pods change (the SNAT
+    /// rules and IPs depend on the plan only, so they stay).
     fn refresh_flows(&self) {
         if let Some(plan) = &self.plan {
-            self.runtime
-                .set_extra_flows(egress_flows(plan, &self.context()).flows);
+            let (flows, acks) = self.flows_and_acks(plan);
+            self.runtime.set_extra_flows_and_acks(flows.flows, acks);
         }
     }
 
     /// Applies `plan`; `None` when it could not (logged), so the agent retries.
     async fn apply(&mut self, plan: Arc<NodePlan>) -> Option<BTreeMap<String, EgressStatus>> {
-        let flows = egress_flows(&plan, &self.context());
+        let (flows, acks) = self.flows_and_acks(&plan);
         let due = match self.host.prepare(&plan).await {
             Ok(due) => due,
             Err(report) => {
@@ -432,7 +479,8 @@ impl Running {
                 return None;
             }
         };
-        self.runtime.set_extra_flows(flows.flows.clone());
+        self.runtime
+            .set_extra_flows_and_acks(flows.flows.clone(), acks);
         self.plan = Some(plan.clone());
         if let Err(error) = self.wait_installed(&flows.flows).await {
             tracing::warn!(node = self.node, %error, "plan not applied");

@@ -4,17 +4,20 @@
 //! datapath ([`Datapath`], a channel: the datapath answers with the statuses it realized; the
 //! real one is [`datapath::start`], `--no-datapath` selects [`datapath::status_only`]), then
 //! writes the status of the Egresses this Node is the writer of and emits
-//! `IPAssigned`/`IPUnassigned` events from those statuses.
+//! `IPAssigned`/`IPUnassigned` events from those statuses. Once a plan is applied it tells the
+//! datapath which local Pods that plan has decided ([`acks`]), so the datapath acknowledges
+//! their ports to the CNI plugin only when their Egress flows are in place.
 //!
 //! It must never decide anything itself (the plan does) and never fail because the API server
 //! is away: watches retry with back-off, and no plan is handed over before every cache has
 //! synced, so the datapath keeps what it has until then.
 
+pub mod acks;
 pub mod config;
 pub mod datapath;
 pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,13 +60,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         None => AgentConfig::default(),
     };
     let (nodes, nodes_rx) = watch::channel(Vec::new());
+    let (decided, decided_rx) = watch::channel(BTreeSet::new());
     let datapath = if args.no_datapath {
         datapath::status_only()
     } else {
         let rundir = args.ovs_rundir.clone();
-        datapath::start(args.node_name.clone(), config.clone(), rundir, nodes_rx)
+        let node = args.node_name.clone();
+        datapath::start(node, config.clone(), rundir, nodes_rx, decided_rx)
     };
-    run_inner(args, config, datapath, nodes).await
+    run_inner(args, config, datapath, nodes, decided).await
 }
 
 /// Run the agent, handing every new plan to `datapath` and reporting what it applied.
@@ -72,15 +77,25 @@ pub async fn run_with(
     config: AgentConfig,
     datapath: Datapath,
 ) -> anyhow::Result<()> {
-    run_inner(args, config, datapath, watch::channel(Vec::new()).0).await
+    let nodes = watch::channel(Vec::new()).0;
+    run_inner(
+        args,
+        config,
+        datapath,
+        nodes,
+        watch::channel(BTreeSet::new()).0,
+    )
+    .await
 }
 
-/// [`run_with`], publishing the view's Nodes on `nodes` before each plan is handed over.
+/// [`run_with`], publishing the view's Nodes on `nodes` before each plan is handed over, and
+/// the local Pods the applied plan has decided on `decided` after it is applied.
 async fn run_inner(
     args: AgentArgs,
     config: AgentConfig,
     datapath: Datapath,
     nodes: watch::Sender<Vec<crate::model::Node>>,
+    decided: watch::Sender<BTreeSet<String>>,
 ) -> anyhow::Result<()> {
     if !config.feature_gates.egress {
         return health::serve_disabled(args.health_listen, "agent").await;
@@ -112,6 +127,7 @@ async fn run_inner(
         events: events::Events::new(client, &args.node_name),
         datapath,
         nodes,
+        decided,
         ready: ready_tx,
     };
     tokio::select! {
@@ -129,6 +145,9 @@ struct Loop {
     datapath: Datapath,
     /// The view's Nodes, for the datapath (remote Nodes, this Node's Pod CIDR).
     nodes: watch::Sender<Vec<crate::model::Node>>,
+    /// The local Pods whose Egress the applied plan has decided (`acks::known_local_pods`),
+    /// published only once that plan is applied.
+    decided: watch::Sender<BTreeSet<String>>,
     ready: watch::Sender<bool>,
 }
 
@@ -173,6 +192,13 @@ impl Loop {
                 wait = RETRY;
                 continue;
             };
+            // The applied plan equals the one computed from this snapshot.
+            let decided = acks::known_local_pods(&snapshot.view, &self.node);
+            self.decided.send_if_modified(|old| {
+                let changed = *old != decided;
+                *old = decided;
+                changed
+            });
             let failures = self.write_statuses(statuses, &snapshot.statuses).await;
             let now_held = events::held(&self.node, statuses, &snapshot.uids);
             let before = held.get_or_insert_with(|| {

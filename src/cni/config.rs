@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -18,6 +19,10 @@ pub const CNI_VERSION: &str = "1.0.0";
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
 /// Underlay MTU 1500 minus the Geneve overhead (50 bytes for IPv4 underlays), see testbed P7.
 pub const DEFAULT_MTU: u32 = 1450;
+/// How long ADD waits for the agent to acknowledge the Pod's flows (`flowsReadyTimeoutMs`):
+/// the agent answers within milliseconds; a Node without a running agent delays each Pod by
+/// this much, never more.
+pub const DEFAULT_FLOWS_READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -197,6 +202,8 @@ pub struct NetConf {
     pub datapath: Datapath,
     /// Directory of the IP reservations (one file per reserved IP).
     pub state_dir: PathBuf,
+    /// How long ADD waits for the agent's acknowledgement of the Pod's flows; zero: not at all.
+    pub flows_ready_timeout: Duration,
     pub prev_result: Option<CniResult>,
 }
 
@@ -215,6 +222,7 @@ struct RawNetConf {
     ovs_db_socket: Option<PathBuf>,
     datapath_type: Option<String>,
     state_dir: Option<PathBuf>,
+    flows_ready_timeout_ms: Option<u64>,
     prev_result: Option<serde_json::Value>,
 }
 
@@ -301,6 +309,9 @@ impl NetConf {
                 .unwrap_or_else(|| PathBuf::from("/var/run/openvswitch/db.sock")),
             datapath,
             state_dir,
+            flows_ready_timeout: raw
+                .flows_ready_timeout_ms
+                .map_or(DEFAULT_FLOWS_READY_TIMEOUT, Duration::from_millis),
             prev_result,
         })
     }
@@ -430,13 +441,16 @@ mod tests {
     }
 
     #[test]
-    fn config_defaults_gateway_to_first_address_and_mtu_to_geneve_overhead() {
+    fn config_defaults_gateway_to_first_address_mtu_to_geneve_overhead_and_waits_for_flows() {
         let c = conf("").unwrap();
         assert_eq!(c.pod_cidr.gateway, "10.244.1.1".parse::<IpAddr>().unwrap());
         assert_eq!(c.mtu, 1450);
         assert_eq!(c.ovs_bridge, "br-int");
         assert_eq!(c.datapath, Datapath::System);
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/cni/networks/pods"));
+        assert_eq!(c.flows_ready_timeout, DEFAULT_FLOWS_READY_TIMEOUT);
+        let off = conf(r#","flowsReadyTimeoutMs":0"#).unwrap();
+        assert_eq!(off.flows_ready_timeout, Duration::ZERO);
         let (first, last) = c.pod_cidr.usable();
         assert_eq!(c.pod_cidr.to_ip(first).to_string(), "10.244.1.1");
         assert_eq!(c.pod_cidr.to_ip(last).to_string(), "10.244.1.254");

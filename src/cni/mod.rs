@@ -15,9 +15,17 @@
 //!   "ovsBridge": "br-int",
 //!   "ovsDbSocket": "/var/run/openvswitch/db.sock",
 //!   "datapathType": "system",          // or "netdev": adds the P1/P2 interface hygiene
-//!   "stateDir": "/var/lib/cni/networks/<name>"   // IP reservations, one file per IP
+//!   "stateDir": "/var/lib/cni/networks/<name>",  // IP reservations, one file per IP
+//!   "flowsReadyTimeoutMs": 5000        // 0: do not wait for the agent (see below)
 //! }
 //! ```
+//!
+//! ADD returns once the Pod's datapath is in place, not merely its port: after attaching the
+//! port it waits until the agent acknowledges, in the Interface's `external_ids`
+//! ([`port::keys::FLOWS_READY`]), that every flow of the Pod is installed, its Egress decision
+//! included, so the Pod's very first packet is treated as it will be for its lifetime. A missing
+//! or stuck agent must not block Pod creation: after `flowsReadyTimeoutMs` ADD succeeds anyway
+//! and says so on stderr (the runtime's log).
 //!
 //! Error codes: 1, 2, 3, 4, 6, 7, 11 as in the spec; 100 a host operation failed, 101 podCIDR
 //! exhausted, 102 CHECK found a difference (see [`error::Code`]).

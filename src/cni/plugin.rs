@@ -1,6 +1,8 @@
 //! The three CNI commands that touch the host. ADD either wires the Pod completely or rolls back
 //! everything it created (IP reservation, veth, iptables rule, OVS port) before reporting the
-//! error; DEL removes whatever is left and succeeds when nothing is; CHECK only reads.
+//! error, and returns once the agent has acknowledged the Pod's flows (or the wait timed out,
+//! which is logged, not an error); DEL removes whatever is left and succeeds when nothing is;
+//! CHECK only reads.
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
@@ -163,7 +165,21 @@ fn configure(
         (port::keys::MAC, pod_link.mac.as_str()),
     ];
     created.port = true; // set before the call: a timed-out add may still have landed
-    nl.run(|_| port::attach(&conf.ovs_db_socket, &conf.ovs_bridge, host, &ids))?;
+    let timeout = conf.flows_ready_timeout;
+    let ready =
+        nl.run(|_| port::attach(&conf.ovs_db_socket, &conf.ovs_bridge, host, &ids, timeout))?;
+    if ready == port::FlowsReady::TimedOut {
+        // Not an error: a Node without a running agent must still start Pods. The runtime logs
+        // the plugin's stderr.
+        eprintln!(
+            "ovs-egress cni: WARNING: the agent did not acknowledge the flows of Pod {}/{} \
+             (port {host}, container {}) within {timeout:?}; the Pod starts before its \
+             datapath, its first connections may be dropped or leave without its Egress IP",
+            env.pod_namespace(),
+            env.pod_name(),
+            env.container_id
+        );
+    }
     Ok((host_link, pod_link))
 }
 

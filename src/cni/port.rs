@@ -9,8 +9,16 @@
 //! | `ip` | the Pod's address, without prefix length |
 //! | `mac` | the MAC of the container interface |
 //!
-//! ADD returns only once ovs-vswitchd has realized the port (its `ofport` is set), so the Pod's
-//! first packet finds it. Never touches ports other than the one it is given.
+//! and the keys the agent adds once the Pod's flows are installed (the acknowledgement ADD
+//! waits for, see [`wait_flows_ready`]):
+//!
+//! | key | value |
+//! |---|---|
+//! | `ovs-egress-flows-ready` | `true` |
+//! | `ovs-egress-flows-round` | the agent's cookie round that installed them |
+//!
+//! [`attach`] returns only once ovs-vswitchd has realized the port (its `ofport` is set).
+//! Never touches ports other than the one it is given.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +27,7 @@ use std::time::Duration;
 use super::error::{CniError, Code};
 use crate::ovs::bridge::{self, BridgeError};
 use crate::ovs::ovsdb::{
-    Atom, Client, ClientOptions, Operation, OvsdbError, Row, Value, WaitUntil,
+    Atom, Client, ClientOptions, Condition, Operation, OvsdbError, Row, Value, WaitUntil,
 };
 
 /// The `external_ids` keys written on a Pod's Interface row.
@@ -29,14 +37,19 @@ pub mod keys {
     pub const POD_NAMESPACE: &str = "k8s-pod-namespace";
     pub const IP: &str = "ip";
     pub const MAC: &str = "mac";
+    /// Written by the agent once every flow of the Pod is installed; value [`FLOWS_READY_VALUE`].
+    pub const FLOWS_READY: &str = "ovs-egress-flows-ready";
+    pub const FLOWS_READY_VALUE: &str = "true";
+    /// Written with [`FLOWS_READY`]: the cookie round of the agent that installed the flows.
+    pub const FLOWS_ROUND: &str = "ovs-egress-flows-round";
 }
 
 /// Upper bound for each OVSDB request, including the wait for ovs-vswitchd.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn connect(db: &Path, what: &str) -> Result<Client, CniError> {
+async fn connect(db: &Path, what: &str, longest_wait: Duration) -> Result<Client, CniError> {
     let opts = ClientOptions {
-        request_timeout: TIMEOUT,
+        request_timeout: TIMEOUT.max(longest_wait + Duration::from_secs(1)),
         ..ClientOptions::default()
     };
     Client::connect(db, opts).await.map_err(|e| {
@@ -56,16 +69,27 @@ fn ovsdb_err(what: &str) -> impl Fn(OvsdbError) -> CniError + '_ {
     move |e| CniError::host(what.to_string(), e)
 }
 
-/// Add `port` to `bridge` with `external_ids` on its Interface row, and wait until ovs-vswitchd
-/// has given it an OpenFlow port.
+/// Whether the agent acknowledged the Pod's flows within the time ADD gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowsReady {
+    Acknowledged,
+    /// Not acknowledged within the timeout (no agent, or a stuck one).
+    TimedOut,
+    /// The timeout is zero: not waited for.
+    NotAwaited,
+}
+
+/// Add `port` to `bridge` with `external_ids` on its Interface row, wait until ovs-vswitchd
+/// has given it an OpenFlow port, then up to `flows_ready` for the agent's acknowledgement.
 pub async fn attach(
     db: &Path,
     bridge: &str,
     port: &str,
     ids: &[(&str, &str)],
-) -> Result<(), CniError> {
+    flows_ready: Duration,
+) -> Result<FlowsReady, CniError> {
     let what = format!("adding port {port} to bridge {bridge}");
-    let client = connect(db, &what).await?;
+    let client = connect(db, &what, flows_ready).await?;
     let ids: BTreeMap<String, String> = ids
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -111,13 +135,46 @@ pub async fn attach(
             format!("ovs-vswitchd rejected it: {}", error.unwrap_or("ofport -1")),
         ));
     }
-    Ok(())
+    wait_flows_ready(&client, port, flows_ready).await
+}
+
+/// Waits up to `timeout` until the Interface `port` carries the agent's acknowledgement
+/// ([`keys::FLOWS_READY`]). OVSDB itself blocks the `wait` operation until a commit makes the
+/// condition true, so the acknowledgement is seen the moment it is written.
+pub async fn wait_flows_ready(
+    client: &Client,
+    port: &str,
+    timeout: Duration,
+) -> Result<FlowsReady, CniError> {
+    if timeout.is_zero() {
+        return Ok(FlowsReady::NotAwaited);
+    }
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let acknowledged = Value::map([(keys::FLOWS_READY, keys::FLOWS_READY_VALUE)]);
+    // "Until the Interface named `port` that carries the acknowledgement is no longer absent."
+    let wait = Operation::wait(
+        "Interface",
+        &["name"],
+        WaitUntil::NotEqual,
+        vec![],
+        Some(ms),
+    )
+    .where_eq("name", port)
+    .filter(Condition::includes("external_ids", acknowledged));
+    match client.transact(&[wait]).await {
+        Ok(_) => Ok(FlowsReady::Acknowledged),
+        Err(OvsdbError::OpFailed { error, .. }) if error == "timed out" => Ok(FlowsReady::TimedOut),
+        Err(e) => Err(CniError::host(
+            format!("waiting for the agent to acknowledge the flows of port {port}"),
+            e,
+        )),
+    }
 }
 
 /// Remove `port` from `bridge`; a missing port is not an error.
 pub async fn detach(db: &Path, bridge: &str, port: &str) -> Result<(), CniError> {
     let what = format!("removing port {port} from bridge {bridge}");
-    let client = connect(db, &what).await?;
+    let client = connect(db, &what, Duration::ZERO).await?;
     bridge::delete_port(&client, bridge, port)
         .await
         .map(drop)

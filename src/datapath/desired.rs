@@ -105,6 +105,7 @@ mod tests {
             ofport,
             mac: Mac([2, 0, 0, 0, 0, mac_last]),
             ip: Ipv4Addr::from(ip),
+            acked: false,
         }
     }
 

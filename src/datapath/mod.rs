@@ -13,14 +13,22 @@
 //! every flow is reinstalled at once; a periodic verification repairs flows removed behind
 //! its back.
 //!
+//! Pod ports are acknowledged: once the flows of a Pod port are installed, the runtime writes
+//! `cni::port::keys::FLOWS_READY` into its Interface's `external_ids`, which CNI ADD waits for,
+//! so a Pod starts only when its datapath is in place. Which ports it may acknowledge is the
+//! caller's call ([`PortAcks`]): all of them once Pod networking is installed, or only those
+//! the caller says its extra flows have settled.
+//!
 //! It decides nothing about Egress: which extra flows exist is the caller's business. It never
-//! touches flows outside its rounds, routes it did not add, or other bridges.
+//! touches flows outside its rounds, routes it did not add, or other bridges, and writes no
+//! `external_ids` of Interfaces but the acknowledgement.
 
 mod desired;
 mod ports;
 mod runtime;
 pub mod switch;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -108,6 +116,35 @@ pub struct DatapathInputs {
     pub extra_flows: Vec<Flow>,
 }
 
+/// Which Pod ports the runtime acknowledges once their flows are installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortAcks {
+    /// Every Pod port, once its Pod networking flows are installed (the caller adds no per-Pod
+    /// flows, or does not gate the Pods' start on them).
+    Installed,
+    /// Only these ports (Interface name → ofport), once installed: for them, the extra flows
+    /// given in the same update hold everything the caller decided.
+    Settled(BTreeMap<String, u32>),
+}
+
+impl PortAcks {
+    /// Whether `port` may be acknowledged once its flows are installed.
+    pub fn covers(&self, port: &PodPort) -> bool {
+        match self {
+            PortAcks::Installed => true,
+            PortAcks::Settled(ports) => ports.get(&port.name) == Some(&port.ofport),
+        }
+    }
+}
+
+/// What the runtime reconciles to: the caller's inputs and which ports to acknowledge, changed
+/// together so an acknowledgement never precedes the extra flows it vouches for.
+#[derive(Clone, Debug)]
+struct Wanted {
+    inputs: DatapathInputs,
+    acks: PortAcks,
+}
+
 /// What the runtime reports; observe it with [`NodeDatapath::status`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DatapathStatus {
@@ -129,20 +166,30 @@ pub struct DatapathStatus {
 /// A running datapath runtime. Dropping it stops the runtime (flows stay on the switch, where
 /// the next runtime finds and retires them).
 pub struct NodeDatapath {
-    inputs: watch::Sender<DatapathInputs>,
+    wanted: watch::Sender<Wanted>,
     status: watch::Receiver<DatapathStatus>,
     task: JoinHandle<()>,
 }
 
 impl NodeDatapath {
-    /// Starts the runtime on the current tokio runtime. Host-side changes (gateway address,
-    /// routes) happen in the network namespace of the calling thread.
+    /// Starts the runtime on the current tokio runtime, acknowledging every Pod port once its
+    /// Pod networking is installed ([`PortAcks::Installed`]). Host-side changes (gateway
+    /// address, routes) happen in the network namespace of the calling thread.
     pub fn start(cfg: DatapathConfig, inputs: DatapathInputs) -> NodeDatapath {
-        let (inputs_tx, inputs_rx) = watch::channel(inputs);
+        NodeDatapath::start_with_acks(cfg, inputs, PortAcks::Installed)
+    }
+
+    /// [`NodeDatapath::start`], acknowledging the Pod ports `acks` allows.
+    pub fn start_with_acks(
+        cfg: DatapathConfig,
+        inputs: DatapathInputs,
+        acks: PortAcks,
+    ) -> NodeDatapath {
+        let (wanted_tx, wanted_rx) = watch::channel(Wanted { inputs, acks });
         let (status_tx, status_rx) = watch::channel(DatapathStatus::default());
-        let task = tokio::spawn(runtime::run(cfg, inputs_rx, status_tx));
+        let task = tokio::spawn(runtime::run(cfg, wanted_rx, status_tx));
         NodeDatapath {
-            inputs: inputs_tx,
+            wanted: wanted_tx,
             status: status_rx,
             task,
         }
@@ -150,17 +197,25 @@ impl NodeDatapath {
 
     /// Replaces all inputs at once.
     pub fn set_inputs(&self, inputs: DatapathInputs) {
-        self.inputs.send_replace(inputs);
+        self.wanted.send_modify(|w| w.inputs = inputs);
     }
 
     /// Replaces the remote Nodes.
     pub fn set_remote_nodes(&self, nodes: Vec<RemoteNodeSpec>) {
-        self.inputs.send_modify(|i| i.remote_nodes = nodes);
+        self.wanted.send_modify(|w| w.inputs.remote_nodes = nodes);
     }
 
     /// Replaces the extra flows (installed with Pod networking, in one bundle per change).
     pub fn set_extra_flows(&self, flows: Vec<Flow>) {
-        self.inputs.send_modify(|i| i.extra_flows = flows);
+        self.wanted.send_modify(|w| w.inputs.extra_flows = flows);
+    }
+
+    /// Replaces the extra flows and the ports to acknowledge once installed, in one change.
+    pub fn set_extra_flows_and_acks(&self, flows: Vec<Flow>, acks: PortAcks) {
+        self.wanted.send_modify(|w| {
+            w.inputs.extra_flows = flows;
+            w.acks = acks;
+        });
     }
 
     pub fn status(&self) -> watch::Receiver<DatapathStatus> {

@@ -22,6 +22,8 @@ pub struct PodPort {
     pub ofport: u32,
     pub mac: Mac,
     pub ip: Ipv4Addr,
+    /// The agent's acknowledgement (`keys::FLOWS_READY`) is on the Interface already.
+    pub acked: bool,
 }
 
 impl PodPort {
@@ -95,6 +97,7 @@ fn pod_port(row: &Row) -> Result<Option<PodPort>, BadPort> {
         ofport,
         mac,
         ip,
+        acked: ids.get(keys::FLOWS_READY).map(String::as_str) == Some(keys::FLOWS_READY_VALUE),
     }))
 }
 
@@ -104,16 +107,21 @@ mod tests {
     use crate::ovs::ovsdb::{MonitorEvent, RowUpdate, TableUpdates, Uuid, Value};
 
     /// A replica holding one Interface row per `(name, ofport, ip, mac)`; `ofport` None = unset.
+    /// Ports whose name starts with `acked` carry the agent's acknowledgement.
     fn cache(rows: &[(&str, Option<i64>, &str, &str)]) -> TableCache {
         let mut table = std::collections::BTreeMap::new();
         for (i, (name, ofport, ip, mac)) in rows.iter().enumerate() {
-            let ids = Value::map([
+            let mut ids = vec![
                 ("container-id", "c1"),
                 ("k8s-pod-name", "web"),
                 ("k8s-pod-namespace", "ns"),
                 ("ip", *ip),
                 ("mac", *mac),
-            ]);
+            ];
+            if name.starts_with("acked") {
+                ids.push((keys::FLOWS_READY, keys::FLOWS_READY_VALUE));
+            }
+            let ids = Value::map(ids);
             let ofport = ofport.map_or_else(Value::empty_set, Value::from);
             let row = Row::new()
                 .with("name", *name)
@@ -134,9 +142,9 @@ mod tests {
     }
 
     #[test]
-    fn pod_ports_need_cni_keys_and_an_assigned_ofport_and_are_sorted_by_ofport() {
+    fn pod_ports_need_cni_keys_and_an_assigned_ofport_are_sorted_by_ofport_and_show_the_ack() {
         let mut c = cache(&[
-            ("p9", Some(9), "10.244.1.9", "02:00:00:00:00:09"),
+            ("acked9", Some(9), "10.244.1.9", "02:00:00:00:00:09"),
             ("p3", Some(3), "10.244.1.3", "02:00:00:00:00:03"),
             ("pending", None, "10.244.1.4", "02:00:00:00:00:04"),
             ("failed", Some(-1), "10.244.1.5", "02:00:00:00:00:05"),
@@ -150,7 +158,8 @@ mod tests {
         let (ports, bad) = pod_ports(&c);
         assert!(bad.is_empty(), "{bad:?}");
         let names: Vec<_> = ports.iter().map(|p| (p.name.as_str(), p.ofport)).collect();
-        assert_eq!(names, [("p3", 3), ("p9", 9)]);
+        assert_eq!(names, [("p3", 3), ("acked9", 9)]);
+        assert_eq!((ports[0].acked, ports[1].acked), (false, true));
         assert_eq!(ports[0].pod, "ns/web");
         assert_eq!(ports[0].ip, Ipv4Addr::new(10, 244, 1, 3));
         assert_eq!(ports[0].mac.to_string(), "02:00:00:00:00:03");

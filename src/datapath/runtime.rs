@@ -12,13 +12,16 @@ use tokio::time::Instant;
 use super::desired::{desired_flows, node_routes};
 use super::switch::{self, SwitchEvent};
 use super::{
-    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, ROUND_KEY, pod_ports,
+    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, PodPort, ROUND_KEY, Wanted,
+    pod_ports,
 };
+use crate::cni::port::keys;
 use crate::host::routes::{NodeRoutes, RouteError};
 use crate::ovs::bridge::{self, BridgeError, bridge_external_ids, update_bridge_external_ids};
 use crate::ovs::ofctl::{FlowProgrammer, Ofctl, OfctlError, next_round};
 use crate::ovs::ovsdb::{
-    Client, ClientOptions, ConnState, MonitorEvent, MonitorSpec, MonitorStream, TableCache,
+    Client, ClientOptions, ConnState, MonitorEvent, MonitorSpec, MonitorStream, Mutation,
+    Operation, OvsdbError, TableCache, Value,
 };
 use crate::pipeline::Flow;
 
@@ -34,6 +37,8 @@ enum StepError {
     Flows(#[from] OfctlError),
     #[error("host side: {0}")]
     Host(#[from] RouteError),
+    #[error("acknowledging the flows of Pod ports {ports}: {source}")]
+    Ack { ports: String, source: OvsdbError },
 }
 
 /// Aborts a helper task when the runtime ends.
@@ -75,7 +80,7 @@ struct Runtime {
 
 pub(super) async fn run(
     cfg: DatapathConfig,
-    mut inputs: watch::Receiver<DatapathInputs>,
+    mut inputs: watch::Receiver<Wanted>,
     status: watch::Sender<DatapathStatus>,
 ) {
     let opts = ClientOptions {
@@ -238,9 +243,9 @@ impl Runtime {
         )
     }
 
-    async fn reconcile(&mut self, inputs: &DatapathInputs) {
+    async fn reconcile(&mut self, wanted: &Wanted) {
         self.due = None;
-        match self.step(inputs).await {
+        match self.step(wanted).await {
             Ok(()) => self.failures = 0,
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
@@ -254,9 +259,11 @@ impl Runtime {
         }
     }
 
-    /// One reconcile: bridge, then flows, then host routes. (Host state that must exist
-    /// before flows point at it, such as Egress SNAT rules, belongs before the flow step.)
-    async fn step(&mut self, inputs: &DatapathInputs) -> Result<(), StepError> {
+    /// One reconcile: bridge, then flows, then host routes, then the acknowledgement of the Pod
+    /// ports now complete. (Host state that must exist before flows point at it, such as Egress
+    /// SNAT rules, belongs before the flow step.)
+    async fn step(&mut self, wanted: &Wanted) -> Result<(), StepError> {
+        let inputs = &wanted.inputs;
         if !self.ovsdb_up {
             return Ok(()); // on_conn / on_monitor reported why
         }
@@ -281,6 +288,11 @@ impl Runtime {
             self.host(inputs).await?;
             self.host_due = false;
         }
+        let due: Vec<&PodPort> = pods
+            .iter()
+            .filter(|p| !p.acked && wanted.acks.covers(p))
+            .collect();
+        self.acknowledge(&due).await?;
         let flows = self
             .programmer
             .as_ref()
@@ -348,6 +360,43 @@ impl Runtime {
             self.round_stored = true;
             self.status.send_modify(|s| s.full_installs += 1);
         }
+        Ok(())
+    }
+
+    /// Marks `ports` as complete in their Interfaces' `external_ids` (what CNI ADD waits for),
+    /// each only while it still has the ofport its flows were installed for.
+    async fn acknowledge(&self, ports: &[&PodPort]) -> Result<(), StepError> {
+        let Some(round) = self.programmer.as_ref().map(FlowProgrammer::round) else {
+            return Ok(());
+        };
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let round = round.to_string();
+        let ids = Value::map([
+            (keys::FLOWS_READY, keys::FLOWS_READY_VALUE),
+            (keys::FLOWS_ROUND, round.as_str()),
+        ]);
+        let ops: Vec<Operation> = ports
+            .iter()
+            .map(|p| {
+                Operation::mutate(
+                    "Interface",
+                    vec![Mutation::insert("external_ids", ids.clone())],
+                )
+                .where_eq("name", p.name.as_str())
+                .where_eq("ofport", i64::from(p.ofport))
+            })
+            .collect();
+        let names = || ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>();
+        self.client
+            .transact(&ops)
+            .await
+            .map_err(|source| StepError::Ack {
+                ports: names().join(", "),
+                source,
+            })?;
+        tracing::debug!(bridge = %self.cfg.bridge.name, ports = ?names(), "Pod ports acknowledged");
         Ok(())
     }
 

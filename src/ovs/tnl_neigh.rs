@@ -75,7 +75,10 @@ pub fn remote_owners(plan: &NodePlan) -> BTreeMap<IpAddr, Option<String>> {
 /// Egress IP → transport IP of the Node holding it (`None` when unknown).
 pub type Targets = BTreeMap<IpAddr, Option<IpAddr>>;
 
-/// The owners of `owners` resolved to transport IPs (`transport_ips`: Node name → IP).
+/// The owners of `owners` resolved to transport IPs (`transport_ips`: Node name → IP). An IP
+/// without a known owner that is itself a Node's transport IP (a static egress IP on a Node's
+/// own address, as in the user guide) is owned by that Node: its entry is the Node's, right
+/// already, and flushing it would drop the next tunnelled packet while OVS ARPs again.
 pub fn targets(
     owners: &BTreeMap<IpAddr, Option<String>>,
     transport_ips: &BTreeMap<String, IpAddr>,
@@ -83,7 +86,10 @@ pub fn targets(
     owners
         .iter()
         .map(|(ip, owner)| {
-            let owner_ip = owner.as_ref().and_then(|n| transport_ips.get(n)).copied();
+            let owner_ip = match owner {
+                Some(node) => transport_ips.get(node).copied(),
+                None => transport_ips.values().find(|t| *t == ip).copied(),
+            };
             (*ip, owner_ip)
         })
         .collect()
@@ -435,6 +441,7 @@ fd00::12                                      02:30:00:00:00:12   br-phy
                 ("10.0.0.2", Some("node3")), // moved
                 ("10.0.0.3", Some("node9")), // new, owner's transport IP unknown
                 ("10.0.0.4", None),          // new static IP, owner unknown
+                ("172.30.0.13", None),       // new static IP on node3's own address
             ]),
             &nodes,
         );
@@ -444,6 +451,7 @@ fd00::12                                      02:30:00:00:00:12   br-phy
                 (ip("10.0.0.2"), Some(ip("172.30.0.13"))),
                 (ip("10.0.0.3"), None),
                 (ip("10.0.0.4"), None),
+                (ip("172.30.0.13"), Some(ip("172.30.0.13"))),
             ])
         );
         assert!(due(&new, &new).is_empty());
@@ -505,6 +513,15 @@ fd00::12                                      02:30:00:00:00:12   br-phy
             }
         );
         assert_eq!(fixes(&targets, &entries, false), Fixes::default());
+    }
+
+    #[test]
+    fn a_static_ip_on_a_node_address_keeps_its_entry_instead_of_being_flushed() {
+        let entries = parse_show(SHOW);
+        let nodes = BTreeMap::from([("node2".to_string(), ip("172.30.0.12"))]);
+        let owners = BTreeMap::from([(ip("172.30.0.12"), None)]);
+        let targets = targets(&owners, &nodes);
+        assert_eq!(fixes(&targets, &entries, true), Fixes::default());
     }
 
     fn scratch_dir(name: &str) -> PathBuf {

@@ -32,6 +32,7 @@ impl KubeEmu {
             .context("starting kube-emu")?;
         let stdout = child.stdout.take().context("kube-emu stdout")?;
         let process = ChildGuard(child);
+        process.write_pid_file(&dir.join("kube-emu.pid"))?;
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)

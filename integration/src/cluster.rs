@@ -435,6 +435,7 @@ async fn start_controller(
         .spawn()
         .context("starting ovs-egress controller")?;
     let controller = ChildGuard(child);
+    controller.write_pid_file(&dir.join("controller.pid"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(webhook_addr).await.is_err() {
         if Instant::now() > deadline {

@@ -72,6 +72,14 @@ pub fn kill_and_wait(pid: i32, expected_name: Option<&str>) -> bool {
 pub struct ChildGuard(pub std::process::Child);
 
 impl ChildGuard {
+    /// Records the PID in `path`, so `scripts/clean-testbed.sh` can stop the process if this
+    /// run is killed before it can clean up.
+    pub fn write_pid_file(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::fs::write(path, format!("{}\n", self.0.id()))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; waits until it is gone.
     pub fn stop(&mut self, grace: Duration) {
         if let Ok(pid) = i32::try_from(self.0.id()) {

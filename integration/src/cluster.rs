@@ -515,3 +515,20 @@ fn relay_into(ns: &Netns, target: String) -> Result<JoinHandle<()>> {
         }
     }))
 }
+
+/// Process identities for benchmarks that read `/proc/<pid>` (RSS, CPU time).
+impl BoxNode {
+    /// The PID of this Node's agent (`ip netns exec` execs it, so it is the agent itself), or
+    /// `None` when it is not running.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|agent| agent.0.id())
+    }
+}
+
+/// Process identities for benchmarks that read `/proc/<pid>` (RSS, CPU time).
+impl ClusterBox {
+    /// The PID of the controller process.
+    pub fn controller_pid(&self) -> u32 {
+        self.controller.0.id()
+    }
+}

@@ -8,11 +8,13 @@
 #       baseline "API" (the same apply until the object shows on a watch), the ratio of the
 #       medians, what controller + agent + datapath add (median of packet - API), and how many
 #       rounds stayed within the issue's 1 s bound;
-#   [2] 1,000 and 750 pool Egresses over 3 Nodes: time to create them (API alone, baseline),
-#       time until every one has its final status (ratio), the statuses by Node and reason,
-#       the /32 addresses each Node holds, and the time to delete them all and release the IPs;
+#   [2] 1,000 and 750 pool Egresses over 3 Nodes, OE_BENCH_BURSTS (default 5) runs each: per
+#       run and as medians, the time to create them (API alone, baseline), the time until every
+#       one has its final status (ratio), the time to delete them all and release the IPs, and
+#       each agent's and the controller's CPU seconds and VmHWM over the burst; then the final
+#       statuses by Node and reason and the /32 addresses each Node holds;
 #   [3] CPU (utime+stime, % of a core) and VmRSS/VmHWM of each agent and the controller: idle
-#       over 10 s, during each burst, idle over 10 s holding the 1,000 Egresses.
+#       over 10 s with no Egress, and idle over 10 s holding 1,000 (and 750) Egresses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then

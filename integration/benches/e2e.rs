@@ -13,13 +13,17 @@
 //!    again, and every Node's SNAT rules and held /32 addresses are gone.
 //! 2. N pool Egresses over 3 Nodes (pool 10.20.0.0/22, no Pods selected) created through the
 //!    client (16 in flight) until every one has its final status (`IPAssigned=True` with an
-//!    egressNode for the ones a Node can hold, `IPAssigned=False` for the rest); baseline: the
-//!    time the creates take (API alone). N = 1,000 (more than 3 × 255 marks) and N = 750.
+//!    egressNode for the ones a Node can hold, `IPAssigned=False` for the rest) and no status
+//!    changed for 3 s; the time is that of the last change. Baseline: the time the creates take
+//!    (API alone). N = 1,000 (more than the 3 × 255 IPs 3 Nodes can hold with marks 1..=255)
+//!    and N = 750; each deleted again (timed until every Node released its IPs), 5 runs each.
 //! 3. VmRSS (/proc/<pid>/status) and CPU (utime+stime, /proc/<pid>/stat) of every agent and
-//!    the controller: idle (no Egress) over 10 s, during each burst of 2, and idle holding the
-//!    1,000 Egresses over 10 s.
+//!    the controller: idle (no Egress) over 10 s, over each burst of 2 (until its quiet period
+//!    ended; memory as VmHWM, the peak since start), and idle over 10 s holding the Egresses of
+//!    the first run of each size.
 //!
-//! Run (root, OVS, kubectl): `scripts/bench-e2e.sh`. Knob: `OE_BENCH_ROUNDS` (default 20).
+//! Run (root, OVS, kubectl): `scripts/bench-e2e.sh`. Knobs: `OE_BENCH_ROUNDS` (default 20),
+//! `OE_BENCH_BURSTS` (runs of each burst size, default 5).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -364,10 +368,17 @@ fn processes(c: &ClusterBox) -> Result<Vec<(String, u32)>> {
     Ok(out)
 }
 
-/// Usage of every process over a window: (name, before, after, wall time).
+/// Usage of every process over a window.
 struct Window {
     start: Instant,
     before: Vec<(String, u32, Usage)>,
+}
+
+/// One process over a closed window: CPU used in it, memory at its end.
+struct Used {
+    name: String,
+    cpu: Duration,
+    after: Usage,
 }
 
 impl Window {
@@ -382,18 +393,36 @@ impl Window {
         })
     }
 
-    fn print(&self, what: &str) -> Result<()> {
+    /// The wall time since `open` and every process's usage over it.
+    fn close(&self) -> Result<(Duration, Vec<Used>)> {
         let wall = self.start.elapsed();
+        let used = self
+            .before
+            .iter()
+            .map(|(name, pid, before)| {
+                let after = usage(*pid)?;
+                let cpu = after.cpu.saturating_sub(before.cpu);
+                Ok(Used {
+                    name: name.clone(),
+                    cpu,
+                    after,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((wall, used))
+    }
+
+    fn print(&self, what: &str) -> Result<()> {
+        let (wall, used) = self.close()?;
         println!("[3] {what} ({:.1} s):", wall.as_secs_f64());
-        for (name, pid, before) in &self.before {
-            let after = usage(*pid)?;
-            let cpu = after.cpu.saturating_sub(before.cpu);
+        for u in used {
             println!(
-                "      {name:<12} CPU {:>6.2} s = {:>5.1} % of a core   VmRSS {:>6.1} MiB   VmHWM {:>6.1} MiB",
-                cpu.as_secs_f64(),
-                100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
-                after.rss_kib as f64 / 1024.0,
-                after.hwm_kib as f64 / 1024.0,
+                "      {:<12} CPU {:>6.2} s = {:>5.1} % of a core   VmRSS {:>6.1} MiB   VmHWM {:>6.1} MiB",
+                u.name,
+                u.cpu.as_secs_f64(),
+                100.0 * u.cpu.as_secs_f64() / wall.as_secs_f64(),
+                u.after.rss_kib as f64 / 1024.0,
+                u.after.hwm_kib as f64 / 1024.0,
             );
         }
         Ok(())
@@ -715,7 +744,7 @@ async fn scenario_1(c: &ClusterBox, w: &Mutex<Watched>, rounds: usize) -> Result
         .await?;
 
     report(
-        "nodeSelector move node-2 <-> node-3",
+        "move: nodeSelector node-2<->node-3",
         &move_rounds(c, w, rounds).await?,
     );
     Ok(())
@@ -724,14 +753,27 @@ async fn scenario_1(c: &ClusterBox, w: &Mutex<Watched>, rounds: usize) -> Result
 // ---------------------------------------------------------------------------------------------
 // Scenario 2.
 
-/// Creates `n` pool Egresses (16 in flight), waits until each has its final status and prints
-/// the times; returns when done.
+/// One burst: how long the creates took (API alone), until the final statuses, until the
+/// deletes were released; the statuses by Node and reason and the /32s each Node held; the
+/// processes' usage over the burst (until the quiet period ended).
+struct Burst {
+    created: Duration,
+    realized: Duration,
+    released: Duration,
+    statuses: Vec<(String, usize)>,
+    held: String,
+    used: Vec<Used>,
+}
+
+/// Creates `n` pool Egresses (16 in flight), waits until each has its final status, then
+/// deletes them all and waits until every Node let their IPs go.
 async fn burst(
     c: &ClusterBox,
     w: &Mutex<Watched>,
     procs: &[(String, u32)],
     n: usize,
-) -> Result<()> {
+    idle_after: bool,
+) -> Result<Burst> {
     let api: Api<Egress> = Api::all(c.client.clone());
     let holdable = n.min(c.nodes.len() * MAX_EGRESS_IPS_PER_NODE as usize);
     let window = Window::open(procs)?;
@@ -742,7 +784,7 @@ async fn burst(
             async move {
                 let object: Egress = serde_json::from_value(json!({
                     "apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
-                    "metadata": {"name": format!("burst-{i}"), "labels": {"bench": "burst"}},
+                    "metadata": {"name": format!("burst-{i}")},
                     "spec": {"appliedTo": {"podSelector": {"matchLabels": {"app": "none"}}},
                              "externalIPPool": "burst"},
                 }))?;
@@ -780,27 +822,18 @@ async fn burst(
         Ok(s) => s,
         Err(e) => bail!("{e:#}\n{}", c.logs()),
     };
+    let (_, used) = window.close()?;
     let realized = states.iter().map(|(_, t)| *t).max().unwrap_or(t0) - t0;
-    println!(
-        "[2] {n} pool Egresses over {} Nodes: created in {:.2} s (API alone), final statuses after {:.2} s, ratio {:.1}x",
-        c.nodes.len(),
-        created.as_secs_f64(),
-        realized.as_secs_f64(),
-        realized.as_secs_f64() / created.as_secs_f64()
-    );
-    let mut by: HashMap<String, usize> = HashMap::new();
+    let mut statuses: HashMap<String, usize> = HashMap::new();
     for (s, _) in &states {
         let key = match s.assigned {
             Some(true) => format!("IPAssigned=True on {}", s.node.clone().unwrap_or_default()),
             _ => format!("IPAssigned=False ({})", s.why),
         };
-        *by.entry(key).or_default() += 1;
+        *statuses.entry(key).or_default() += 1;
     }
-    let mut by: Vec<_> = by.into_iter().collect();
-    by.sort();
-    for (k, count) in by {
-        println!("      {count:>5} x {k}");
-    }
+    let mut statuses: Vec<_> = statuses.into_iter().collect();
+    statuses.sort();
     let mut held = Vec::new();
     for node in &c.nodes {
         let addrs = node
@@ -808,15 +841,12 @@ async fn burst(
             .exec(&["ip", "-o", "-4", "addr", "show", "dev", "br-phy"])?;
         held.push(format!("{} {}", node.name, addrs.matches("/32").count()));
     }
-    println!("      /32 egress addresses held: {}", held.join(", "));
-    window.print(&format!(
-        "during the burst of {n} (until the quiet period ended)"
-    ))
-}
+    if idle_after {
+        let idle = Window::open(procs)?;
+        tokio::time::sleep(IDLE).await;
+        idle.print(&format!("idle, holding the {n} Egresses"))?;
+    }
 
-/// Deletes the burst's Egresses and waits until the Nodes let every IP go.
-async fn unburst(c: &ClusterBox, w: &Mutex<Watched>, n: usize) -> Result<()> {
-    let api: Api<Egress> = Api::all(c.client.clone());
     let t0 = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -839,26 +869,87 @@ async fn unburst(c: &ClusterBox, w: &Mutex<Watched>, n: usize) -> Result<()> {
         },
     )
     .await?;
+    Ok(Burst {
+        created,
+        realized,
+        released: t0.elapsed(),
+        statuses,
+        held: held.join(", "),
+        used,
+    })
+}
+
+/// `runs` bursts of `n`: one line per run, then the medians and the last run's statuses.
+async fn bursts(
+    c: &ClusterBox,
+    w: &Mutex<Watched>,
+    procs: &[(String, u32)],
+    n: usize,
+    runs: usize,
+) -> Result<()> {
     println!(
-        "[2]   deleting the {n} and every Node releasing its IPs: {:.2} s",
-        t0.elapsed().as_secs_f64()
+        "[2] {n} pool Egresses over {} Nodes, {runs} runs:",
+        c.nodes.len()
     );
+    let mut all = Vec::new();
+    for run in 1..=runs {
+        let b = burst(c, w, procs, n, run == 1).await?;
+        let list =
+            |f: &dyn Fn(&Used) -> String| b.used.iter().map(f).collect::<Vec<_>>().join(" / ");
+        println!(
+            "      run {run}: created {:.2} s (API alone), final statuses {:.2} s ({:.1}x), deleted \
+             and released {:.2} s; CPU s {}; VmHWM MiB {}",
+            b.created.as_secs_f64(),
+            b.realized.as_secs_f64(),
+            b.realized.as_secs_f64() / b.created.as_secs_f64(),
+            b.released.as_secs_f64(),
+            list(&|u| format!("{:.2}", u.cpu.as_secs_f64())),
+            list(&|u| format!("{:.1}", u.after.hwm_kib as f64 / 1024.0)),
+        );
+        all.push(b);
+    }
+    let median = |f: fn(&Burst) -> Duration| summary(&all.iter().map(f).collect::<Vec<_>>()).0;
+    let (created, realized) = (median(|b| b.created), median(|b| b.realized));
+    println!(
+        "[2] {n} median of {runs}: created {:.2} s (API alone), final statuses {:.2} s, ratio {:.1}x, \
+         deleted and released {:.2} s",
+        created.as_secs_f64(),
+        realized.as_secs_f64(),
+        realized.as_secs_f64() / created.as_secs_f64(),
+        median(|b| b.released).as_secs_f64(),
+    );
+    let last = all.last().context("no burst run")?;
+    for (k, count) in &last.statuses {
+        println!("      {count:>5} x {k}");
+    }
+    println!("      /32 egress addresses held: {}", last.held);
+    if all.iter().any(|b| b.statuses != last.statuses) {
+        println!("      (the statuses differed between runs)");
+    }
     Ok(())
 }
 
-async fn scenario_2_3(c: &ClusterBox, w: &Mutex<Watched>, procs: &[(String, u32)]) -> Result<()> {
+async fn scenario_2(
+    c: &ClusterBox,
+    w: &Mutex<Watched>,
+    procs: &[(String, u32)],
+    runs: usize,
+) -> Result<()> {
     kubectl_apply(
         c,
         "apiVersion: crd.antrea.io/v1beta1\nkind: ExternalIPPool\nmetadata:\n  name: burst\nspec:\n  \
          ipRanges: [{cidr: 10.20.0.0/22}]\n  nodeSelector: {}\n",
     )?;
-    burst(c, w, procs, 1000).await?;
-    let idle = Window::open(procs)?;
-    tokio::time::sleep(IDLE).await;
-    idle.print("idle, holding the 1,000 Egresses")?;
-    unburst(c, w, 1000).await?;
-    burst(c, w, procs, 750).await?;
-    unburst(c, w, 750).await
+    println!(
+        "    CPU s and VmHWM (peak RSS since start) per process: {}",
+        procs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    bursts(c, w, procs, 1000, runs).await?;
+    bursts(c, w, procs, 750, runs).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -887,7 +978,7 @@ async fn main() -> Result<()> {
         let _loop = ConnectLoop::start(&pod.netns, c.server.address(), 2);
         scenario_1(&c, &w, rounds).await?;
     }
-    scenario_2_3(&c, &w, &procs).await?;
+    scenario_2(&c, &w, &procs, env_or("OE_BENCH_BURSTS", 5)?).await?;
     println!("total {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }

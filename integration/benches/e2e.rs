@@ -582,6 +582,16 @@ fn report(label: &str, rounds: &[Round]) {
         ms(summary(&added).0),
         rounds.len()
     );
+    for (i, d) in packets.iter().enumerate() {
+        if *d > Duration::from_secs(1) {
+            println!(
+                "      round {} of {}: {:.1} ms",
+                i + 1,
+                rounds.len(),
+                ms(*d)
+            );
+        }
+    }
 }
 
 fn mac_of(node: &BoxNode) -> Result<[u8; 6]> {

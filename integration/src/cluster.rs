@@ -84,6 +84,17 @@ impl BoxNode {
     pub fn agent_logs(&self) -> String {
         std::fs::read_to_string(&self.agent_log).unwrap_or_default()
     }
+
+    /// What [`ClusterBox::create_pod`] hands the plugin on this Node (same IP reservations).
+    pub fn cni_netconf(&self) -> serde_json::Value {
+        cni::netconf(&self.node, &self.state_dir)
+    }
+
+    /// The PID of this Node's agent (`ip netns exec` execs it, so it is the agent itself), or
+    /// `None` when it is not running.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|agent| agent.0.id())
+    }
 }
 
 impl Drop for BoxNode {
@@ -380,6 +391,123 @@ impl ClusterBox {
         }
         out
     }
+
+    /// Creates a Pod as the kubelet would (Pod object, CNI ADD, Pod status), with the Pod's
+    /// application started the way the kubelet starts it:
+    /// `app` runs in the Pod's namespace as soon as CNI ADD returns, before the Pod's status
+    /// reaches the API server. Returns the Pod and what `app` returned.
+    pub async fn create_pod_running<T>(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        app: impl FnOnce(&Netns) -> T,
+    ) -> Result<(BoxPod, T)> {
+        let box_node = self.node(node)?;
+        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let object = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]},
+        }))?;
+        pods.create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating Pod {namespace}/{name}"))?;
+        let sandbox = Pod::in_namespace(namespace, name)?;
+        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
+        let added = cni::add(box_node.netns(), &sandbox, &conf)?;
+        let host_ip = box_node.node.ip().to_string();
+        let pod = BoxPod {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            node: node.to_string(),
+            ip: added.ip,
+            netns: sandbox.ns.clone(),
+            container_id: sandbox.container_id,
+            cni_args: sandbox.cni_args,
+        };
+        self.pods.push(pod.clone());
+        let output = app(&pod.netns);
+        let status = json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "app", "ready": true, "started": true,
+                "restartCount": 0, "image": "busybox", "imageID": "",
+                "state": {"running": {}}}],
+            "hostIP": host_ip,
+            "podIP": added.ip.to_string(),
+            "podIPs": [{"ip": added.ip.to_string()}],
+        }});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("setting the status of Pod {namespace}/{name}"))?;
+        Ok((pod, output))
+    }
+
+    /// Stops the agent of `node` (SIGTERM, SIGKILL after 2 s; the agent does no cleanup on
+    /// exit) and starts a new one with the same flags, without waiting for it to be ready (the
+    /// API may be failing on purpose: see [`Self::wait_agent_ready_of`]). The previous log is
+    /// kept as `agent-<node>.log.<n>`; the new agent logs to the usual file. OVS, iptables,
+    /// addresses and Pods of the Node are left as the old process left them.
+    pub fn respawn_agent(&mut self, node: &str) -> Result<()> {
+        let dir = self.dir.clone();
+        let box_node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == node)
+            .with_context(|| format!("no Node {node} in the box"))?;
+        if let Some(mut agent) = box_node.agent.take() {
+            agent.stop(Duration::from_secs(2));
+        }
+        let kept = (1..)
+            .map(|n| dir.join(format!("agent-{node}.log.{n}")))
+            .find(|path| !path.exists())
+            .context("a free name for the previous agent log")?;
+        std::fs::rename(&box_node.agent_log, &kept)
+            .with_context(|| format!("keeping the log of the agent of {node}"))?;
+        let kubeconfig = dir.join(format!("kubeconfig-{node}"));
+        let config = dir.join(format!("agent-{node}.conf"));
+        box_node.agent = Some(spawn_agent(box_node, &kubeconfig, &config)?);
+        Ok(())
+    }
+
+    /// Waits (up to 60 s) until the agent of `node` answers `/readyz`.
+    pub async fn wait_agent_ready_of(&self, node: &str) -> Result<()> {
+        self.wait_agent_ready(self.node(node)?).await
+    }
+
+    /// Sends `fault` to kube-emu's failure injection (`POST /emu/fail`, e.g.
+    /// `{"error500ForSeconds": 20}`; see integration/kube-emu/src/main.rs).
+    pub fn inject_api_fault(&self, fault: &serde_json::Value) -> Result<()> {
+        let url = format!("{}/emu/fail", self.emu.url);
+        let output = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--max-time", "5", "-X", "POST"])
+            .args(["-H", "Content-Type: application/json", "--data"])
+            .arg(fault.to_string())
+            .arg(&url)
+            .output()
+            .context("running curl")?;
+        if !output.status.success() {
+            bail!(
+                "POST {url} {fault} failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Self::respawn_agent`], then waits until the new agent is ready.
+    pub async fn restart_agent(&mut self, node: &str) -> Result<()> {
+        self.respawn_agent(node)?;
+        self.wait_agent_ready_of(node).await
+    }
+
+    /// The PID of the controller process.
+    pub fn controller_pid(&self) -> u32 {
+        self.controller.0.id()
+    }
 }
 
 impl Drop for ClusterBox {
@@ -501,131 +629,4 @@ fn relay_into(ns: &Netns, target: String) -> Result<JoinHandle<()>> {
             });
         }
     }))
-}
-
-/// Restarting an agent and failing the API server, for the end-to-end tests of what survives
-/// an agent restart and what the agent does when the API is away.
-impl ClusterBox {
-    /// Stops the agent of `node` (SIGTERM, SIGKILL after 2 s; the agent does no cleanup on
-    /// exit) and starts a new one with the same flags, without waiting for it to be ready (the
-    /// API may be failing on purpose: see [`Self::wait_agent_ready_of`]). The previous log is
-    /// kept as `agent-<node>.log.<n>`; the new agent logs to the usual file. OVS, iptables,
-    /// addresses and Pods of the Node are left as the old process left them.
-    pub fn respawn_agent(&mut self, node: &str) -> Result<()> {
-        let dir = self.dir.clone();
-        let box_node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == node)
-            .with_context(|| format!("no Node {node} in the box"))?;
-        if let Some(mut agent) = box_node.agent.take() {
-            agent.stop(Duration::from_secs(2));
-        }
-        let kept = (1..)
-            .map(|n| dir.join(format!("agent-{node}.log.{n}")))
-            .find(|path| !path.exists())
-            .context("a free name for the previous agent log")?;
-        std::fs::rename(&box_node.agent_log, &kept)
-            .with_context(|| format!("keeping the log of the agent of {node}"))?;
-        let kubeconfig = dir.join(format!("kubeconfig-{node}"));
-        let config = dir.join(format!("agent-{node}.conf"));
-        box_node.agent = Some(spawn_agent(box_node, &kubeconfig, &config)?);
-        Ok(())
-    }
-
-    /// Waits (up to 60 s) until the agent of `node` answers `/readyz`.
-    pub async fn wait_agent_ready_of(&self, node: &str) -> Result<()> {
-        self.wait_agent_ready(self.node(node)?).await
-    }
-
-    /// Sends `fault` to kube-emu's failure injection (`POST /emu/fail`, e.g.
-    /// `{"error500ForSeconds": 20}`; see integration/kube-emu/src/main.rs).
-    pub fn inject_api_fault(&self, fault: &serde_json::Value) -> Result<()> {
-        let url = format!("{}/emu/fail", self.emu.url);
-        let output = Command::new("curl")
-            .args(["-sS", "--fail-with-body", "--max-time", "5", "-X", "POST"])
-            .args(["-H", "Content-Type: application/json", "--data"])
-            .arg(fault.to_string())
-            .arg(&url)
-            .output()
-            .context("running curl")?;
-        if !output.status.success() {
-            bail!(
-                "POST {url} {fault} failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// [`Self::respawn_agent`], then waits until the new agent is ready.
-    pub async fn restart_agent(&mut self, node: &str) -> Result<()> {
-        self.respawn_agent(node)?;
-        self.wait_agent_ready_of(node).await
-    }
-}
-
-/// Pods whose application starts the moment their sandbox is wired (for first-connection tests).
-impl ClusterBox {
-    /// Creates a Pod as the kubelet would (Pod object, CNI ADD, Pod status), with the Pod's
-    /// application started the way the kubelet starts it:
-    /// `app` runs in the Pod's namespace as soon as CNI ADD returns, before the Pod's status
-    /// reaches the API server. Returns the Pod and what `app` returned.
-    pub async fn create_pod_running<T>(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        node: &str,
-        labels: &[(&str, &str)],
-        app: impl FnOnce(&Netns) -> T,
-    ) -> Result<(BoxPod, T)> {
-        let box_node = self.node(node)?;
-        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
-        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        let object = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "busybox"}]},
-        }))?;
-        pods.create(&PostParams::default(), &object)
-            .await
-            .with_context(|| format!("creating Pod {namespace}/{name}"))?;
-        let sandbox = Pod::in_namespace(namespace, name)?;
-        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
-        let added = cni::add(box_node.netns(), &sandbox, &conf)?;
-        let host_ip = box_node.node.ip().to_string();
-        let pod = BoxPod {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            node: node.to_string(),
-            ip: added.ip,
-            netns: sandbox.ns.clone(),
-            container_id: sandbox.container_id,
-            cni_args: sandbox.cni_args,
-        };
-        self.pods.push(pod.clone());
-        let output = app(&pod.netns);
-        let status = json!({"status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "app", "ready": true, "started": true,
-                "restartCount": 0, "image": "busybox", "imageID": "",
-                "state": {"running": {}}}],
-            "hostIP": host_ip,
-            "podIP": added.ip.to_string(),
-            "podIPs": [{"ip": added.ip.to_string()}],
-        }});
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .with_context(|| format!("setting the status of Pod {namespace}/{name}"))?;
-        Ok((pod, output))
-    }
-}
-
-/// The CNI network configuration of a box Node (for tests that call the plugin themselves).
-impl BoxNode {
-    /// What [`ClusterBox::create_pod`] hands the plugin on this Node (same IP reservations).
-    pub fn cni_netconf(&self) -> serde_json::Value {
-        cni::netconf(&self.node, &self.state_dir)
-    }
 }

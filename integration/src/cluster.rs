@@ -24,6 +24,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod as KubePod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use ovs_egress::api::v1beta1;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -83,6 +84,29 @@ impl BoxNode {
 
     pub fn agent_logs(&self) -> String {
         std::fs::read_to_string(&self.agent_log).unwrap_or_default()
+    }
+
+    /// Whether `ip` is an address of an interface of this Node (`ip -br addr`).
+    pub fn has_ip(&self, ip: IpAddr) -> Result<bool> {
+        let with_prefix = format!("{ip}/");
+        let addresses = self.netns().exec(&["ip", "-br", "addr"])?;
+        Ok(addresses
+            .split_whitespace()
+            .any(|a| a.starts_with(&with_prefix)))
+    }
+
+    /// The rules of this Node's `iptables -t nat -S` that SNAT to `ip`.
+    pub fn snat_rules_to(&self, ip: IpAddr) -> Result<Vec<String>> {
+        let ip = ip.to_string();
+        let nat = self.netns().exec(&["iptables", "-t", "nat", "-S"])?;
+        Ok(nat
+            .lines()
+            .filter(|rule| {
+                let words: Vec<&str> = rule.split_whitespace().collect();
+                words.contains(&"SNAT") && words.windows(2).any(|w| w == ["--to-source", &ip])
+            })
+            .map(str::to_string)
+            .collect())
     }
 
     /// What [`ClusterBox::create_pod`] hands the plugin on this Node (same IP reservations).
@@ -285,6 +309,33 @@ impl ClusterBox {
         Ok(child.wait_with_output()?)
     }
 
+    /// `kubectl <args>` with `input` on stdin; its stdout, or an error with its stderr.
+    pub fn kubectl_ok(&self, args: &[&str], input: Option<&str>) -> Result<String> {
+        let out = self.kubectl_stdin(args, input)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl apply -f -` of `manifest`; kubectl's report, or an error with its stderr.
+    pub fn apply(&self, manifest: &str) -> Result<String> {
+        self.kubectl_ok(&["apply", "-f", "-"], Some(manifest))
+    }
+
+    /// The Egress `name` as the API has it.
+    pub async fn egress(&self, name: &str) -> Result<v1beta1::Egress> {
+        let api: Api<v1beta1::Egress> = Api::all(self.client.clone());
+        api.get(name)
+            .await
+            .with_context(|| format!("reading Egress {name}"))
+    }
+
     /// Creates Namespace `name` (with its `kubernetes.io/metadata.name` label) unless it exists.
     pub async fn ensure_namespace(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -320,7 +371,7 @@ impl ClusterBox {
             container_id: pod.container_id.clone(),
             cni_args: pod.cni_args.clone(),
         };
-        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
+        let conf = box_node.cni_netconf();
         let (ok, out) = cni::call(box_node.netns(), "DEL", &sandbox, &conf)?;
         if !ok {
             bail!("CNI DEL of {}/{} failed: {out}", pod.namespace, pod.name);
@@ -415,7 +466,7 @@ impl ClusterBox {
             .await
             .with_context(|| format!("creating Pod {namespace}/{name}"))?;
         let sandbox = Pod::in_namespace(namespace, name)?;
-        let conf = cni::netconf(&box_node.node, &box_node.state_dir);
+        let conf = box_node.cni_netconf();
         let added = cni::add(box_node.netns(), &sandbox, &conf)?;
         let host_ip = box_node.node.ip().to_string();
         let pod = BoxPod {

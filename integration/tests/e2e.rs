@@ -6,7 +6,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ovs_egress::api::v1beta1;
 use ovs_egress_integration::cluster::{ClusterBox, node_ip};
 
 const REALIZED: Duration = Duration::from_secs(10);
@@ -14,10 +13,9 @@ const REALIZED: Duration = Duration::from_secs(10);
 /// Waits until the Egress's status names `node` as its Egress Node (the owner writes it right
 /// after programming, so traffic may use the IP a moment before).
 async fn wait_egress_node(c: &ClusterBox, name: &str, node: &str) {
-    let api: kube::Api<v1beta1::Egress> = kube::Api::all(c.client.clone());
     let deadline = std::time::Instant::now() + REALIZED;
     loop {
-        let status = api.get(name).await.ok().and_then(|e| e.status);
+        let status = c.egress(name).await.ok().and_then(|e| e.status);
         if status.as_ref().and_then(|s| s.egress_node.as_deref()) == Some(node) {
             return;
         }
@@ -28,15 +26,6 @@ async fn wait_egress_node(c: &ClusterBox, name: &str, node: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn kubectl_apply(c: &ClusterBox, yaml: &str) {
-    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,14 +51,12 @@ async fn static_egress_selected_pods_on_both_nodes_leave_with_the_egress_ip_othe
     let node2: IpAddr = node_ip(2).into();
     let egress_ip: IpAddr = node2;
 
-    kubectl_apply(
-        &c,
-        &format!(
-            "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: egress-prod-web\n\
+    c.apply(&format!(
+        "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: egress-prod-web\n\
              spec:\n  appliedTo:\n    podSelector:\n      matchLabels:\n        app: web\n  \
              egressIP: {egress_ip}\n"
-        ),
-    );
+    ))
+    .expect("applying the Egress");
     for pod in [&web1, &web2] {
         if let Err(e) = c.wait_source(pod, egress_ip, REALIZED).await {
             panic!("{e}\n{}", c.logs());

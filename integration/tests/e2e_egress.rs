@@ -37,15 +37,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// `kubectl <args>` with `stdin`; panics with kubectl's output and the box's logs on failure.
 fn kubectl_ok(c: &ClusterBox, args: &[&str], stdin: Option<&str>) -> String {
-    let out = c.kubectl_stdin(args, stdin).expect("running kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr),
-        c.logs()
-    );
-    text(&out.stdout)
+    c.kubectl_ok(args, stdin)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()))
 }
 
 fn apply(c: &ClusterBox, yaml: &str) {
@@ -216,27 +209,15 @@ fn pod_egress_flows(c: &ClusterBox, pod: &BoxPod, port: &str) -> Vec<String> {
 
 /// The lines of `iptables -t nat -S` in Node `node` that SNAT to `ip`.
 fn snat_rules_to(c: &ClusterBox, node: &str, ip: IpAddr) -> Vec<String> {
-    let nat = c
-        .node(node)
+    c.node(node)
         .unwrap()
-        .netns()
-        .exec(&["iptables", "-t", "nat", "-S"]);
-    let to = format!("--to-source {ip}");
-    nat.expect("iptables -t nat -S")
-        .lines()
-        .filter(|l| l.contains("-j SNAT") && l.contains(&to))
-        .map(str::to_string)
-        .collect()
+        .snat_rules_to(ip)
+        .expect("iptables -t nat -S")
 }
 
 /// Whether `ip` is configured on an interface of Node `node`.
 fn node_has_ip(c: &ClusterBox, node: &str, ip: IpAddr) -> bool {
-    let addrs = c.node(node).unwrap().netns().exec(&["ip", "-br", "addr"]);
-    let with_prefix = format!("{ip}/");
-    addrs
-        .expect("ip -br addr")
-        .split_whitespace()
-        .any(|a| a.starts_with(&with_prefix))
+    c.node(node).unwrap().has_ip(ip).expect("ip -br addr")
 }
 
 /// Polls `check` (a description of what is still wrong, or `None`) until it passes.

@@ -27,24 +27,13 @@ const PODS_PER_NODE: usize = 5;
 /// The static Egress of these tests: `app=web` Pods leave with node-2's IP.
 fn apply_web_egress(c: &ClusterBox) -> IpAddr {
     let egress_ip: IpAddr = node_ip(2).into();
-    kubectl_apply(
-        c,
-        &format!(
-            "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: egress-prod-web\n\
+    c.apply(&format!(
+        "apiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: egress-prod-web\n\
              spec:\n  appliedTo:\n    podSelector:\n      matchLabels:\n        app: web\n  \
              egressIP: {egress_ip}\n"
-        ),
-    );
+    ))
+    .expect("applying the Egress");
     egress_ip
-}
-
-fn kubectl_apply(c: &ClusterBox, yaml: &str) {
-    let out = c.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// One ARP request per resolution in the Pod (`mcast_solicit=1`, default 3): an ARP request

@@ -27,12 +27,9 @@ fn ip(text: &str) -> IpAddr {
 }
 
 fn kubectl_ok(c: &ClusterBox, args: &[&str], input: Option<&str>) {
-    let out = c.kubectl_stdin(args, input).unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = c.kubectl_ok(args, input) {
+        panic!("{e:#}");
+    }
 }
 
 fn apply(c: &ClusterBox, yaml: &str) {
@@ -165,18 +162,12 @@ async fn wait_source(c: &ClusterBox, pod: &BoxPod, want: IpAddr) {
 
 /// Whether `node` has `ip` as an address (`ip addr` in its namespace).
 fn node_has_ip(c: &ClusterBox, node: &str, ip: IpAddr) -> bool {
-    let addrs = c.node(node).unwrap().netns().exec(&["ip", "addr"]).unwrap();
-    addrs.contains(&format!("inet {ip}/"))
+    c.node(node).unwrap().has_ip(ip).unwrap()
 }
 
 /// Whether `node` has a SNAT rule to `ip` (`iptables -t nat -S` in its namespace).
 fn node_has_snat(c: &ClusterBox, node: &str, ip: IpAddr) -> bool {
-    let ns = c.node(node).unwrap().netns();
-    let rules = ns.exec(&["iptables", "-t", "nat", "-S"]).unwrap();
-    let target = format!("--to-source {ip}");
-    rules
-        .lines()
-        .any(|l| l.ends_with(&target) || l.contains(&format!("{target} ")))
+    !c.node(node).unwrap().snat_rules_to(ip).unwrap().is_empty()
 }
 
 /// `kubectl label node <node> key=value --overwrite`.

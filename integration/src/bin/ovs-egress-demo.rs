@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ovs_egress::api::v1beta1;
 use ovs_egress_integration::cluster::{BoxPod, ClusterBox, node_ip};
 use ovs_egress_integration::traffic::without_counters;
 
@@ -100,7 +99,7 @@ async fn run() -> Result<usize> {
     kubectl(&cluster, &["get", "pods", "-A", "-o", "wide"])?;
 
     step("Usage example 1: kubectl apply -f examples/user-guide/1-high-availability-egress.yaml");
-    apply(&cluster, HA_EXAMPLE)?;
+    print!("{}", cluster.apply(HA_EXAMPLE)?);
     wait_realized(&cluster, &["egress-prod-web", "egress-staging-web"]).await?;
     kubectl(&cluster, &["get", "egress"])?;
     kubectl(&cluster, &["get", "eip"])?;
@@ -122,7 +121,7 @@ async fn run() -> Result<usize> {
     // creationTimestamp has a resolution of one second and ties go to the lower name: let the
     // clock pass the web Egresses' second so the static ones are really younger, as in the guide.
     next_second().await;
-    apply(&cluster, STATIC_EXAMPLE)?;
+    print!("{}", cluster.apply(STATIC_EXAMPLE)?);
     wait_realized(&cluster, &["egress-prod", "egress-staging"]).await?;
     kubectl(&cluster, &["get", "egress"])?;
     let both = |pod: &BoxPod| match ha(pod) {
@@ -175,25 +174,14 @@ fn kubectl(cluster: &ClusterBox, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn apply(cluster: &ClusterBox, manifest: &str) -> Result<()> {
-    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], Some(manifest))?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    if !out.status.success() {
-        bail!(
-            "kubectl apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 /// Waits until every named Egress has an IP and an Egress Node in its status.
 async fn wait_realized(cluster: &ClusterBox, names: &[&str]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut missing = Vec::new();
         for name in names {
-            let assigned = egress(cluster, name)
+            let assigned = cluster
+                .egress(name)
                 .await?
                 .status
                 .and_then(|s| s.egress_node);
@@ -214,13 +202,6 @@ async fn wait_realized(cluster: &ClusterBox, names: &[&str]) -> Result<()> {
     }
 }
 
-async fn egress(cluster: &ClusterBox, name: &str) -> Result<v1beta1::Egress> {
-    let api: kube::Api<v1beta1::Egress> = kube::Api::all(cluster.client.clone());
-    api.get(name)
-        .await
-        .with_context(|| format!("reading Egress {name}"))
-}
-
 /// Has every Pod call the external host; prints what the host saw against what `expect` says;
 /// returns how many were wrong (after waiting up to [`REALIZE_TIMEOUT`] for each).
 async fn check_sources(
@@ -238,7 +219,7 @@ async fn check_sources(
         let (want, why): (IpAddr, String) = match expect(pod) {
             Expect::Egress(name) => {
                 if !egress_ips.contains_key(name) {
-                    let spec_ip = egress(cluster, name).await?.spec.egress_ip;
+                    let spec_ip = cluster.egress(name).await?.spec.egress_ip;
                     let ip: IpAddr = spec_ip
                         .as_deref()
                         .with_context(|| format!("Egress {name} has no egressIP"))?

@@ -78,9 +78,11 @@ async fn interrupted() {
 /// The whole demo; returns the number of Pods seen with a wrong source.
 async fn run() -> Result<usize> {
     step(
-        "Starting the cluster-in-a-box: kube-emu, the controller, node-4/5/6 with OVS and an agent each",
+        "Starting the cluster-in-a-box: kube-emu with our CRDs (charts/ovs-egress/crds), the \
+         controller, node-4/5/6 with OVS and an agent each",
     );
     let mut cluster = ClusterBox::start(&[4, 5, 6]).await?;
+    kubectl(&cluster, &["get", "crd"])?;
     kubectl(&cluster, &["get", "nodes", "-o", "wide"])?;
 
     step("Creating Namespaces prod and staging and their Pods (Pod object, CNI ADD, Pod status)");

@@ -39,6 +39,7 @@ use kube::runtime::{WatchStreamExt, watcher::watcher};
 use ovs_egress::api::v1beta1::{Egress, ExternalIPPool};
 use ovs_egress::placement::MAX_EGRESS_IPS_PER_NODE;
 use ovs_egress_integration::Netns;
+use ovs_egress_integration::bench::env_or;
 use ovs_egress_integration::cluster::{BoxNode, ClusterBox, node_ip};
 use serde_json::json;
 
@@ -54,15 +55,6 @@ const BURST_TIMEOUT: Duration = Duration::from_secs(180);
 const IDLE: Duration = Duration::from_secs(10);
 /// A burst is over when no status changed for this long.
 const QUIET: Duration = Duration::from_secs(3);
-
-fn env_or(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
 
 /// Median, p90 and max of a sample.
 fn summary(samples: &[Duration]) -> (Duration, Duration, Duration) {

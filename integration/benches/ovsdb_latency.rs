@@ -7,20 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ovs_egress::ovs::ovsdb::{Client, ClientOptions, Operation, Row, Value};
+use ovs_egress_integration::bench::env_or;
 use ovs_egress_integration::{Netns, OvsInstance};
 
 const BRIDGE: &str = "br-bench";
-
-fn env_or(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v:?} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
 
 /// Sorted samples → (median, p99).
 fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {

@@ -3,6 +3,7 @@
 //! namespace. Everything it creates carries a per-run prefix and is removed on drop.
 
 pub mod apiserver;
+pub mod bench;
 pub mod bins;
 pub mod cluster;
 pub mod cmd;

@@ -567,7 +567,10 @@ impl Drop for ClusterBox {
         self.nodes.clear();
         self.pods.clear();
         if self.keep_logs || std::thread::panicking() {
-            eprintln!("cluster-in-a-box logs kept in {}", self.dir.display());
+            crate::process::note(format_args!(
+                "cluster-in-a-box logs kept in {}",
+                self.dir.display()
+            ));
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -168,7 +168,7 @@ impl Drop for Inner {
         let mut del = Command::new("ip");
         del.args(["netns", "del", &self.name]);
         if let Err(e) = run(&mut del) {
-            eprintln!("warning: `{}`: {e:#}", describe(&del));
+            crate::process::note(format_args!("warning: `{}`: {e:#}", describe(&del)));
         }
     }
 }

@@ -222,15 +222,18 @@ impl Drop for OvsInstance {
             (self.ovsdb_pid.unwrap_or(0), Some(OVSDB_SERVER)),
         ];
         if !stop_all(&pids, Duration::from_secs(2)) {
-            eprintln!(
+            crate::process::note(format_args!(
                 "warning: OVS daemons {pids:?} of {} did not exit",
                 self.dir.display()
-            );
+            ));
         }
         if std::thread::panicking() {
-            eprintln!("OVS logs kept in {}", self.dir.display());
+            crate::process::note(format_args!("OVS logs kept in {}", self.dir.display()));
         } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("warning: removing {}: {e}", self.dir.display());
+            crate::process::note(format_args!(
+                "warning: removing {}: {e}",
+                self.dir.display()
+            ));
         }
     }
 }

@@ -95,3 +95,11 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// Writes one line to stderr for clean-up code (Drop): unlike `eprintln!` it never panics, so a
+/// closed stderr (e.g. `demo | head`) cannot turn an unwinding clean-up into an abort that
+/// leaves namespaces and processes behind.
+pub fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}

@@ -320,7 +320,7 @@ fn wait_for_egress_flows(node: &EgressNode, flows: &[ovs_egress::pipeline::Flow]
         let have: std::collections::BTreeSet<_> = parse_dump(&dump)
             .map_err(|l| anyhow::anyhow!("unparsable dump line {l}"))?
             .into_iter()
-            .filter(|f| (f.cookie >> 40) & 0xff == Category::Egress as u64)
+            .filter(|f| Category::Egress.holds(f.cookie))
             .map(|f| f.key)
             .collect();
         if have == want {

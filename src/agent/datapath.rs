@@ -506,7 +506,7 @@ impl Running {
                 Ok(dump) => {
                     let have: std::collections::BTreeSet<_> = dump
                         .into_iter()
-                        .filter(|f| (f.cookie >> 40) & 0xff == Category::Egress as u64)
+                        .filter(|f| Category::Egress.holds(f.cookie))
                         .map(|f| f.key)
                         .collect();
                     if have == want {

@@ -20,6 +20,13 @@ pub enum Category {
     Egress = 4,
 }
 
+impl Category {
+    /// Whether the 64-bit `cookie` of a flow (of any round) carries this category.
+    pub fn holds(self, cookie: u64) -> bool {
+        (cookie >> 40) & 0xff == self as u64
+    }
+}
+
 /// A flow's cookie without its round: `category << 40 | object`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cookie {
@@ -607,6 +614,8 @@ mod tests {
     #[test]
     fn cookie_packs_round_category_and_object() {
         let cookie = Cookie::new(Category::Egress, 7);
+        assert!(Category::Egress.holds(cookie.value(3)));
+        assert!(!Category::PodConnectivity.holds(cookie.value(3)));
         assert_eq!(cookie.value(1), 0x0001_0400_0000_0007);
         assert_eq!(Cookie::DEFAULT.value(1), 0x1_0000_0000_0000);
         assert_eq!(

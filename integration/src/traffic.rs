@@ -14,6 +14,20 @@ pub fn ping(ns: &Netns, target: &str) -> Result<String> {
     ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", target])
 }
 
+/// Packets counted so far by the rule of `pod`'s INPUT chain that names `src` (tests add an
+/// `-s src` counting rule to see what reached the Pod); panics when there is no such rule.
+pub fn icmp_from(pod: &Netns, src: &str) -> u64 {
+    let table = pod
+        .exec(&["iptables", "-nvxL", "INPUT"])
+        .unwrap_or_else(|e| panic!("iptables -nvxL INPUT: {e:#}"));
+    table
+        .lines()
+        .find(|l| l.split_whitespace().any(|w| w == src))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter for {src} in\n{table}"))
+}
+
 /// Fetches a ~30 KB file over TCP from an HTTP server started in `server` on `ip`:8080 and
 /// checks it arrived intact.
 pub fn tcp_transfer(client: &Netns, server: &Netns, ip: Ipv4Addr) -> Result<()> {

@@ -7,20 +7,8 @@
 
 use std::path::Path;
 
-use ovs_egress_integration::Netns;
 use ovs_egress_integration::datapath::{CniPod, TwoNodes};
-use ovs_egress_integration::traffic::{normalized_dump, ping, tcp_transfer};
-
-/// Packets counted by the `-s src` rule of `pod`'s INPUT chain.
-fn icmp_from(pod: &Netns, src: &str) -> u64 {
-    let table = pod.exec(&["iptables", "-nvxL", "INPUT"]).unwrap();
-    table
-        .lines()
-        .find(|l| l.split_whitespace().any(|w| w == src))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter for {src} in\n{table}"))
-}
+use ovs_egress_integration::traffic::{icmp_from, normalized_dump, ping, tcp_transfer};
 
 fn check_golden(file: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

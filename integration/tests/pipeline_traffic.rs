@@ -18,6 +18,7 @@ use ovs_egress::ovs::ovsdb::{Client, ClientOptions};
 use ovs_egress::pipeline::{pod_network_flows, table_names};
 use ovs_egress_integration::Netns;
 use ovs_egress_integration::node::{Node, quiet_ovs_port};
+use ovs_egress_integration::traffic::icmp_from;
 use ovs_egress_integration::underlay::Underlay;
 use programmer_support::block;
 
@@ -192,15 +193,4 @@ fn pods_reach_each_other_the_gateway_and_remote_pods_and_spoofed_sources_are_dro
         before,
         "spoofed MAC reached a local Pod"
     );
-}
-
-/// Packets counted by the `-s src` rule of `pod`'s INPUT chain.
-fn icmp_from(pod: &Netns, src: &str) -> u64 {
-    let table = pod.exec(&["iptables", "-nvxL", "INPUT"]).unwrap();
-    table
-        .lines()
-        .find(|l| l.split_whitespace().any(|w| w == src))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter for {src} in\n{table}"))
 }

@@ -1,7 +1,7 @@
 //! Which Pod ports the agent lets the datapath acknowledge to the CNI plugin (the ports whose
-//! ADD may return): those whose Egress decision the applied plan has made. The plan decides a
-//! Pod's Egress from the Pod object and its Namespace's labels, so a port is settled once both
-//! are in the view the applied plan was computed from; until then the agent waits for its
+//! ADD may return): those whose Egress decision the applied plan has made
+//! (`plan::membership::decided_pods`: the Pod object and its Namespace are in the view the
+//! applied plan was computed from); until then the agent waits for its
 //! reflectors (the kubelet creates the Pod object before the sandbox and the Namespace before
 //! the Pod, so this is a matter of milliseconds; CNI ADD bounds the wait). A port that names no
 //! Pod has nothing to decide and is settled at once. Pure; it never looks at Egresses (the plan
@@ -10,18 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::datapath::{PodPort, PortAcks};
-use crate::model::ClusterView;
-
-/// `namespace/name` of the Pods of `node` whose object and Namespace are in `view`.
-pub fn known_local_pods(view: &ClusterView, node: &str) -> BTreeSet<String> {
-    let namespaces: BTreeSet<&str> = view.namespaces.iter().map(|n| n.name.as_str()).collect();
-    view.pods
-        .iter()
-        .filter(|p| p.node_name.as_deref() == Some(node))
-        .filter(|p| namespaces.contains(p.namespace.as_str()))
-        .map(|p| format!("{}/{}", p.namespace, p.name))
-        .collect()
-}
 
 /// The ports of `ports` the datapath may acknowledge once installed, given the Pods `known`
 /// to the applied plan.
@@ -45,17 +33,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::model::{Namespace, Pod};
     use crate::pipeline::Mac;
-
-    fn pod(namespace: &str, name: &str, node: &str) -> Pod {
-        Pod {
-            namespace: namespace.into(),
-            name: name.into(),
-            node_name: Some(node.into()),
-            ..Pod::default()
-        }
-    }
 
     fn port(name: &str, pod: &str, ofport: u32) -> PodPort {
         PodPort {
@@ -66,24 +44,6 @@ mod tests {
             ip: Ipv4Addr::new(10, 244, 1, 2),
             acked: false,
         }
-    }
-
-    #[test]
-    fn a_local_pod_is_known_once_its_object_and_its_namespace_are_in_the_view() {
-        let view = ClusterView {
-            namespaces: vec![Namespace {
-                name: "prod".into(),
-                labels: Default::default(),
-            }],
-            pods: vec![
-                pod("prod", "web", "n1"),
-                pod("prod", "elsewhere", "n2"),
-                pod("staging", "no-namespace-yet", "n1"),
-            ],
-            ..ClusterView::default()
-        };
-        let known = known_local_pods(&view, "n1");
-        assert_eq!(known, BTreeSet::from(["prod/web".to_string()]));
     }
 
     #[test]

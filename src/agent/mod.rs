@@ -5,8 +5,9 @@
 //! real one is [`datapath::start`], `--no-datapath` selects [`datapath::status_only`]), then
 //! writes the status of the Egresses this Node is the writer of and emits
 //! `IPAssigned`/`IPUnassigned` events from those statuses. Once a plan is applied it tells the
-//! datapath which local Pods that plan has decided ([`acks`]), so the datapath acknowledges
-//! their ports to the CNI plugin only when their Egress flows are in place.
+//! datapath which local Pods that plan has decided (`plan::membership::decided_pods`; [`acks`]
+//! turns them into ports), so the datapath acknowledges their ports to the CNI plugin only when
+//! their Egress flows are in place.
 //!
 //! It must never decide anything itself (the plan does) and never fail because the API server
 //! is away: watches retry with back-off, and no plan is handed over before every cache has
@@ -145,7 +146,7 @@ struct Loop {
     datapath: Datapath,
     /// The view's Nodes, for the datapath (remote Nodes, this Node's Pod CIDR).
     nodes: watch::Sender<Vec<crate::model::Node>>,
-    /// The local Pods whose Egress the applied plan has decided (`acks::known_local_pods`),
+    /// The local Pods whose Egress the applied plan has decided (`plan::membership::decided_pods`),
     /// published only once that plan is applied.
     decided: watch::Sender<BTreeSet<String>>,
     ready: watch::Sender<bool>,
@@ -193,7 +194,7 @@ impl Loop {
                 continue;
             };
             // The applied plan equals the one computed from this snapshot.
-            let decided = acks::known_local_pods(&snapshot.view, &self.node);
+            let decided = plan::membership::decided_pods(&snapshot.view, &self.node);
             self.decided.send_if_modified(|old| {
                 let changed = *old != decided;
                 *old = decided;

@@ -4,10 +4,10 @@
 //! A Pod that is hostNetwork, not scheduled or terminated is never a member. Pure; it must never
 //! look at Egress IPs or Nodes (that is `plan`'s business).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::api::AppliedTo;
-use crate::model::{Labels, Namespace, Pod, PodPhase};
+use crate::model::{ClusterView, Labels, Namespace, Pod, PodPhase};
 
 /// The label the API server puts on every Namespace, so selectors can name a Namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -60,6 +60,20 @@ impl<'a> NamespaceLabels<'a> {
             labels
         })
     }
+}
+
+/// `namespace/name` of the Pods of `node` whose Egress a plan computed from `view` has decided
+/// (one Egress or none): those whose object and Namespace are both in `view`, since membership
+/// is decided from the Pod's and its Namespace's labels. The agent lets CNI ADD of a Pod return
+/// only once the applied plan has decided it.
+pub fn decided_pods(view: &ClusterView, node: &str) -> BTreeSet<String> {
+    let namespaces: BTreeSet<&str> = view.namespaces.iter().map(|n| n.name.as_str()).collect();
+    view.pods
+        .iter()
+        .filter(|p| p.node_name.as_deref() == Some(node))
+        .filter(|p| namespaces.contains(p.namespace.as_str()))
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect()
 }
 
 #[cfg(test)]
@@ -204,5 +218,32 @@ mod tests {
             node_name: None,
             ..running_pod()
         }));
+    }
+
+    fn local_pod(namespace: &str, name: &str, node: &str) -> Pod {
+        Pod {
+            namespace: namespace.into(),
+            name: name.into(),
+            node_name: Some(node.into()),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn a_local_pod_is_decided_once_its_object_and_its_namespace_are_in_the_view() {
+        let view = ClusterView {
+            namespaces: vec![Namespace {
+                name: "prod".into(),
+                labels: Default::default(),
+            }],
+            pods: vec![
+                local_pod("prod", "web", "n1"),
+                local_pod("prod", "elsewhere", "n2"),
+                local_pod("staging", "no-namespace-yet", "n1"),
+            ],
+            ..ClusterView::default()
+        };
+        let decided = decided_pods(&view, "n1");
+        assert_eq!(decided, BTreeSet::from(["prod/web".to_string()]));
     }
 }

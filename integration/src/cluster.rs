@@ -336,6 +336,28 @@ impl ClusterBox {
             .with_context(|| format!("reading Egress {name}"))
     }
 
+    /// Polls Egress `name` until `done` holds for it, at most `timeout`; the error shows the
+    /// last object seen.
+    pub async fn wait_egress(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&v1beta1::Egress) -> bool,
+    ) -> Result<v1beta1::Egress> {
+        let api: Api<v1beta1::Egress> = Api::all(self.client.clone());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let egress = api.get_opt(name).await?;
+            match egress {
+                Some(e) if done(&e) => return Ok(e),
+                _ if Instant::now() > deadline => {
+                    bail!("Egress {name} not as expected after {timeout:?}; last: {egress:#?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Creates Namespace `name` (with its `kubernetes.io/metadata.name` label) unless it exists.
     pub async fn ensure_namespace(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ovs_egress::api::v1beta1;
 use ovs_egress_integration::cluster::{ClusterBox, node_ip};
 
 const REALIZED: Duration = Duration::from_secs(10);
@@ -13,18 +14,11 @@ const REALIZED: Duration = Duration::from_secs(10);
 /// Waits until the Egress's status names `node` as its Egress Node (the owner writes it right
 /// after programming, so traffic may use the IP a moment before).
 async fn wait_egress_node(c: &ClusterBox, name: &str, node: &str) {
-    let deadline = std::time::Instant::now() + REALIZED;
-    loop {
-        let status = c.egress(name).await.ok().and_then(|e| e.status);
-        if status.as_ref().and_then(|s| s.egress_node.as_deref()) == Some(node) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Egress {name} status {status:?}, not on {node}\n{}",
-            c.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let on_node = |e: &v1beta1::Egress| {
+        e.status.as_ref().and_then(|s| s.egress_node.as_deref()) == Some(node)
+    };
+    if let Err(e) = c.wait_egress(name, REALIZED, on_node).await {
+        panic!("{e:#}\n{}", c.logs());
     }
 }
 

@@ -79,18 +79,9 @@ async fn wait_egress(
     what: &str,
     done: impl Fn(&v1beta1::Egress) -> bool,
 ) -> v1beta1::Egress {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let egress = get_egress(c, name).await;
-        match egress {
-            Some(e) if done(&e) => return e,
-            _ if Instant::now() > deadline => panic!(
-                "Egress {name}: {what} not reached after {WAIT:?}; last: {egress:#?}\n{}",
-                c.logs()
-            ),
-            _ => tokio::time::sleep(POLL).await,
-        }
-    }
+    c.wait_egress(name, WAIT, done)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}\n{}", c.logs()))
 }
 
 /// Waits until Egress `name` has an egress IP (allocated or static) that Node `node` (any Node

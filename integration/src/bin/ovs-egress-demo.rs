@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ovs_egress::api::v1beta1;
 use ovs_egress_integration::cluster::{BoxPod, ClusterBox, node_ip};
 use ovs_egress_integration::traffic::without_counters;
 
@@ -176,32 +177,19 @@ fn kubectl(cluster: &ClusterBox, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Waits until every named Egress has an IP and an Egress Node in its status.
+/// Waits until every named Egress has an Egress Node in its status.
 async fn wait_realized(cluster: &ClusterBox, names: &[&str]) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut missing = Vec::new();
-        for name in names {
-            let assigned = cluster
-                .egress(name)
-                .await?
-                .status
-                .and_then(|s| s.egress_node);
-            if assigned.is_none() {
-                missing.push(*name);
-            }
+    for name in names {
+        let placed =
+            |e: &v1beta1::Egress| e.status.as_ref().is_some_and(|s| s.egress_node.is_some());
+        if let Err(e) = cluster
+            .wait_egress(name, Duration::from_secs(30), placed)
+            .await
+        {
+            bail!("{e:#}\n{}", cluster.logs());
         }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "Egresses {missing:?} have no Egress Node after 30 s\n{}",
-                cluster.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
 }
 
 /// Has every Pod call the external host; prints what the host saw against what `expect` says;

@@ -59,15 +59,9 @@ pub fn parse_show(text: &str) -> Vec<NeighEntry> {
 pub fn remote_owners(plan: &NodePlan) -> BTreeMap<IpAddr, Option<String>> {
     plan.egress_ips
         .iter()
-        .filter(|(_, locality)| **locality == IpLocality::Remote)
-        .map(|(ip, _)| {
-            let owner = plan
-                .statuses
-                .values()
-                .filter(|s| s.egress_ip.parse::<IpAddr>().ok() == Some(*ip))
-                .map(|s| s.egress_node.as_str())
-                .find(|n| !n.is_empty() && *n != plan.node);
-            (*ip, owner.map(str::to_string))
+        .filter_map(|(ip, locality)| match locality {
+            IpLocality::Remote { holder } => Some((*ip, holder.clone())),
+            IpLocality::Local { .. } => None,
         })
         .collect()
 }
@@ -395,13 +389,19 @@ fd00::12                                      02:30:00:00:00:12   br-phy
         assert!(parse_show("IP MAC Bridge\n=====\n").is_empty());
     }
 
+    fn remote(holder: Option<&str>) -> IpLocality {
+        IpLocality::Remote {
+            holder: holder.map(str::to_string),
+        }
+    }
+
     #[test]
     fn remote_owners_are_the_tunnelled_ips_with_their_holder_when_the_plan_knows_it() {
         let plan = NodePlan {
             node: "node1".into(),
             egress_ips: BTreeMap::from([
-                (ip("172.30.0.100"), IpLocality::Remote),
-                (ip("172.30.0.101"), IpLocality::Remote),
+                (ip("172.30.0.100"), remote(Some("node2"))),
+                (ip("172.30.0.101"), remote(None)),
                 (ip("172.30.0.102"), IpLocality::Local { mark: 1 }),
             ]),
             statuses: BTreeMap::from([
@@ -563,7 +563,7 @@ fd00::12                                      02:30:00:00:00:12   br-phy
         tunnels.set_transport_ips(BTreeMap::from([("node2".into(), ip("172.30.0.12"))]));
         let plan = NodePlan {
             node: "node1".into(),
-            egress_ips: BTreeMap::from([(ip("172.30.0.100"), IpLocality::Remote)]),
+            egress_ips: BTreeMap::from([(ip("172.30.0.100"), remote(Some("node2")))]),
             statuses: BTreeMap::from([("web".into(), status("node2", "172.30.0.100"))]),
             ..NodePlan::default()
         };

@@ -272,7 +272,8 @@ impl TwoNodes {
         let mut n2 = DatapathNode::new(&underlay, 2)?;
         n1.start_runtime(vec![n2.as_remote()])?;
         n2.start_runtime(vec![n1.as_remote()])?;
-        // OVS learns tunnel neighbours by snooping the Node kernels' ARP replies (testbed P8).
+        // OVS learns tunnel neighbours by snooping the Node kernels' ARP replies; the first packet
+        // to a new tunnel destination is dropped while it ARPs.
         ping(n1.node.netns(), &n2.node.ip().to_string())?;
         ping(n2.node.netns(), &n1.node.ip().to_string())?;
         Ok(TwoNodes { n1, n2, underlay })

@@ -2,12 +2,14 @@
 //! to, on the userspace datapath (`netdev`) only. There OVS resolves the outer destination MAC
 //! of a tunnel packet from its own cache, not the kernel's neighbour table: it learns by snooping
 //! ARP only when the ARP packet misses the datapath flow cache, and every use refreshes an entry,
-//! so after an egress IP moves the old owner's MAC stays forever (a black hole; testbed §7, P5).
+//! so after an egress IP moves the old owner's MAC stays forever (a black hole, seen on
+//! OVS 3.1 when an egress IP moved while a client kept connecting).
 //! (On `system` the kernel's neighbour table is used and the new owner's GARP updates it.)
 //!
 //! The fix, after the Egress flows of a plan are installed, for every egress IP whose owner is new
 //! or changed: point the IP at the MAC OVS has learnt for the owner Node's transport IP
-//! (`tnl/neigh/set`). On netdev the egress IP lives on the owner's transport bridge (testbed P4),
+//! (`tnl/neigh/set`). On netdev the egress IP lives on the owner's transport bridge (only there
+//! does OVS terminate tunnels addressed to it),
 //! so both have that bridge's MAC. When that MAC is not known and a (maybe stale) entry for the
 //! IP exists: `tnl/neigh/flush` and `revalidator/purge` (flush alone can leave a cached `drop`
 //! datapath flow that never heals). With no entry at all OVS resolves the IP by ARP itself.

@@ -1,6 +1,6 @@
 //! Egress flows as a pure function of the Node's plan: which external traffic of which Pod is
 //! marked for SNAT on this Node, tunnelled to the Node holding its egress IP, or left to the
-//! default masquerade (facts §4.4, DESIGN §3). The flows live in L3Forwarding priority 190 and
+//! default masquerade, as Antrea's Egress flows do. The flows live in L3Forwarding priority 190 and
 //! EgressMark priorities 190–210, the slots `pod_network_flows` leaves free; they are appended
 //! to its output before programming.
 //!

@@ -10,7 +10,6 @@ pub mod cni;
 pub mod config;
 pub mod controller;
 pub mod datapath;
-pub mod datapath_egress;
 pub mod host;
 pub mod ipam;
 pub mod kube;

@@ -90,7 +90,9 @@ fn the_older_ha_egress_wins_web_pods_and_static_egresses_serve_the_rest() {
             mark: all["node-4"].plan.mark_of(ip("10.10.0.11")).unwrap(),
         }
     } else {
-        IpLocality::Remote
+        IpLocality::Remote {
+            holder: Some(owner.to_string()),
+        }
     };
     assert_eq!(all["node-4"].plan.egress_ips[&ip("10.10.0.11")], expected);
 
@@ -103,7 +105,7 @@ fn the_older_ha_egress_wins_web_pods_and_static_egresses_serve_the_rest() {
     assert!(db.losers.is_empty());
     assert_eq!(
         all["node-6"].plan.egress_ips[&ip("10.10.0.104")],
-        IpLocality::Remote
+        IpLocality::Remote { holder: None }
     );
     // staging/db-0 on node-5 uses node-5's own IP: local, with a SNAT rule.
     let staging_db = &all["node-5"].plan.pods["staging/db-0"];

@@ -242,7 +242,7 @@ impl ClusterBox {
     }
 
     /// OVS learns the tunnel neighbours (other Nodes' MACs) by snooping ARP replies
-    /// (ovs-netns-testbed.md P8): one answered ping between every pair of Nodes (`-w 10`: on a
+    /// (its first packet to a new tunnel destination is dropped while it ARPs): one answered ping between every pair of Nodes (`-w 10`: on a
     /// busy machine the first echo may go unanswered while the Nodes' OVS is still settling).
     fn warm_tunnels(&self) -> Result<()> {
         for a in &self.nodes {

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use ovs_egress::datapath::{
-    DatapathConfig, DatapathInputs, DatapathStatus, NodeDatapath, RemoteNodeSpec,
+    DatapathConfig, DatapathHandle, DatapathInputs, DatapathStatus, NodeDatapath, RemoteNodeSpec,
 };
 use ovs_egress::ovs::bridge::DatapathType;
 use ovs_egress::pipeline::{Ipv4Cidr, Mac};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::cni::{self, Pod};
 use crate::netns::unique_token;
@@ -28,7 +28,7 @@ use crate::underlay::Underlay;
 /// The runtime on its namespace thread. Dropping it stops the runtime and joins the thread.
 pub struct RuntimeThread {
     stop: Option<oneshot::Sender<()>>,
-    inputs: mpsc::UnboundedSender<DatapathInputs>,
+    handle: DatapathHandle,
     status: watch::Receiver<DatapathStatus>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -38,8 +38,7 @@ impl RuntimeThread {
     pub fn start(netns: &str, cfg: DatapathConfig, inputs: DatapathInputs) -> Result<Self> {
         let path = format!("/run/netns/{netns}");
         let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-        let (in_tx, mut in_rx) = mpsc::unbounded_channel::<DatapathInputs>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             // SAFETY: setns on a valid namespace fd only changes this thread's network
@@ -64,30 +63,32 @@ impl RuntimeThread {
             };
             rt.block_on(async move {
                 let dp = NodeDatapath::start(cfg, inputs);
-                let _ = ready_tx.send(Ok(dp.status()));
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        Some(i) = in_rx.recv() => dp.set_inputs(i),
-                    }
-                }
+                let _ = ready_tx.send(Ok(dp.handle()));
+                let _ = stop_rx.await;
             });
         });
-        let status = ready_rx
+        let handle: DatapathHandle = ready_rx
             .recv()
             .context("datapath thread ended before starting")??;
         Ok(RuntimeThread {
             stop: Some(stop_tx),
-            inputs: in_tx,
-            status,
+            status: handle.status(),
+            handle,
             thread: Some(thread),
         })
     }
 
-    pub fn set_inputs(&self, inputs: DatapathInputs) -> Result<()> {
-        self.inputs
-            .send(inputs)
-            .map_err(|_| anyhow!("datapath thread is gone"))
+    /// Replaces the runtime's inputs; returns their generation.
+    pub fn set_inputs(&self, inputs: DatapathInputs) -> Result<u64> {
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            return Err(anyhow!("datapath thread is gone"));
+        }
+        Ok(self.handle.set_inputs(inputs))
+    }
+
+    /// The runtime's handle (for an `EgressApplier`, or waiting for a generation).
+    pub fn handle(&self) -> DatapathHandle {
+        self.handle.clone()
     }
 
     pub fn status(&self) -> DatapathStatus {
@@ -271,7 +272,8 @@ impl TwoNodes {
         let mut n2 = DatapathNode::new(&underlay, 2)?;
         n1.start_runtime(vec![n2.as_remote()])?;
         n2.start_runtime(vec![n1.as_remote()])?;
-        // OVS learns tunnel neighbours by snooping the Node kernels' ARP replies (testbed P8).
+        // OVS learns tunnel neighbours by snooping the Node kernels' ARP replies; the first packet
+        // to a new tunnel destination is dropped while it ARPs.
         ping(n1.node.netns(), &n2.node.ip().to_string())?;
         ping(n2.node.netns(), &n1.node.ip().to_string())?;
         Ok(TwoNodes { n1, n2, underlay })

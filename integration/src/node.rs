@@ -1,5 +1,6 @@
 //! A Node of the test bed: a namespace with its own OVS (userspace datapath) and an uplink to the
-//! underlay, wired with the userspace tunnelling recipe (ovs-netns-testbed.md §3.2–3.4): the
+//! underlay, wired with the userspace tunnelling recipe of OVS ("Userspace Tunneling" in the OVS
+//! documentation): the
 //! uplink `eth0` is a port of a netdev bridge `br-phy` (standalone, NORMAL) and the Node IP lives
 //! on br-phy's own tap interface, so OVS terminates Geneve addressed to it. `br-int` is not made
 //! here: that is the agent's job (`ovs_egress::ovs::bridge`).
@@ -96,7 +97,7 @@ impl Node {
 }
 
 /// Makes a veth that OVS reads through AF_PACKET (userspace datapath) invisible to the
-/// namespace's kernel (pitfall P1): no ARP, no forwarding, every frame dropped in raw
+/// namespace's kernel: no ARP, no forwarding, every frame dropped in raw
 /// PREROUTING (AF_PACKET taps run before netfilter, so OVS still receives them).
 pub fn quiet_ovs_port(ns: &Netns, ifname: &str) -> Result<()> {
     ns.exec(&["ip", "link", "set", ifname, "arp", "off"])?;

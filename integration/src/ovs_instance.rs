@@ -1,8 +1,9 @@
 //! A private Open vSwitch (ovsdb-server + ovs-vswitchd, userspace datapath) running inside one
 //! of our network namespaces, with its own directory for the database, sockets, pid files and
 //! logs. It must never talk to or disturb the system OVS: every client call gets `OVS_RUNDIR`
-//! and explicit sockets (pitfall P13), and the daemons are stopped by PID on drop (P12).
-//! Recipe and timings: ovs-netns-testbed.md §3.3, §9, §12.
+//! and explicit sockets (without `OVS_RUNDIR`, `ovs-ofctl br-int` talks to the system's
+//! `/var/run/openvswitch`), and the daemons are stopped by PID on drop (a second start in the
+//! same directory while old daemons run deletes their pid files and socket, then hangs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

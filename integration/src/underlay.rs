@@ -32,7 +32,7 @@ impl Underlay {
     }
 
     /// Plugs `ns` into the segment as interface `ifname` (left down, no address). TX checksum
-    /// offload is turned off on it (pitfall P2: OVS userspace forwards CHECKSUM_PARTIAL frames
+    /// offload is turned off on it (OVS userspace forwards CHECKSUM_PARTIAL frames
     /// with a wrong TCP checksum), which is harmless when OVS is not involved.
     pub fn attach(&self, ns: &Netns, ifname: &str) -> Result<()> {
         let port = format!("u{}", self.ports.fetch_add(1, Ordering::Relaxed));

@@ -2,7 +2,9 @@
 //! OVS (userspace datapath), kube-emu and a Pod created by the CNI plugin, a static Egress whose
 //! IP is on the Node makes the agent install the Pod's EgressMark flow (the mark carried in the
 //! source MAC) on br-int and the SNAT rule to the egress IP in the Node's `nat` table, and report
-//! `IPAssigned=True` with its event; a flushed SNAT chain is repaired. Needs root and OVS; fails loudly without them.
+//! `IPAssigned=True` with its event; a flushed SNAT chain is repaired. `/readyz` follows the
+//! datapath: false while ovs-vswitchd or ovsdb-server is down, true again once the runtime has
+//! reinstalled the flows. Needs root and OVS; fails loudly without them.
 
 #[path = "controller/harness.rs"]
 #[allow(dead_code)]
@@ -127,5 +129,64 @@ async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egr
             .then_some(())
     })
     .await;
+    drop(agent);
+}
+
+/// `/readyz` of the agent, as the kubelet's probe reads it.
+async fn readyz(agent: &Agent) -> Option<u16> {
+    agent.probe("/readyz").await
+}
+
+#[tokio::test]
+async fn readyz_is_false_while_ovs_is_down_and_true_again_once_the_datapath_is_repaired() {
+    ctl::cargo_bin("ovs-egress");
+    let underlay = Underlay::new().expect("creating the underlay");
+    let mut dn = DatapathNode::new(&underlay, 1).expect("starting Node 1 with OVS");
+    let ns = dn.node.netns().clone();
+    enter(&ns);
+    let bed = Bed {
+        cluster: ctl::Cluster::start().await,
+        ns: ns.clone(),
+    };
+    bed.create(node("node1", &dn.node.ip().to_string(), &[]))
+        .await;
+    let rundir = dn.node.ovs.rundir().to_str().unwrap().to_string();
+    let agent = agent_with(
+        &bed.cluster.kubeconfig,
+        &bed.cluster.dir.0,
+        "node1",
+        Some("ovsDatapathType: netdev\negressDevice: br-phy\ntransportInterface: br-phy\n"),
+        &["--ovs-rundir", &rundir],
+    );
+    agent.wait_ready().await;
+
+    // ovs-vswitchd crashes: not ready until it is back and the flows are reinstalled.
+    dn.node.ovs.kill_vswitchd().unwrap();
+    ctl::eventually("/readyz 503 with ovs-vswitchd down", 10.0, || async {
+        (readyz(&agent).await == Some(503)).then_some(())
+    })
+    .await;
+    dn.node.ovs.start_vswitchd().unwrap();
+    ctl::eventually("/readyz 200 with ovs-vswitchd back", 20.0, || async {
+        (readyz(&agent).await == Some(200)).then_some(())
+    })
+    .await;
+
+    // ovsdb-server goes away: the same.
+    dn.node.ovs.stop_ovsdb_server().unwrap();
+    ctl::eventually("/readyz 503 with ovsdb-server down", 10.0, || async {
+        (readyz(&agent).await == Some(503)).then_some(())
+    })
+    .await;
+    dn.node.ovs.start_ovsdb_server().unwrap();
+    ctl::eventually("/readyz 200 with ovsdb-server back", 20.0, || async {
+        (readyz(&agent).await == Some(200)).then_some(())
+    })
+    .await;
+    assert!(
+        agent.logs().contains("readiness changed"),
+        "agent log:\n{}",
+        agent.logs()
+    );
     drop(agent);
 }

@@ -169,7 +169,8 @@ fn add_wires_pod_and_ovs_port_check_passes_del_removes_all_and_is_idempotent() -
         json!({"dst": "0.0.0.0/0", "gw": "10.244.1.1"})
     );
 
-    // The Pod side: address, MTU, MAC, default route, TX checksum offload off (P2).
+    // The Pod side: address, MTU, MAC, default route, TX checksum offload off (OVS userspace
+    // forwards CHECKSUM_PARTIAL frames with a wrong TCP checksum).
     let eth0 = link_json(&pod.ns, "eth0")?;
     assert_eq!(eth0["mtu"], 1450);
     assert_eq!(eth0["address"], result["interfaces"][1]["mac"]);
@@ -187,7 +188,8 @@ fn add_wires_pod_and_ovs_port_check_passes_del_removes_all_and_is_idempotent() -
     );
     assert!(tx_checksum_off(&pod.ns, "eth0")?);
 
-    // The Node side: MTU, NOARP, forwarding off, raw DROP rule (P1), TX checksum off (P2).
+    // The Node side: MTU, NOARP, forwarding off, raw DROP rule (the kernel
+    // must not answer ARP or forward copies of what OVS reads via AF_PACKET), TX checksum off.
     let host_link = link_json(&node.ns, &host)?;
     assert_eq!(host_link["mtu"], 1450);
     assert!(
@@ -411,7 +413,8 @@ fn two_pods_on_one_node_reach_each_other_through_br_int() -> Result<()> {
     node.ovs.ofctl(&["add-flow", "br-int", "actions=NORMAL"])?;
     a.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.244.6.3"])?;
     b.ns.exec(&["ping", "-c", "1", "-W", "2", "10.244.6.2"])?;
-    // TCP too: it breaks (ping does not) if TX checksum offload was left on (testbed P2).
+    // TCP too: it breaks (ping does not) if TX checksum offload was left on (OVS
+    // userspace forwards CHECKSUM_PARTIAL skbs from veths with wrong TCP checksums).
     let mut server =
         b.ns.command("python3")
             .args(["-m", "http.server", "8080", "--bind", "10.244.6.3"])

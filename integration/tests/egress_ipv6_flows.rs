@@ -10,8 +10,8 @@ mod programmer_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ovs_egress::host::iptables::MarkCarrier;
 use ovs_egress::ovs::ofctl::{FlowProgrammer, Repair};
+use ovs_egress::pipeline::egress::MarkCarrier;
 use ovs_egress::pipeline::egress::{EgressContext, Ipv6Bypass, egress_flows};
 use ovs_egress::pipeline::{Flow, pod_network_flows};
 use ovs_egress::plan::{IpLocality, NodePlan, PodBinding, SnatRule};
@@ -51,7 +51,7 @@ fn dual_stack_plan() -> NodePlan {
         });
     }
     for remote in &ips[3..] {
-        egress_ips.insert(ip(remote), IpLocality::Remote);
+        egress_ips.insert(ip(remote), IpLocality::Remote { holder: None });
     }
     NodePlan {
         node: "node-1".to_string(),

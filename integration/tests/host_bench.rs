@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use host_support::in_netns;
 use ovs_egress::host::addresses::{Added, Addresses};
-use ovs_egress::host::iptables::{
-    Applier, Family, MarkCarrier, SnatConfig, SnatEntry, render_family,
-};
+use ovs_egress::host::iptables::{Applier, Family, SnatConfig, SnatEntry, render_family};
+use ovs_egress::pipeline::egress::MarkCarrier;
 use ovs_egress_integration::Netns;
 use tokio::io::AsyncWriteExt;
 

@@ -12,8 +12,9 @@ use host_support::{Capture, enable_ipv6, in_netns};
 use ovs_egress::host::addresses::Addresses;
 use ovs_egress::host::format_mac;
 use ovs_egress::host::iptables::{
-    Applier, Change, Family, IptablesError, MarkCarrier, SnatConfig, SnatEntry, Table, mark_mac,
+    Applier, Change, Family, IptablesError, SnatConfig, SnatEntry, Table,
 };
+use ovs_egress::pipeline::egress::{MarkCarrier, mark_mac};
 use ovs_egress_integration::Netns;
 
 fn entry(ip: &str, mark: u8) -> SnatEntry {

@@ -1,7 +1,7 @@
 //! Real packets through the Pod networking pipeline: two test-bed Nodes (namespaces with a
 //! private userspace OVS and `br-phy` on the underlay), `br-int` set up by `ovs::bridge` with the
 //! catalog's table names and programmed by the FlowProgrammer with `pod_network_flows`, Pods
-//! wired by hand as the testbed recipe does (the CNI plugin is tested elsewhere). Proves Pod ↔ Pod
+//! wired by hand (veth, address, route) (the CNI plugin is tested elsewhere). Proves Pod ↔ Pod
 //! on one Node, Pod ↔ gateway, Pod ↔ Pod across Nodes through Geneve, host → remote Pod through
 //! the ARP responder, and that spoofed sources are dropped.
 //! Needs root and Open vSwitch; fails (never skips) without them.
@@ -119,7 +119,8 @@ fn start_node(underlay: &Underlay, i: u8, pods: &[u8], others: &[u8]) -> PodNode
     }
 }
 
-/// `ping` that tolerates the first packet to a new tunnel destination being dropped (P8).
+/// `ping` that tolerates the first packet to a new tunnel destination being dropped (OVS
+/// drops it while it resolves the neighbour).
 fn ping(from: &Netns, args: &[&str]) -> anyhow::Result<String> {
     let mut argv = vec!["ping", "-c", "3", "-i", "0.2", "-W", "1"];
     argv.extend_from_slice(args);

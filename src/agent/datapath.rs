@@ -1,83 +1,104 @@
 //! The agent's real [`Datapath`]: it starts the Node datapath runtime (`NodeDatapath`: bridge,
-//! Pod networking, Node routes) once this Node's Pod CIDR and transport IP are known, keeps the
-//! remote Nodes current from the agent's view, and applies every plan in make-before-break
-//! order through `EgressHost`: SNAT rules, then the Egress flows through the runtime's extra
-//! flows (waiting until the switch has them), then egress IPs and the final rules; it repairs
-//! the SNAT rules every [`VERIFY_INTERVAL`]. It answers
-//! with the statuses it realized; when it could not apply a plan at all (Node not known yet,
-//! OVS away, iptables refused) it drops the answer so the agent retries, never claiming an IP
-//! it did not program. Pod ofports come from its own replica of the OVSDB Interface table.
-//! An agent restart keeps the Egress datapath: the runtime's first install (which retires the
-//! previous process's flows) already carries the first plan's Egress flows, Pods' included,
-//! with their SNAT rules in place before it.
+//! Pod networking, Node routes, the Node's one OVSDB connection) once this Node's Pod CIDR and
+//! transport IP are known, keeps the remote Nodes current from the agent's view, and applies
+//! every plan through [`EgressApplier`] (`datapath::egress`: SNAT rules, Egress flows as a new
+//! input generation of the runtime, waiting for the runtime to report that generation
+//! installed, then tunnel neighbours, egress IPs and the final rules); it repairs the SNAT rules
+//! every [`VERIFY_INTERVAL`]. It answers with the statuses it realized; when it could not apply
+//! a plan at all (Node not known yet, OVS away, iptables refused, bundle rejected) it drops the
+//! answer so the agent retries, never claiming an IP it did not program. Pod ofports come from
+//! the runtime's view of the Interface table.
+//! An agent restart keeps the Egress datapath: the runtime starts held, and its first install
+//! (which retires the previous process's flows) already carries the first plan's Egress flows,
+//! Pods' included, with their SNAT rules in place before it.
 //!
 //! With every change of Egress flows it tells the runtime which Pod ports are settled
 //! (`acks::settled_ports`: their Pod is among those the applied plan decided, published by the
 //! agent loop after applying it), so the runtime acknowledges a new Pod's port to the CNI plugin
 //! only in the bundle that carries the Pod's Egress flow, or once it is known to need none.
 //!
-//! On the userspace datapath `EgressHost` also keeps OVS's tunnel neighbour cache right for
+//! On the userspace datapath the applier also keeps OVS's tunnel neighbour cache right for
 //! egress IPs that move between Nodes (`ovs::tnl_neigh`); it learns the other Nodes' transport
-//! IPs from here.
+//! IPs from here. It publishes whether the datapath is ready (runtime started and reporting
+//! ready: OVS up, flows installed), which the agent's `/readyz` follows.
 //!
-//! It decides nothing about Egress (the plan does) and touches OVS only through the runtime's
-//! flows and that cache.
+//! It decides nothing about Egress (the plan does) and touches OVS only through the runtime.
 //!
 //! [`status_only`] is the `--no-datapath` mode: nothing is programmed, and every IP the plan
 //! would assign is reported `IPAssigned=False` ("datapath disabled").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use super::acks::settled_ports;
 use super::config::{AgentConfig, DatapathType as ConfigDatapathType};
 use super::{Datapath, PlanRequest};
+use crate::datapath::egress::{DeviceChoice, EgressApplier, EgressHost, INSTALL_TIMEOUT};
 use crate::datapath::{
-    DatapathConfig, DatapathInputs, INTERFACE_COLUMNS, NodeDatapath, PodPort, PortAcks,
-    RemoteNodeSpec, pod_ports,
+    DatapathConfig, DatapathStatus, NodeDatapath, PodPort, PortAcks, RemoteNodeSpec,
 };
-use crate::datapath_egress::{DeviceChoice, EgressHost};
-use crate::host::iptables::{Cidr, MarkCarrier, SnatConfig};
+use crate::host::iptables::{Cidr, SnatConfig};
 use crate::model::Node;
 use crate::ovs::bridge::DatapathType;
-use crate::ovs::ofctl::Ofctl;
-use crate::ovs::ovsdb::{
-    Client, ClientOptions, MonitorEvent, MonitorSpec, MonitorStream, TableCache,
-};
 use crate::ovs::tnl_neigh::TunnelNeighbours;
-use crate::pipeline::egress::{EgressContext, EgressFlows, Ipv6Bypass, Unprogrammed, egress_flows};
-use crate::pipeline::{Category, Flow, Ipv4Cidr, Mac};
+use crate::pipeline::egress::{EgressContext, EgressOptions, MarkCarrier, egress_context};
+use crate::pipeline::{Ipv4Cidr, Mac};
 use crate::plan::{Condition, ConditionStatus, EgressStatus, NodePlan};
 
-/// How long a plan's Egress flows may take to appear on the switch before the plan counts as
-/// not applied (and is retried).
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(10);
-const INSTALL_POLL: Duration = Duration::from_millis(10);
 /// How often the SNAT rules are read back and repaired (the runtime does the same for flows).
 const VERIFY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The message of `IPAssigned=False` in status-only mode.
 pub const DATAPATH_DISABLED: &str = "datapath disabled (--no-datapath): nothing is programmed";
 
+/// Why the datapath of this Node cannot start yet.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Node {node} is not in the cluster view yet")]
+    UnknownNode { node: String },
+    #[error("Node {node}: spec.podCIDR is not set")]
+    NoPodCidr { node: String },
+    #[error("Node {node}: spec.podCIDR {cidr:?}: {reason}")]
+    BadPodCidr {
+        node: String,
+        cidr: String,
+        reason: String,
+    },
+    #[error("Node {node}: no IPv4 InternalIP in status.addresses (found {found:?})")]
+    NoTransportIp { node: String, found: Option<IpAddr> },
+    #[error("OVSDB {socket}: no Interface snapshot within {timeout:?} ({state})")]
+    NoSnapshot {
+        socket: String,
+        timeout: Duration,
+        state: String,
+    },
+}
+
 /// Starts the real datapath of Node `node`; `nodes` is the agent's current list of Nodes,
 /// `decided` the local Pods (`namespace/name`) the applied plan has decided.
-/// `ovs_rundir` holds OVS's sockets (`/var/run/openvswitch` in production).
+/// `ovs_rundir` holds OVS's sockets (`/var/run/openvswitch` in production). Returns the plan
+/// channel and the datapath's readiness.
 pub fn start(
     node: String,
     config: AgentConfig,
     ovs_rundir: PathBuf,
     nodes: watch::Receiver<Vec<Node>>,
     decided: watch::Receiver<BTreeSet<String>>,
-) -> Datapath {
+) -> (Datapath, watch::Receiver<bool>) {
     let (tx, rx) = mpsc::channel::<PlanRequest>(1);
-    tokio::spawn(serve(node, config, ovs_rundir, nodes, decided, rx));
-    tx
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let inputs = Inputs {
+        nodes,
+        decided,
+        requests: rx,
+    };
+    tokio::spawn(serve(node, config, ovs_rundir, inputs, ready_tx));
+    (tx, ready_rx)
 }
 
 /// The `--no-datapath` datapath: programs nothing and says so in every status that would
@@ -107,23 +128,29 @@ pub fn disabled_statuses(plan: &NodePlan) -> BTreeMap<String, EgressStatus> {
 }
 
 /// This Node as the runtime needs it: Pod CIDR and IPv4 transport IP.
-fn local_node(nodes: &[Node], name: &str) -> Result<(Ipv4Cidr, Ipv4Addr), String> {
-    let node = nodes
+fn local_node(nodes: &[Node], name: &str) -> Result<(Ipv4Cidr, Ipv4Addr), StartError> {
+    let node = || name.to_string();
+    let this = nodes
         .iter()
         .find(|n| n.name == name)
-        .ok_or_else(|| format!("Node {name} is not in the cluster view yet"))?;
-    let cidr = node
+        .ok_or_else(|| StartError::UnknownNode { node: node() })?;
+    let cidr = this
         .pod_cidr
         .as_deref()
-        .ok_or_else(|| format!("Node {name}: spec.podCIDR is not set"))?;
+        .ok_or_else(|| StartError::NoPodCidr { node: node() })?;
     let cidr = cidr
         .parse::<Ipv4Cidr>()
-        .map_err(|e| format!("Node {name}: spec.podCIDR {cidr:?}: {e}"))?;
-    match node.transport_ip {
+        .map_err(|e| StartError::BadPodCidr {
+            node: node(),
+            cidr: cidr.to_string(),
+            reason: e.to_string(),
+        })?;
+    match this.transport_ip {
         Some(IpAddr::V4(ip)) => Ok((cidr, ip)),
-        other => Err(format!(
-            "Node {name}: no IPv4 InternalIP in status.addresses (found {other:?})"
-        )),
+        found => Err(StartError::NoTransportIp {
+            node: node(),
+            found,
+        }),
     }
 }
 
@@ -162,105 +189,56 @@ fn gateway_mac(node_ip: Ipv4Addr) -> Mac {
     Mac([0x0e, 0x00, a, b, c, d])
 }
 
-/// Egress IPs the flows cannot carry, with why (they fail their Egresses' `IPAssigned`).
-fn ip_errors(flows: &EgressFlows) -> impl Iterator<Item = (IpAddr, String)> + '_ {
-    flows.unprogrammed.iter().filter_map(|u| match u {
-        Unprogrammed::NoMark { ip } => Some((*ip, u.to_string())),
-        Unprogrammed::PodNotAttached { .. } => None,
-    })
+fn carrier(config: &AgentConfig) -> MarkCarrier {
+    match config.ovs_datapath_type {
+        ConfigDatapathType::System => MarkCarrier::PktMark,
+        ConfigDatapathType::Netdev => MarkCarrier::SourceMac,
+    }
 }
 
-/// What the Egress flows of Node `node` depend on besides the plan: the cluster's Nodes, this
-/// Node's Pod CIDR, transport IP and gateway MAC, and the Interface table (Pod ports).
-/// The Egress flows of `plan` for the Pod ports of `interfaces`, and which of those ports they
-/// settle (`decided`: the local Pods the applied plan has decided), from one read of the replica.
-fn flows_and_acks(
-    plan: &NodePlan,
-    node: &str,
-    config: &AgentConfig,
-    nodes: &[Node],
-    addresses: (Ipv4Cidr, Ipv4Addr, Mac),
-    interfaces: &TableCache,
-    decided: &BTreeSet<String>,
-) -> (EgressFlows, PortAcks) {
-    let (ports, _) = pod_ports(interfaces);
-    let flows = egress_flows(
-        plan,
-        &egress_context(node, config, nodes, addresses, &ports),
-    );
-    (flows, settled_ports(&ports, decided))
-}
-
-fn egress_context(
-    node: &str,
-    config: &AgentConfig,
-    nodes: &[Node],
-    (pod_cidr, node_ip, gateway_mac): (Ipv4Cidr, Ipv4Addr, Mac),
-    ports: &[PodPort],
-) -> EgressContext {
-    let remotes = remote_nodes(nodes, node);
-    let cidrs =
-        |list: &[String]| -> Vec<Ipv4Cidr> { list.iter().filter_map(|c| c.parse().ok()).collect() };
-    EgressContext {
-        pod_ofports: ports.iter().map(|p| (p.pod.clone(), p.ofport)).collect(),
-        gateway_mac,
-        local_transport_ip: node_ip,
-        remote_transport_ips: remotes.iter().map(|r| r.transport_ip).collect(),
-        pod_cidrs: std::iter::once(pod_cidr)
-            .chain(remotes.iter().map(|r| r.pod_cidr))
+/// The agent configuration's part of the Egress flow inputs.
+fn egress_options(config: &AgentConfig) -> EgressOptions {
+    EgressOptions {
+        carrier: carrier(config),
+        service_cidrs: config
+            .service_cidr
+            .iter()
+            .filter_map(|c| c.parse().ok())
             .collect(),
-        service_cidrs: cidrs(config.service_cidr.as_slice()),
-        except_cidrs: cidrs(&config.egress.except_cidrs),
-        ipv6: Ipv6Bypass::from_cluster(
-            nodes,
-            config.service_cidr.iter().filter_map(|c| c.parse().ok()),
-            config
-                .egress
-                .except_cidrs
-                .iter()
-                .filter_map(|c| c.parse().ok()),
-        ),
-        carrier: match config.ovs_datapath_type {
-            ConfigDatapathType::System => MarkCarrier::PktMark,
-            ConfigDatapathType::Netdev => MarkCarrier::SourceMac,
-        },
+        except_cidrs: config
+            .egress
+            .except_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
     }
 }
 
-/// The Interface table as the monitor's first snapshot shows it (within [`INSTALL_TIMEOUT`]).
-async fn interface_snapshot(monitor: &mut MonitorStream) -> Result<TableCache, String> {
-    let mut interfaces = TableCache::new();
-    let snapshot = async {
-        while let Some(event) = monitor.recv().await {
-            interfaces.apply(&event);
-            if matches!(event, MonitorEvent::Snapshot(_)) {
-                return Ok(());
-            }
-        }
-        Err("the Interface monitor ended".to_string())
-    };
-    match tokio::time::timeout(INSTALL_TIMEOUT, snapshot).await {
-        Ok(result) => result.map(|()| interfaces),
-        Err(_) => Err(format!("no Interface snapshot within {INSTALL_TIMEOUT:?}")),
-    }
+/// What the datapath task listens to besides its own runtime.
+struct Inputs {
+    nodes: watch::Receiver<Vec<Node>>,
+    decided: watch::Receiver<BTreeSet<String>>,
+    requests: mpsc::Receiver<PlanRequest>,
+}
+
+/// What the runtime reported.
+enum RuntimeChange {
+    Ports,
+    Status,
 }
 
 /// The running datapath of this Node.
 struct Running {
     node: String,
-    config: AgentConfig,
     runtime: NodeDatapath,
-    ofctl: Ofctl,
-    host: EgressHost,
+    applier: EgressApplier,
+    status: watch::Receiver<DatapathStatus>,
+    ports: watch::Receiver<Option<Vec<PodPort>>>,
     gateway_mac: Mac,
-    pod_cidr: Ipv4Cidr,
-    node_ip: Ipv4Addr,
+    options: EgressOptions,
     nodes: Vec<Node>,
     /// The local Pods the applied plan has decided (their ports may be acknowledged).
     decided: BTreeSet<String>,
-    /// Replica of the Interface table (Pod ofports).
-    interfaces: TableCache,
-    _ovsdb: Client,
     /// The last plan applied, to follow Pod ports and Nodes that change under it.
     plan: Option<Arc<NodePlan>>,
 }
@@ -269,28 +247,27 @@ async fn serve(
     node: String,
     config: AgentConfig,
     ovs_rundir: PathBuf,
-    mut nodes: watch::Receiver<Vec<Node>>,
-    mut decided: watch::Receiver<BTreeSet<String>>,
-    mut requests: mpsc::Receiver<PlanRequest>,
+    mut inputs: Inputs,
+    ready: watch::Sender<bool>,
 ) {
-    let mut running: Option<(Running, MonitorStream)> = None;
+    let mut running: Option<Running> = None;
     let mut verify = tokio::time::interval(VERIFY_INTERVAL);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = verify.tick() => {
-                if let Some((rt, _)) = &mut running
-                    && let Err(error) = rt.host.verify().await
+                if let Some(rt) = &mut running
+                    && let Err(error) = rt.applier.host_mut().verify().await
                 {
                     tracing::warn!(node, %error, "SNAT rules could not be repaired");
                 }
             }
-            request = requests.recv() => {
+            request = inputs.requests.recv() => {
                 let Some(request) = request else { return };
                 if running.is_none() {
-                    let list = nodes.borrow_and_update().clone();
-                    let pods = decided.borrow_and_update().clone();
-                    match Running::start(&node, &config, &ovs_rundir, list, &request.plan, pods).await {
+                    let list = inputs.nodes.borrow_and_update().clone();
+                    let pods = inputs.decided.borrow_and_update().clone();
+                    match Running::start(&node, &config, &ovs_rundir, list, pods).await {
                         Ok(started) => running = Some(started),
                         Err(error) => {
                             tracing::warn!(node, %error, "datapath not started; plan not applied");
@@ -298,56 +275,61 @@ async fn serve(
                         }
                     }
                 }
-                let Some((rt, _)) = &mut running else { continue };
+                let Some(rt) = &mut running else { continue };
                 if let Some(statuses) = rt.apply(request.plan).await {
                     let _ = request.applied.send(statuses);
                 }
             }
-            Ok(()) = nodes.changed() => {
-                let list = nodes.borrow_and_update().clone();
-                if let Some((rt, _)) = &mut running {
+            Ok(()) = inputs.nodes.changed() => {
+                let list = inputs.nodes.borrow_and_update().clone();
+                if let Some(rt) = &mut running {
                     rt.set_nodes(list);
                 }
             }
-            Ok(()) = decided.changed() => {
-                let pods = decided.borrow_and_update().clone();
-                if let Some((rt, _)) = &mut running {
+            Ok(()) = inputs.decided.changed() => {
+                let pods = inputs.decided.borrow_and_update().clone();
+                if let Some(rt) = &mut running {
                     rt.decided = pods;
                     rt.refresh_flows();
                 }
             }
-            Some(event) = async {
+            Some(change) = async {
                 match &mut running {
-                    Some((_, monitor)) => monitor.recv().await,
+                    Some(rt) => tokio::select! {
+                        r = rt.ports.changed() => r.ok().map(|()| RuntimeChange::Ports),
+                        r = rt.status.changed() => r.ok().map(|()| RuntimeChange::Status),
+                    },
                     None => std::future::pending().await,
                 }
             } => {
-                if let Some((rt, _)) = &mut running {
-                    rt.interfaces.apply(&event);
+                if let (RuntimeChange::Ports, Some(rt)) = (change, &mut running) {
                     rt.refresh_flows();
                 }
             }
         }
+        let now = running
+            .as_mut()
+            .is_some_and(|rt| rt.status.borrow_and_update().ready);
+        ready.send_if_modified(|r| std::mem::replace(r, now) != now);
     }
 }
 
 impl Running {
-    /// Starts the runtime with the Egress flows of `first`, the plan about to be applied: the
-    /// runtime's first install retires the flows of a previous agent process, so after a
-    /// restart the Egress flows must be in it, Pods' included (their ports come from the
-    /// Interface snapshot, awaited here), or selected Pods would briefly leave with their Node's IP.
+    /// Starts the runtime held (bridge set up, Pod ports published, no flow programmed) and
+    /// waits for its first view of the Pod ports: the first plan's apply then makes the
+    /// runtime's first install, which retires the flows of a previous agent process, carry the
+    /// Egress flows, Pods' included, or selected Pods would briefly leave with their Node's IP.
     async fn start(
         node: &str,
         config: &AgentConfig,
-        ovs_rundir: &std::path::Path,
+        ovs_rundir: &Path,
         nodes: Vec<Node>,
-        first: &NodePlan,
         decided: BTreeSet<String>,
-    ) -> Result<(Running, MonitorStream), String> {
+    ) -> Result<Running, StartError> {
         let (pod_cidr, node_ip) = local_node(&nodes, node)?;
-        let (datapath_type, carrier) = match config.ovs_datapath_type {
-            ConfigDatapathType::System => (DatapathType::System, MarkCarrier::PktMark),
-            ConfigDatapathType::Netdev => (DatapathType::Netdev, MarkCarrier::SourceMac),
+        let datapath_type = match config.ovs_datapath_type {
+            ConfigDatapathType::System => DatapathType::System,
+            ConfigDatapathType::Netdev => DatapathType::Netdev,
         };
         let gateway_mac = gateway_mac(node_ip);
         let mut cfg = DatapathConfig::new(
@@ -361,35 +343,26 @@ impl Running {
         cfg.bridge.gateway.name = config.host_gateway.clone();
         cfg.bridge.tunnel.csum = config.tunnel_csum;
         cfg.bridge.tunnel.dst_port = (config.tunnel_port != 0).then_some(config.tunnel_port);
-        let ovsdb = Client::start(&cfg.ovsdb_socket, ClientOptions::default());
-        let spec = MonitorSpec::new().table("Interface", &INTERFACE_COLUMNS);
-        let mut monitor = ovsdb.monitor(&spec).await.map_err(|e| {
-            format!(
-                "OVSDB {}: Interface monitor: {e}",
-                cfg.ovsdb_socket.display()
-            )
-        })?;
-        let interfaces = interface_snapshot(&mut monitor)
-            .await
-            .map_err(|e| format!("OVSDB {}: {e}", cfg.ovsdb_socket.display()))?;
-        let (first_flows, first_acks) = flows_and_acks(
-            first,
-            node,
-            config,
-            &nodes,
-            (pod_cidr, node_ip, gateway_mac),
-            &interfaces,
-            &decided,
-        );
-        let pod_cidr_host: Cidr = pod_cidr
-            .to_string()
-            .parse()
-            .map_err(|e| format!("Node {node}: Pod CIDR {pod_cidr}: {e}"))?;
+        let socket = cfg.ovsdb_socket.display().to_string();
+        let runtime = NodeDatapath::start_held(cfg, remote_nodes(&nodes, node));
+        let mut ports = runtime.pod_ports();
+        let snapshot = tokio::time::timeout(INSTALL_TIMEOUT, ports.wait_for(Option::is_some));
+        if !matches!(snapshot.await, Ok(Ok(_))) {
+            let state = runtime.status().borrow().error.clone();
+            return Err(StartError::NoSnapshot {
+                socket,
+                timeout: INSTALL_TIMEOUT,
+                state: state.unwrap_or_else(|| "no error reported".into()),
+            });
+        }
         let snat = SnatConfig {
             gateway: config.host_gateway.clone(),
             random_fully: config.egress.snat_fully_random_ports,
-            carrier,
-            pod_cidrs: vec![pod_cidr_host],
+            carrier: carrier(config),
+            pod_cidrs: vec![Cidr {
+                addr: IpAddr::V4(pod_cidr.network()),
+                prefix_len: pod_cidr.prefix(),
+            }],
         };
         let device = DeviceChoice {
             configured: config.egress_device.clone(),
@@ -401,51 +374,34 @@ impl Running {
             host = host.with_tunnel_neighbours(TunnelNeighbours::new(ovs_rundir));
             host.set_remote_transport_ips(remote_transport_ips(&nodes, node));
         }
-        // The SNAT rules before the first install's flows that mark traffic for them; `apply`
-        // prepares again (no change) and finishes.
-        if let Err(report) = host.prepare(first).await {
-            return Err(report.node_error.unwrap_or_default());
-        }
-        let ofctl = Ofctl::new(cfg.ofctl_target.clone());
-        let runtime = NodeDatapath::start_with_acks(
-            cfg,
-            DatapathInputs {
-                remote_nodes: remote_nodes(&nodes, node),
-                extra_flows: first_flows.flows,
-            },
-            first_acks,
-        );
         tracing::info!(node, %pod_cidr, %node_ip, bridge = %config.ovs_bridge, "datapath started");
-        let running = Running {
+        Ok(Running {
             node: node.to_string(),
-            config: config.clone(),
+            applier: EgressApplier::new(host, runtime.handle()),
+            status: runtime.status(),
+            ports,
             runtime,
-            ofctl,
-            host,
             gateway_mac,
-            pod_cidr,
-            node_ip,
+            options: egress_options(config),
             nodes,
             decided,
-            interfaces,
-            _ovsdb: ovsdb,
             plan: None,
-        };
-        Ok((running, monitor))
+        })
     }
 
-    /// The Egress flows of `plan` for the Pod ports now attached, and which of those ports
-    /// they settle: both from one read of the Interface replica.
-    fn flows_and_acks(&self, plan: &NodePlan) -> (EgressFlows, PortAcks) {
-        flows_and_acks(
-            plan,
-            &self.node,
-            &self.config,
+    /// The Egress flow inputs for the Pod ports now attached, and which of those ports the
+    /// flows settle: both from one read of the runtime's ports.
+    fn context_and_acks(&self) -> (EgressContext, PortAcks) {
+        let ports = self.ports.borrow().clone().unwrap_or_default();
+        let ofports = ports.iter().map(|p| (p.pod.clone(), p.ofport)).collect();
+        let ctx = egress_context(
             &self.nodes,
-            (self.pod_cidr, self.node_ip, self.gateway_mac),
-            &self.interfaces,
-            &self.decided,
-        )
+            &self.node,
+            ofports,
+            self.gateway_mac,
+            &self.options,
+        );
+        (ctx, settled_ports(&ports, &self.decided))
     }
 
     fn set_nodes(&mut self, nodes: Vec<Node>) {
@@ -455,74 +411,31 @@ impl Running {
         self.nodes = nodes;
         self.runtime
             .set_remote_nodes(remote_nodes(&self.nodes, &self.node));
-        self.host
+        self.applier
+            .host_mut()
             .set_remote_transport_ips(remote_transport_ips(&self.nodes, &self.node));
         self.refresh_flows();
     }
 
     /// Recomputes the last plan's flows after a Pod port, Node or decided-Pods change (the SNAT
     /// rules and IPs depend on the plan only, so they stay).
-    fn refresh_flows(&self) {
-        if let Some(plan) = &self.plan {
-            let (flows, acks) = self.flows_and_acks(plan);
-            self.runtime.set_extra_flows_and_acks(flows.flows, acks);
+    fn refresh_flows(&mut self) {
+        if let Some(plan) = self.plan.clone() {
+            let (ctx, acks) = self.context_and_acks();
+            self.applier.refresh_flows(&plan, &ctx, acks);
         }
     }
 
     /// Applies `plan`; `None` when it could not (logged), so the agent retries.
     async fn apply(&mut self, plan: Arc<NodePlan>) -> Option<BTreeMap<String, EgressStatus>> {
-        let (flows, acks) = self.flows_and_acks(&plan);
-        let due = match self.host.prepare(&plan).await {
-            Ok(due) => due,
-            Err(report) => {
-                tracing::warn!(node = self.node, error = ?report.node_error, "plan not applied");
-                return None;
-            }
-        };
-        self.runtime
-            .set_extra_flows_and_acks(flows.flows.clone(), acks);
+        let (ctx, acks) = self.context_and_acks();
         self.plan = Some(plan.clone());
-        if let Err(error) = self.wait_installed(&flows.flows).await {
-            tracing::warn!(node = self.node, %error, "plan not applied");
-            return None;
-        }
-        let mut report = self.host.finish(due, &plan).await;
-        if let Some(error) = &report.node_error {
-            tracing::warn!(node = self.node, %error, "plan not applied");
-            return None;
-        }
-        for (ip, error) in ip_errors(&flows) {
-            report.ip_errors.entry(ip).or_insert(error);
-        }
-        Some(report.statuses(&plan))
-    }
-
-    /// Waits until the Egress flows on the switch are exactly `flows`.
-    async fn wait_installed(&self, flows: &[Flow]) -> Result<(), String> {
-        let want: std::collections::BTreeSet<_> = flows.iter().map(Flow::key).collect();
-        let deadline = Instant::now() + INSTALL_TIMEOUT;
-        loop {
-            let last = match self.ofctl.dump_flows().await {
-                Ok(dump) => {
-                    let have: std::collections::BTreeSet<_> = dump
-                        .into_iter()
-                        .filter(|f| Category::Egress.holds(f.cookie))
-                        .map(|f| f.key)
-                        .collect();
-                    if have == want {
-                        return Ok(());
-                    }
-                    format!("{} of {} Egress flows installed", have.len(), want.len())
-                }
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "Egress flows on {} not installed within {INSTALL_TIMEOUT:?}: {last}",
-                    self.ofctl.target()
-                ));
+        match self.applier.apply(&plan, &ctx, acks).await {
+            Ok(report) => Some(report.statuses(&plan)),
+            Err(error) => {
+                tracing::warn!(node = self.node, %error, "plan not applied");
+                None
             }
-            tokio::time::sleep(INSTALL_POLL).await;
         }
     }
 }
@@ -553,14 +466,21 @@ mod tests {
         assert!(
             local_node(&nodes, "b")
                 .unwrap_err()
+                .to_string()
                 .contains("spec.podCIDR")
         );
         assert!(
             local_node(&nodes, "c")
                 .unwrap_err()
+                .to_string()
                 .contains("IPv4 InternalIP")
         );
-        assert!(local_node(&nodes, "z").unwrap_err().contains("Node z"));
+        assert!(
+            local_node(&nodes, "z")
+                .unwrap_err()
+                .to_string()
+                .contains("Node z")
+        );
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! turns them into ports), so the datapath acknowledges their ports to the CNI plugin only when
 //! their Egress flows are in place.
 //!
+//! `/readyz` is true while the last plan handed over was applied and the datapath reports
+//! ready (OVS up, flows installed): it goes false while OVS is away or an apply failed, and
+//! true again once repaired.
+//!
 //! It must never decide anything itself (the plan does) and never fail because the API server
 //! is away: watches retry with back-off, and no plan is handed over before every cache has
 //! synced, so the datapath keeps what it has until then.
@@ -62,14 +66,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let (nodes, nodes_rx) = watch::channel(Vec::new());
     let (decided, decided_rx) = watch::channel(BTreeSet::new());
-    let datapath = if args.no_datapath {
-        datapath::status_only()
+    let (datapath, datapath_ready) = if args.no_datapath {
+        (datapath::status_only(), watch::channel(true).1)
     } else {
         let rundir = args.ovs_rundir.clone();
         let node = args.node_name.clone();
         datapath::start(node, config.clone(), rundir, nodes_rx, decided_rx)
     };
-    run_inner(args, config, datapath, nodes, decided).await
+    let outputs = Outputs {
+        nodes,
+        decided,
+        datapath_ready,
+    };
+    run_inner(args, config, datapath, outputs).await
 }
 
 /// Run the agent, handing every new plan to `datapath` and reporting what it applied.
@@ -78,30 +87,41 @@ pub async fn run_with(
     config: AgentConfig,
     datapath: Datapath,
 ) -> anyhow::Result<()> {
-    let nodes = watch::channel(Vec::new()).0;
-    run_inner(
-        args,
-        config,
-        datapath,
-        nodes,
-        watch::channel(BTreeSet::new()).0,
-    )
-    .await
+    let outputs = Outputs {
+        nodes: watch::channel(Vec::new()).0,
+        decided: watch::channel(BTreeSet::new()).0,
+        datapath_ready: watch::channel(true).1,
+    };
+    run_inner(args, config, datapath, outputs).await
 }
 
-/// [`run_with`], publishing the view's Nodes on `nodes` before each plan is handed over, and
-/// the local Pods the applied plan has decided on `decided` after it is applied.
+/// What the agent loop tells the datapath besides plans, and the datapath's readiness.
+struct Outputs {
+    /// The view's Nodes, published before each plan is handed over.
+    nodes: watch::Sender<Vec<crate::model::Node>>,
+    /// The local Pods the applied plan has decided, published after it is applied.
+    decided: watch::Sender<BTreeSet<String>>,
+    datapath_ready: watch::Receiver<bool>,
+}
+
+/// [`run_with`] with the datapath's side channels.
 async fn run_inner(
     args: AgentArgs,
     config: AgentConfig,
     datapath: Datapath,
-    nodes: watch::Sender<Vec<crate::model::Node>>,
-    decided: watch::Sender<BTreeSet<String>>,
+    outputs: Outputs,
 ) -> anyhow::Result<()> {
     if !config.feature_gates.egress {
         return health::serve_disabled(args.health_listen, "agent").await;
     }
+    let Outputs {
+        nodes,
+        decided,
+        datapath_ready,
+    } = outputs;
     let (ready_tx, ready_rx) = watch::channel(false);
+    let (applied_tx, applied_rx) = watch::channel(false);
+    tokio::spawn(health::all_of(vec![applied_rx, datapath_ready], ready_tx));
     let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
     let client = crate::kube::client(args.kubeconfig.as_deref(), false).await?;
     let local_ips = local_ips::watch_local_ips()
@@ -129,7 +149,7 @@ async fn run_inner(
         datapath,
         nodes,
         decided,
-        ready: ready_tx,
+        applied: applied_tx,
     };
     tokio::select! {
         result = health => result.context("health server task")?
@@ -149,7 +169,8 @@ struct Loop {
     /// The local Pods whose Egress the applied plan has decided (`plan::membership::decided_pods`),
     /// published only once that plan is applied.
     decided: watch::Sender<BTreeSet<String>>,
-    ready: watch::Sender<bool>,
+    /// Whether the last plan handed over was applied (half of `/readyz`).
+    applied: watch::Sender<bool>,
 }
 
 impl Loop {
@@ -189,6 +210,10 @@ impl Loop {
                 applied = self.apply(plan.clone()).await?;
                 previous = Some(plan);
             }
+            self.applied.send_if_modified(|ok| {
+                let now = applied.is_some();
+                std::mem::replace(ok, now) != now
+            });
             let Some(statuses) = &applied else {
                 wait = RETRY;
                 continue;
@@ -209,10 +234,6 @@ impl Loop {
                 self.events.publish(&change).await;
             }
             held = Some(now_held);
-            if !*self.ready.borrow() {
-                tracing::info!(node = %self.node, "first plan applied: ready");
-                self.ready.send_replace(true);
-            }
             wait = if failures == 0 { RESYNC } else { RETRY };
         }
     }

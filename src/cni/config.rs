@@ -17,7 +17,8 @@ use crate::ipam::{ip_to_u128, u128_to_ip};
 pub const CNI_VERSION: &str = "1.0.0";
 /// Versions we accept in a network config (and report for VERSION).
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
-/// Underlay MTU 1500 minus the Geneve overhead (50 bytes for IPv4 underlays), see testbed P7.
+/// Underlay MTU 1500 minus the Geneve overhead (50 bytes for IPv4 underlays):
+/// larger tunnel frames are dropped silently by the userspace datapath.
 pub const DEFAULT_MTU: u32 = 1450;
 /// How long ADD waits for the agent to acknowledge the Pod's flows (`flowsReadyTimeoutMs`):
 /// the agent answers within milliseconds; a Node without a running agent delays each Pod by
@@ -141,7 +142,9 @@ fn parse_args(text: &str) -> Result<BTreeMap<String, String>, CniError> {
         .collect()
 }
 
-/// Which OVS datapath the bridge uses; `netdev` needs the interface hygiene of testbed P1/P2.
+/// Which OVS datapath the bridge uses; `netdev` needs interface hygiene: OVS
+/// reads veth ports through AF_PACKET while the kernel still sees their frames (ARP off, no
+/// forwarding), and veth TX checksum offload breaks TCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Datapath {
     System,

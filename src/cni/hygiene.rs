@@ -1,4 +1,4 @@
-//! Host-side hygiene for a Pod port on the userspace (netdev) datapath, testbed pitfall P1: OVS
+//! Host-side hygiene for a Pod port on the userspace (netdev) datapath: OVS
 //! reads the port through AF_PACKET, so the Node kernel still sees every frame and would answer
 //! ARP or IP-forward a second copy. The port is made deaf to the Node kernel: NOARP (set when the
 //! veth is created), `forwarding=0`, and a raw-table DROP rule (AF_PACKET taps run before

@@ -197,7 +197,7 @@ pub async fn default_gateways(handle: &Handle, gateway: IpAddr) -> Result<Vec<Ip
         .collect())
 }
 
-/// `ethtool -K <name> tx off` in the current thread's network namespace (testbed P2: OVS
+/// `ethtool -K <name> tx off` in the current thread's network namespace (OVS
 /// userspace forwards CHECKSUM_PARTIAL skbs from veths with wrong TCP checksums).
 pub fn disable_tx_checksum(name: &str) -> Result<(), CniError> {
     let fail =

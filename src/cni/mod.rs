@@ -14,7 +14,7 @@
 //!   "mtu": 1450,                       // default: 1500 underlay - 50 Geneve overhead
 //!   "ovsBridge": "br-int",
 //!   "ovsDbSocket": "/var/run/openvswitch/db.sock",
-//!   "datapathType": "system",          // or "netdev": adds the P1/P2 interface hygiene
+//!   "datapathType": "system",          // or "netdev": adds the userspace-datapath interface hygiene
 //!   "stateDir": "/var/lib/cni/networks/<name>",  // IP reservations, one file per IP
 //!   "flowsReadyTimeoutMs": 5000        // 0: do not wait for the agent (see below)
 //! }

@@ -19,11 +19,21 @@
 //! caller's call ([`PortAcks`]): all of them once Pod networking is installed, or only those
 //! the caller says its extra flows have settled.
 //!
+//! Every change of the caller's inputs gets a generation ([`DatapathHandle::set_extra_flows_and_acks`]
+//! returns it); once a bundle carrying them lands, or is rejected, the status says so
+//! ([`DatapathStatus::installed_generation`], [`DatapathStatus::rejected`]), so a caller waits
+//! for its flows on this channel ([`DatapathHandle::wait_installed`]) rather than reading the
+//! switch back. The runtime holds the Node's only OVSDB connection and publishes the Pod ports
+//! it sees ([`NodeDatapath::pod_ports`]). A runtime started [held](NodeDatapath::start_held)
+//! sets the bridge up and publishes the ports but programs no flow until the caller's first
+//! inputs arrive (so an agent's first install already carries its Egress flows).
+//!
 //! It decides nothing about Egress: which extra flows exist is the caller's business. It never
 //! touches flows outside its rounds, routes it did not add, or other bridges, and writes no
 //! `external_ids` of Interfaces but the acknowledgement.
 
 mod desired;
+pub mod egress;
 mod ports;
 mod runtime;
 pub mod switch;
@@ -143,6 +153,18 @@ impl PortAcks {
 struct Wanted {
     inputs: DatapathInputs,
     acks: PortAcks,
+    /// Bumped by every change; reported back once the flows of this change are installed.
+    generation: u64,
+    /// No flows are programmed until the caller's first inputs (see [`NodeDatapath::start_held`]).
+    held: bool,
+}
+
+/// A generation of inputs whose flows the switch refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub generation: u64,
+    /// What the flow programmer reported (the bundle's error names the offending flow).
+    pub error: String,
 }
 
 /// What the runtime reports; observe it with [`NodeDatapath::status`].
@@ -161,14 +183,46 @@ pub struct DatapathStatus {
     pub pods: Vec<String>,
     /// Completed full (re)installs: the first install, and one per vswitchd or OVSDB restart.
     pub full_installs: u64,
+    /// The latest generation of inputs whose flows are all on the switch (0: none yet).
+    pub installed_generation: u64,
+    /// The latest generation whose flows could not be installed, if it is newer than
+    /// `installed_generation`.
+    pub rejected: Option<Rejected>,
+}
+
+/// Why the flows of a generation are not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("flows of input generation {generation} rejected: {error}")]
+    Rejected { generation: u64, error: String },
+    #[error(
+        "flows of input generation {generation} not installed within {timeout:?} \
+         (installed: generation {installed}; datapath: {state})"
+    )]
+    Timeout {
+        generation: u64,
+        timeout: Duration,
+        installed: u64,
+        state: String,
+    },
+    #[error("the datapath runtime stopped")]
+    Stopped,
 }
 
 /// A running datapath runtime. Dropping it stops the runtime (flows stay on the switch, where
 /// the next runtime finds and retires them).
 pub struct NodeDatapath {
+    handle: DatapathHandle,
+    ports: watch::Receiver<Option<Vec<PodPort>>>,
+    task: JoinHandle<()>,
+}
+
+/// The caller's side of a running runtime: change its inputs, read its status, wait for a
+/// generation. Cheap to clone; it may live on another thread than the runtime.
+#[derive(Clone)]
+pub struct DatapathHandle {
     wanted: watch::Sender<Wanted>,
     status: watch::Receiver<DatapathStatus>,
-    task: JoinHandle<()>,
 }
 
 impl NodeDatapath {
@@ -176,50 +230,141 @@ impl NodeDatapath {
     /// Pod networking is installed ([`PortAcks::Installed`]). Host-side changes (gateway
     /// address, routes) happen in the network namespace of the calling thread.
     pub fn start(cfg: DatapathConfig, inputs: DatapathInputs) -> NodeDatapath {
-        NodeDatapath::start_with_acks(cfg, inputs, PortAcks::Installed)
+        NodeDatapath::spawn(cfg, inputs, PortAcks::Installed, false)
     }
 
-    /// [`NodeDatapath::start`], acknowledging the Pod ports `acks` allows.
-    pub fn start_with_acks(
-        cfg: DatapathConfig,
-        inputs: DatapathInputs,
-        acks: PortAcks,
-    ) -> NodeDatapath {
-        let (wanted_tx, wanted_rx) = watch::channel(Wanted { inputs, acks });
+    /// Starts the runtime without programming any flow: it sets the bridge up and publishes
+    /// the Pod ports ([`NodeDatapath::pod_ports`]) until the first
+    /// [`DatapathHandle::set_extra_flows_and_acks`], whose flows the first install carries.
+    pub fn start_held(cfg: DatapathConfig, remote_nodes: Vec<RemoteNodeSpec>) -> NodeDatapath {
+        let inputs = DatapathInputs {
+            remote_nodes,
+            extra_flows: Vec::new(),
+        };
+        NodeDatapath::spawn(cfg, inputs, PortAcks::Settled(BTreeMap::new()), true)
+    }
+
+    fn spawn(cfg: DatapathConfig, inputs: DatapathInputs, acks: PortAcks, held: bool) -> Self {
+        let wanted = Wanted {
+            inputs,
+            acks,
+            generation: 1,
+            held,
+        };
+        let (wanted_tx, wanted_rx) = watch::channel(wanted);
         let (status_tx, status_rx) = watch::channel(DatapathStatus::default());
-        let task = tokio::spawn(runtime::run(cfg, wanted_rx, status_tx));
+        let (ports_tx, ports_rx) = watch::channel(None);
+        let task = tokio::spawn(runtime::run(cfg, wanted_rx, status_tx, ports_tx));
         NodeDatapath {
-            wanted: wanted_tx,
-            status: status_rx,
+            handle: DatapathHandle {
+                wanted: wanted_tx,
+                status: status_rx,
+            },
+            ports: ports_rx,
             task,
         }
     }
 
-    /// Replaces all inputs at once.
-    pub fn set_inputs(&self, inputs: DatapathInputs) {
-        self.wanted.send_modify(|w| w.inputs = inputs);
+    pub fn handle(&self) -> DatapathHandle {
+        self.handle.clone()
     }
 
-    /// Replaces the remote Nodes.
-    pub fn set_remote_nodes(&self, nodes: Vec<RemoteNodeSpec>) {
-        self.wanted.send_modify(|w| w.inputs.remote_nodes = nodes);
+    /// The Pod ports in OVSDB (`None` until the first snapshot), as the runtime sees them.
+    pub fn pod_ports(&self) -> watch::Receiver<Option<Vec<PodPort>>> {
+        self.ports.clone()
+    }
+}
+
+impl std::ops::Deref for NodeDatapath {
+    type Target = DatapathHandle;
+
+    fn deref(&self) -> &DatapathHandle {
+        &self.handle
+    }
+}
+
+impl DatapathHandle {
+    /// Applies `change` to the inputs as one new generation; returns it.
+    fn change(&self, change: impl FnOnce(&mut Wanted)) -> u64 {
+        let mut generation = 0;
+        self.wanted.send_modify(|w| {
+            change(w);
+            w.generation += 1;
+            w.held = false;
+            generation = w.generation;
+        });
+        generation
+    }
+
+    /// Replaces all inputs at once; returns the new generation.
+    pub fn set_inputs(&self, inputs: DatapathInputs) -> u64 {
+        self.change(|w| w.inputs = inputs)
+    }
+
+    /// Replaces the remote Nodes; returns the new generation.
+    pub fn set_remote_nodes(&self, nodes: Vec<RemoteNodeSpec>) -> u64 {
+        self.change(|w| w.inputs.remote_nodes = nodes)
     }
 
     /// Replaces the extra flows (installed with Pod networking, in one bundle per change).
-    pub fn set_extra_flows(&self, flows: Vec<Flow>) {
-        self.wanted.send_modify(|w| w.inputs.extra_flows = flows);
+    pub fn set_extra_flows(&self, flows: Vec<Flow>) -> u64 {
+        self.change(|w| w.inputs.extra_flows = flows)
     }
 
-    /// Replaces the extra flows and the ports to acknowledge once installed, in one change.
-    pub fn set_extra_flows_and_acks(&self, flows: Vec<Flow>, acks: PortAcks) {
-        self.wanted.send_modify(|w| {
+    /// Replaces the extra flows and the ports to acknowledge once installed, in one change;
+    /// returns its generation.
+    pub fn set_extra_flows_and_acks(&self, flows: Vec<Flow>, acks: PortAcks) -> u64 {
+        self.change(|w| {
             w.inputs.extra_flows = flows;
             w.acks = acks;
-        });
+        })
     }
 
     pub fn status(&self) -> watch::Receiver<DatapathStatus> {
         self.status.clone()
+    }
+
+    /// Waits until the flows of input `generation` (or a later one) are installed, at most
+    /// `timeout`; a bundle of that generation (or later) that the switch rejected ends the
+    /// wait at once with its error.
+    pub async fn wait_installed(
+        &self,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), InstallError> {
+        let mut rx = self.status.clone();
+        let done = |s: &DatapathStatus| {
+            s.installed_generation >= generation
+                || s.rejected
+                    .as_ref()
+                    .is_some_and(|r| r.generation >= generation)
+        };
+        let waited = tokio::time::timeout(timeout, rx.wait_for(done))
+            .await
+            .map(|r| r.map(|s| (s.installed_generation, s.rejected.clone())));
+        match waited {
+            Ok(Ok((installed, _))) if installed >= generation => Ok(()),
+            Ok(Ok((_, rejected))) => {
+                let r = rejected.unwrap_or_else(|| Rejected {
+                    generation,
+                    error: String::new(),
+                });
+                Err(InstallError::Rejected {
+                    generation: r.generation,
+                    error: r.error,
+                })
+            }
+            Ok(Err(_)) => Err(InstallError::Stopped),
+            Err(_) => {
+                let s = rx.borrow();
+                Err(InstallError::Timeout {
+                    generation,
+                    timeout,
+                    installed: s.installed_generation,
+                    state: s.error.clone().unwrap_or_else(|| "no error".into()),
+                })
+            }
+        }
     }
 
     /// Waits until `pred` holds for the status, at most `timeout`; returns the last status.

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use super::desired::{desired_flows, node_routes};
 use super::switch::{self, SwitchEvent};
 use super::{
-    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, PodPort, ROUND_KEY, Wanted,
-    pod_ports,
+    DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, PodPort, ROUND_KEY,
+    Rejected, Wanted, pod_ports,
 };
 use crate::cni::port::keys;
 use crate::host::routes::{NodeRoutes, RouteError};
@@ -55,6 +55,8 @@ struct Runtime {
     client: Client,
     cache: TableCache,
     status: watch::Sender<DatapathStatus>,
+    /// The Pod ports of the Interface replica, for the caller (`None` until the first snapshot).
+    ports: watch::Sender<Option<Vec<PodPort>>>,
     /// A snapshot arrived since the last disconnect.
     ovsdb_up: bool,
     /// `ensure_bridge` succeeded in the current OVSDB session.
@@ -82,6 +84,7 @@ pub(super) async fn run(
     cfg: DatapathConfig,
     mut inputs: watch::Receiver<Wanted>,
     status: watch::Sender<DatapathStatus>,
+    ports: watch::Sender<Option<Vec<PodPort>>>,
 ) {
     let opts = ClientOptions {
         request_timeout: Duration::from_secs(5),
@@ -102,6 +105,7 @@ pub(super) async fn run(
         client,
         cache: TableCache::new(),
         status,
+        ports,
         ovsdb_up: false,
         bridge_ok: false,
         switch_up: false,
@@ -199,6 +203,14 @@ impl Runtime {
 
     fn on_monitor(&mut self, ev: MonitorEvent) {
         self.cache.apply(&ev);
+        if !matches!(ev, MonitorEvent::Disconnected(_)) {
+            let (ports, _) = pod_ports(&self.cache);
+            self.ports.send_if_modified(|old| {
+                let changed = old.as_ref() != Some(&ports);
+                *old = Some(ports);
+                changed
+            });
+        }
         match ev {
             MonitorEvent::Snapshot(_) => {
                 self.ovsdb_up = true;
@@ -278,12 +290,33 @@ impl Runtime {
             self.not_ready(self.switch_down());
             return Ok(());
         }
+        if wanted.held {
+            return Ok(()); // the caller's first inputs are not there yet
+        }
         let (ports, bad) = pod_ports(&self.cache);
         for b in bad {
             tracing::warn!("skipping Pod port: {b}");
         }
         let (flows, pods) = desired_flows(&self.cfg, ports, inputs);
-        self.program(&flows).await?;
+        if let Err(e) = self.program(&flows).await {
+            let rejected = Rejected {
+                generation: wanted.generation,
+                error: e.to_string(),
+            };
+            self.status.send_modify(|s| s.rejected = Some(rejected));
+            return Err(e);
+        }
+        self.status.send_if_modified(|s| {
+            let changed = s.installed_generation != wanted.generation;
+            s.installed_generation = wanted.generation;
+            if s.rejected
+                .as_ref()
+                .is_some_and(|r| r.generation <= wanted.generation)
+            {
+                s.rejected = None;
+            }
+            changed
+        });
         if self.host_due {
             self.host(inputs).await?;
             self.host_due = false;
@@ -305,6 +338,8 @@ impl Runtime {
                 flows,
                 pods: pods.iter().map(|p| p.name.clone()).collect(),
                 full_installs: s.full_installs,
+                installed_generation: s.installed_generation,
+                rejected: s.rejected.clone(),
             };
             let changed = *s != next;
             *s = next;

@@ -25,39 +25,20 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::format_mac;
+use crate::pipeline::egress::{MARK_MASK, MarkCarrier, mark_mac};
 
 /// Our chain in `nat`, jumped to from `POSTROUTING`.
 pub const NAT_CHAIN: &str = "OVS-EGRESS-POSTROUTING";
 /// Our chain in `mangle`, jumped to from `PREROUTING`.
 pub const MANGLE_CHAIN: &str = "OVS-EGRESS-PREROUTING";
-/// The mask of the mark bits we own (Antrea's SNAT mark bits 0..7).
-pub const MARK_MASK: u32 = 0xff;
 /// How long iptables waits for the xtables lock before failing.
 const LOCK_WAIT: &str = "--wait=10";
-
-/// The source MAC that carries `mark` from OVS to the gateway on the userspace datapath, where
-/// `pkt_mark` does not survive the trip to the kernel: `02:ee:00:00:00:<mark>` (locally
-/// administered, unicast). The single source of truth: the flows set this MAC, the `mangle`
-/// rule rendered here turns it back into the mark.
-pub fn mark_mac(mark: NonZeroU8) -> [u8; 6] {
-    [0x02, 0xee, 0x00, 0x00, 0x00, mark.get()]
-}
 
 /// One local egress IP and the mark its packets carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SnatEntry {
     pub ip: IpAddr,
     pub mark: NonZeroU8,
-}
-
-/// How the mark travels from OVS to iptables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MarkCarrier {
-    /// Kernel datapath (`system`): the skb keeps OVS's `pkt_mark`.
-    PktMark,
-    /// Userspace datapath (`netdev`): the mark is encoded in the source MAC ([`mark_mac`]) and
-    /// restored by a `mangle` rule on the gateway.
-    SourceMac,
 }
 
 /// An IP prefix such as `10.244.1.0/24`.

@@ -1,6 +1,6 @@
 //! `/livez` and `/readyz` on a plain-HTTP port for the kubelet's probes. Liveness says the
-//! process serves requests; readiness says its caches are synced. It never blocks on the API
-//! server: the answer is read from a flag the process maintains.
+//! process serves requests; readiness is a flag the process maintains (caches synced, and for
+//! the agent: plan applied and datapath ready). It never blocks on the API server.
 
 use std::net::SocketAddr;
 
@@ -36,6 +36,26 @@ async fn readyz(State(ready): State<watch::Receiver<bool>>) -> (StatusCode, &'st
     if *ready.borrow() {
         (StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Keeps `out` equal to the conjunction of `inputs` (a closed input keeps its last value)
+/// until every input is closed, logging each change.
+pub async fn all_of(mut open: Vec<watch::Receiver<bool>>, out: watch::Sender<bool>) {
+    let mut closed_ready = true;
+    loop {
+        let now = closed_ready && open.iter_mut().all(|i| *i.borrow_and_update());
+        if out.send_if_modified(|r| std::mem::replace(r, now) != now) {
+            tracing::info!(ready = now, "readiness changed");
+        }
+        if open.is_empty() {
+            return;
+        }
+        let changes = open.iter_mut().map(|i| Box::pin(i.changed()));
+        let (result, index, _) = futures::future::select_all(changes).await;
+        if result.is_err() {
+            closed_ready &= *open.remove(index).borrow();
+        }
     }
 }

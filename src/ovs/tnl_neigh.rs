@@ -2,12 +2,14 @@
 //! to, on the userspace datapath (`netdev`) only. There OVS resolves the outer destination MAC
 //! of a tunnel packet from its own cache, not the kernel's neighbour table: it learns by snooping
 //! ARP only when the ARP packet misses the datapath flow cache, and every use refreshes an entry,
-//! so after an egress IP moves the old owner's MAC stays forever (a black hole; testbed §7, P5).
+//! so after an egress IP moves the old owner's MAC stays forever (a black hole, seen on
+//! OVS 3.1 when an egress IP moved while a client kept connecting).
 //! (On `system` the kernel's neighbour table is used and the new owner's GARP updates it.)
 //!
 //! The fix, after the Egress flows of a plan are installed, for every egress IP whose owner is new
 //! or changed: point the IP at the MAC OVS has learnt for the owner Node's transport IP
-//! (`tnl/neigh/set`). On netdev the egress IP lives on the owner's transport bridge (testbed P4),
+//! (`tnl/neigh/set`). On netdev the egress IP lives on the owner's transport bridge (only there
+//! does OVS terminate tunnels addressed to it),
 //! so both have that bridge's MAC. When that MAC is not known and a (maybe stale) entry for the
 //! IP exists: `tnl/neigh/flush` and `revalidator/purge` (flush alone can leave a cached `drop`
 //! datapath flow that never heals). With no entry at all OVS resolves the IP by ARP itself.
@@ -59,15 +61,9 @@ pub fn parse_show(text: &str) -> Vec<NeighEntry> {
 pub fn remote_owners(plan: &NodePlan) -> BTreeMap<IpAddr, Option<String>> {
     plan.egress_ips
         .iter()
-        .filter(|(_, locality)| **locality == IpLocality::Remote)
-        .map(|(ip, _)| {
-            let owner = plan
-                .statuses
-                .values()
-                .filter(|s| s.egress_ip.parse::<IpAddr>().ok() == Some(*ip))
-                .map(|s| s.egress_node.as_str())
-                .find(|n| !n.is_empty() && *n != plan.node);
-            (*ip, owner.map(str::to_string))
+        .filter_map(|(ip, locality)| match locality {
+            IpLocality::Remote { holder } => Some((*ip, holder.clone())),
+            IpLocality::Local { .. } => None,
         })
         .collect()
 }
@@ -395,13 +391,19 @@ fd00::12                                      02:30:00:00:00:12   br-phy
         assert!(parse_show("IP MAC Bridge\n=====\n").is_empty());
     }
 
+    fn remote(holder: Option<&str>) -> IpLocality {
+        IpLocality::Remote {
+            holder: holder.map(str::to_string),
+        }
+    }
+
     #[test]
     fn remote_owners_are_the_tunnelled_ips_with_their_holder_when_the_plan_knows_it() {
         let plan = NodePlan {
             node: "node1".into(),
             egress_ips: BTreeMap::from([
-                (ip("172.30.0.100"), IpLocality::Remote),
-                (ip("172.30.0.101"), IpLocality::Remote),
+                (ip("172.30.0.100"), remote(Some("node2"))),
+                (ip("172.30.0.101"), remote(None)),
                 (ip("172.30.0.102"), IpLocality::Local { mark: 1 }),
             ]),
             statuses: BTreeMap::from([
@@ -563,7 +565,7 @@ fd00::12                                      02:30:00:00:00:12   br-phy
         tunnels.set_transport_ips(BTreeMap::from([("node2".into(), ip("172.30.0.12"))]));
         let plan = NodePlan {
             node: "node1".into(),
-            egress_ips: BTreeMap::from([(ip("172.30.0.100"), IpLocality::Remote)]),
+            egress_ips: BTreeMap::from([(ip("172.30.0.100"), remote(Some("node2")))]),
             statuses: BTreeMap::from([("web".into(), status("node2", "172.30.0.100"))]),
             ..NodePlan::default()
         };

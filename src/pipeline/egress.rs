@@ -1,6 +1,6 @@
 //! Egress flows as a pure function of the Node's plan: which external traffic of which Pod is
 //! marked for SNAT on this Node, tunnelled to the Node holding its egress IP, or left to the
-//! default masquerade (facts §4.4, DESIGN §3). The flows live in L3Forwarding priority 190 and
+//! default masquerade, as Antrea's Egress flows do. The flows live in L3Forwarding priority 190 and
 //! EgressMark priorities 190–210, the slots `pod_network_flows` leaves free; they are appended
 //! to its output before programming.
 //!
@@ -33,9 +33,31 @@ use super::flow::{Action, Category, Cookie, CtFlag, CtState, Flow, Match};
 use super::net::{GLOBAL_VIRTUAL_MAC, IpCidr, Ipv4Cidr, Ipv6Cidr, Mac};
 use super::regs;
 use super::table::Table;
-use crate::host::iptables::{MARK_MASK, MarkCarrier, mark_mac};
 use crate::model::Node;
 use crate::plan::{IpLocality, NodePlan};
+
+/// The mask of the mark bits Egress owns (Antrea's SNAT mark bits 0..7). The contract between
+/// the flows and the host's SNAT rules: the flows set the mark under this mask, `host::iptables`
+/// matches `--mark M/MARK_MASK`.
+pub const MARK_MASK: u32 = 0xff;
+
+/// The source MAC that carries `mark` from OVS to the gateway on the userspace datapath, where
+/// `pkt_mark` does not survive the trip to the kernel: `02:ee:00:00:00:<mark>` (locally
+/// administered, unicast). The single source of truth: the flows set this MAC, the `mangle`
+/// rule of `host::iptables` turns it back into the mark.
+pub fn mark_mac(mark: NonZeroU8) -> [u8; 6] {
+    [0x02, 0xee, 0x00, 0x00, 0x00, mark.get()]
+}
+
+/// How the mark travels from OVS to iptables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkCarrier {
+    /// Kernel datapath (`system`): the skb keeps OVS's `pkt_mark`.
+    PktMark,
+    /// Userspace datapath (`netdev`): the mark is encoded in the source MAC ([`mark_mac`]) and
+    /// restored by a `mangle` rule on the gateway.
+    SourceMac,
+}
 
 /// L3Forwarding: non-reply traffic L3 forwarding did not route elsewhere enters EgressMark.
 pub const PRIORITY_TO_EGRESS: u16 = 190;
@@ -63,6 +85,76 @@ pub struct EgressContext {
     /// The IPv6 counterparts of the transport IPs and CIDRs above (empty in an IPv4-only cluster).
     pub ipv6: Ipv6Bypass,
     pub carrier: MarkCarrier,
+}
+
+/// The agent's settings that shape the Egress flows (`render` takes the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressOptions {
+    /// `system` (kernel: `pkt_mark`) or `netdev` (userspace: mark in the source MAC).
+    pub carrier: MarkCarrier,
+    /// Either family; each bypasses Egress in its own family's flows.
+    pub service_cidrs: Vec<IpCidr>,
+    /// `egress.exceptCIDRs`, either family.
+    pub except_cidrs: Vec<IpCidr>,
+}
+
+impl Default for EgressOptions {
+    fn default() -> Self {
+        EgressOptions {
+            carrier: MarkCarrier::PktMark,
+            // Kubernetes' default Service CIDR.
+            service_cidrs: Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12)
+                .map(IpCidr::V4)
+                .into_iter()
+                .collect(),
+            except_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// The inputs of the Egress flows of Node `node`, from the cluster's Nodes and what only the
+/// Node knows (its Pods' OpenFlow ports by `namespace/name`, its gateway MAC): every Node's
+/// transport IPs and Pod CIDRs are cluster destinations that bypass Egress, as are the Service
+/// and except CIDRs. The one place these inputs are assembled: the agent and `render` both call
+/// it, so `render` shows the flows an agent installs.
+pub fn egress_context(
+    nodes: &[Node],
+    node: &str,
+    pod_ofports: BTreeMap<String, u32>,
+    gateway_mac: Mac,
+    options: &EgressOptions,
+) -> EgressContext {
+    let v4 = |ip: Option<IpAddr>| match ip {
+        Some(IpAddr::V4(v4)) => Some(v4),
+        _ => None,
+    };
+    let v4_cidrs = |cidrs: &[IpCidr]| cidrs.iter().filter_map(|c| c.v4()).collect();
+    EgressContext {
+        pod_ofports,
+        gateway_mac,
+        local_transport_ip: nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| v4(n.transport_ip))
+            .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        remote_transport_ips: nodes
+            .iter()
+            .filter(|n| n.name != node)
+            .filter_map(|n| v4(n.transport_ip))
+            .collect(),
+        pod_cidrs: nodes
+            .iter()
+            .filter_map(|n| n.pod_cidr.as_deref()?.parse().ok())
+            .collect(),
+        service_cidrs: v4_cidrs(&options.service_cidrs),
+        except_cidrs: v4_cidrs(&options.except_cidrs),
+        ipv6: Ipv6Bypass::from_cluster(
+            nodes,
+            options.service_cidrs.iter().copied(),
+            options.except_cidrs.iter().copied(),
+        ),
+        carrier: options.carrier,
+    }
 }
 
 /// The IPv6 destinations that bypass Egress: inside the cluster, or excepted.
@@ -221,7 +313,7 @@ pub fn egress_flows(plan: &NodePlan, ctx: &EgressContext) -> EgressFlows {
             ),
             // Local without a mark was reported above; the Pod keeps the default masquerade.
             (Some(IpLocality::Local { .. }), None) => continue,
-            (Some(IpLocality::Remote) | None, _) => Flow::new(
+            (Some(IpLocality::Remote { .. }) | None, _) => Flow::new(
                 Table::EgressMark,
                 PRIORITY_SNAT,
                 family_of(ip).in_port(ofport),

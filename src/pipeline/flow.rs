@@ -11,7 +11,8 @@ use super::net::{Ipv4Cidr, Ipv6Cidr, Mac, OvsIpv6};
 use super::regs::RegMark;
 use super::table::Table;
 
-/// What kind of object a flow exists for (cookie bits 40..47), Antrea's numbering (facts §4.2).
+/// What kind of object a flow exists for (cookie bits 40..47), Antrea's numbering
+/// (`pkg/agent/openflow/cookie`: 4 is Egress).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Category {
     /// The pipeline skeleton: table-miss flows.

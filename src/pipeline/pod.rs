@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn priorities_reserved_for_egress_stay_free() {
-        // Egress adds L3Forwarding priority 190 and EgressMark 190..=210 (facts §4.4); a Pod
+        // Egress adds L3Forwarding priority 190 and EgressMark 190..=210, as Antrea's; a Pod
         // networking flow there would overlap them with undefined precedence.
         for flow in pod_network_flows(&node(1, &[10, 11], &[2])) {
             let reserved = match flow.table {

@@ -1,5 +1,5 @@
 //! Register marks: the bits flows use to tell later tables about a packet, with Antrea's
-//! layout (facts §4.3) so that dumps read the same. Only these constants may assign meaning to
+//! layout (Antrea's `pkg/agent/openflow/fields.go`) so that dumps read the same. Only these constants may assign meaning to
 //! register bits; a flow that needs a new bit adds it here, never as a literal.
 
 /// `value` under `mask` in register `reg` (NXM_NX_REGn).

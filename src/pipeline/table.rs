@@ -3,7 +3,8 @@
 //! encap-mode Pod networking and Egress need, numbered consecutively from 0 in Antrea's order.
 //! This is the single source of truth: `ovs-flows/pipeline.md`, the `Flow_Table` names written
 //! by bridge set-up and every flow's table number come from here. A table must never be renumbered
-//! by hand-written flows (`goto_table` may only go forward, testbed pitfall P10).
+//! by hand-written flows (`goto_table` may only go forward:
+//! OVS rejects a backward one with `OFPBIC_BAD_TABLE_ID`).
 
 use std::fmt::Write as _;
 

@@ -57,11 +57,18 @@ pub struct PodBinding {
 }
 
 /// Whether an egress IP is held here (SNAT with `mark`) or elsewhere (tunnel to the IP).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "where", rename_all = "lowercase")]
 pub enum IpLocality {
-    Local { mark: u8 },
-    Remote,
+    Local {
+        mark: u8,
+    },
+    /// Held by another Node: `holder` names it for pool IPs; a static IP configured elsewhere
+    /// has no known holder.
+    Remote {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        holder: Option<String>,
+    },
 }
 
 /// `-m mark --mark <mark>/0xff -j SNAT --to-source <ip>`.
@@ -286,7 +293,15 @@ fn bind_local_pods(
                 }
                 None if matches!(resolution, Resolution::Local(_)) => None,
                 None => {
-                    plan.egress_ips.insert(*ip, IpLocality::Remote);
+                    let holder = match resolution {
+                        Resolution::Remote(_, holder) => holder.clone(),
+                        _ => None,
+                    };
+                    let known = plan.egress_ips.get(ip).cloned();
+                    // Two Egresses may share the IP: keep a holder one of them knows.
+                    if !matches!(known, Some(IpLocality::Remote { holder: Some(_) })) {
+                        plan.egress_ips.insert(*ip, IpLocality::Remote { holder });
+                    }
                     Some(*ip)
                 }
             },

@@ -1,6 +1,6 @@
 //! The Egress status one Node would report (`egressNode`, `egressIP`, the `IPAssigned`
 //! condition) and whether that Node is the one that writes it. Reasons and messages are Antrea's
-//! (facts §1.3) so `kubectl get egress -o yaml` reads the same. Pure data; never talks to the API.
+//! (`pkg/apis/crd/v1beta1` of Antrea) so `kubectl get egress -o yaml` reads the same. Pure data; never talks to the API.
 
 use serde::Serialize;
 

@@ -173,7 +173,10 @@ fn static_egress_is_remote_elsewhere_and_that_node_does_not_write() {
     };
     let plan = compute(&view, "node-b", None);
     assert!(plan.snat_rules.is_empty());
-    assert_eq!(plan.egress_ips[&ip("10.0.0.1")], IpLocality::Remote);
+    assert_eq!(
+        plan.egress_ips[&ip("10.0.0.1")],
+        IpLocality::Remote { holder: None }
+    );
     assert_eq!(plan.pods["prod/web-0"].egress_ip, Some(ip("10.0.0.1")));
     let status = &plan.statuses["e"];
     assert!(!status.writer);
@@ -212,7 +215,9 @@ fn pool_ip_is_held_with_snat_by_its_node_and_tunnelled_to_by_the_others() {
         let expected = if name == owner {
             IpLocality::Local { mark: 1 }
         } else {
-            IpLocality::Remote
+            IpLocality::Remote {
+                holder: Some(owner.to_string()),
+            }
         };
         assert_eq!(plan.egress_ips[&ip("10.10.1.5")], expected);
         assert_eq!(plan.snat_rules.len(), usize::from(name == owner));

@@ -5,15 +5,14 @@
 //! [`PLACEHOLDERS`] and printed with the output. Pure; it never touches the machine.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use crate::datapath_egress::snat_entries;
-use crate::host::iptables::{Cidr, MarkCarrier, SnatConfig, render_restore_text};
+use crate::datapath::egress::snat_entries;
+use crate::host::iptables::{Cidr, SnatConfig, render_restore_text};
 use crate::model::ClusterView;
-use crate::pipeline::egress::{EgressContext, Ipv6Bypass, egress_flows};
-use crate::pipeline::{IpCidr, Ipv4Cidr, Mac, Style, render_sorted};
+use crate::pipeline::egress::{EgressOptions, egress_context, egress_flows};
+use crate::pipeline::{Mac, Style, render_sorted};
 use crate::plan::NodePlan;
 
 /// The first placeholder ofport: local Pods with an Egress get 100, 101, … in name order.
@@ -27,30 +26,6 @@ pub const PLACEHOLDERS: &str = "Pod ofports are placeholders (100, 101, ... in P
      and the gateway MAC is 0a:00:00:00:00:01; the agent uses the real ones. Pod networking \
      flows are not shown.";
 
-/// Datapath settings of `ovs-egress render` (the agent's configuration).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatapathOptions {
-    /// `system` (kernel: `pkt_mark`) or `netdev` (userspace: mark in the source MAC).
-    pub carrier: MarkCarrier,
-    /// Either family; each bypasses Egress in its own family's flows.
-    pub service_cidrs: Vec<IpCidr>,
-    pub except_cidrs: Vec<IpCidr>,
-}
-
-impl Default for DatapathOptions {
-    fn default() -> Self {
-        DatapathOptions {
-            carrier: MarkCarrier::PktMark,
-            // Kubernetes' default Service CIDR.
-            service_cidrs: Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12)
-                .map(IpCidr::V4)
-                .into_iter()
-                .collect(),
-            except_cidrs: Vec::new(),
-        }
-    }
-}
-
 /// The Node's Egress flows and SNAT rules as text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RenderedDatapath {
@@ -63,53 +38,17 @@ pub struct RenderedDatapath {
     pub placeholders: &'static str,
 }
 
-fn ipv4(ip: Option<IpAddr>) -> Option<Ipv4Addr> {
-    match ip {
-        Some(IpAddr::V4(v4)) => Some(v4),
-        _ => None,
-    }
-}
-
-fn ipv4_only(cidrs: &[IpCidr]) -> Vec<Ipv4Cidr> {
-    cidrs.iter().filter_map(|c| c.v4()).collect()
-}
-
 /// The flows and rules of `plan` on `node` of `view`.
 pub fn render_datapath(
     view: &ClusterView,
     node: &str,
     plan: &NodePlan,
-    options: &DatapathOptions,
+    options: &EgressOptions,
 ) -> RenderedDatapath {
     let this = view.nodes.iter().find(|n| n.name == node);
     let pod_ofports: BTreeMap<String, u32> =
         plan.pods.keys().cloned().zip(FIRST_POD_OFPORT..).collect();
-    let pod_cidrs: Vec<Ipv4Cidr> = view
-        .nodes
-        .iter()
-        .filter_map(|n| n.pod_cidr.as_deref()?.parse().ok())
-        .collect();
-    let ctx = EgressContext {
-        pod_ofports,
-        gateway_mac: GATEWAY_MAC,
-        local_transport_ip: ipv4(this.and_then(|n| n.transport_ip))
-            .unwrap_or(Ipv4Addr::UNSPECIFIED),
-        remote_transport_ips: view
-            .nodes
-            .iter()
-            .filter(|n| n.name != node)
-            .filter_map(|n| ipv4(n.transport_ip))
-            .collect(),
-        pod_cidrs,
-        service_cidrs: ipv4_only(&options.service_cidrs),
-        except_cidrs: ipv4_only(&options.except_cidrs),
-        ipv6: Ipv6Bypass::from_cluster(
-            &view.nodes,
-            options.service_cidrs.iter().copied(),
-            options.except_cidrs.iter().copied(),
-        ),
-        carrier: options.carrier,
-    };
+    let ctx = egress_context(&view.nodes, node, pod_ofports, GATEWAY_MAC, options);
     let flows = egress_flows(plan, &ctx);
     let config = SnatConfig {
         gateway: GATEWAY.to_string(),

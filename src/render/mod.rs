@@ -15,12 +15,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::host::iptables::MarkCarrier;
 use crate::ipam;
 use crate::model::{ClusterView, Node};
 use crate::pipeline::IpCidr;
+use crate::pipeline::egress::{EgressOptions, MarkCarrier};
 use crate::plan::{self, NodePlan};
-pub use datapath::{DatapathOptions, RenderedDatapath};
+pub use datapath::RenderedDatapath;
 pub use parse::{ParseError, Parsed, parse_cluster};
 
 /// Node annotation: `"true"` marks the Node as down (not alive) for a what-if render.
@@ -65,8 +65,8 @@ pub enum DatapathTypeArg {
 }
 
 impl RenderArgs {
-    fn datapath_options(&self) -> DatapathOptions {
-        DatapathOptions {
+    fn datapath_options(&self) -> EgressOptions {
+        EgressOptions {
             carrier: match self.datapath_type {
                 DatapathTypeArg::System => MarkCarrier::PktMark,
                 DatapathTypeArg::Netdev => MarkCarrier::SourceMac,
@@ -112,7 +112,7 @@ pub struct Rendered {
 
 /// [`render_with`] the default datapath options (kernel datapath, Service CIDR 10.96.0.0/12).
 pub fn render(view: ClusterView, node: &str) -> Result<Rendered, RenderError> {
-    render_with(view, node, &DatapathOptions::default())
+    render_with(view, node, &EgressOptions::default())
 }
 
 /// Allocate, decide liveness and local IPs, compute the plan of `node` and what it becomes on
@@ -120,7 +120,7 @@ pub fn render(view: ClusterView, node: &str) -> Result<Rendered, RenderError> {
 pub fn render_with(
     mut view: ClusterView,
     node: &str,
-    options: &DatapathOptions,
+    options: &EgressOptions,
 ) -> Result<Rendered, RenderError> {
     let this = view
         .nodes

@@ -362,14 +362,14 @@ fn example_node_4_renders_to_the_golden_text_with_flows_and_iptables_rules() {
         .view;
     for (options, golden) in [
         (
-            DatapathOptions::default(),
+            EgressOptions::default(),
             "ovs-flows/egress-render-node-4.txt",
         ),
         (
-            DatapathOptions {
+            EgressOptions {
                 carrier: MarkCarrier::SourceMac,
                 except_cidrs: vec!["192.0.2.0/24".parse().unwrap()],
-                ..DatapathOptions::default()
+                ..EgressOptions::default()
             },
             "ovs-flows/egress-render-node-4-netdev.txt",
         ),
@@ -458,13 +458,13 @@ spec: {appliedTo: {podSelector: {matchLabels: {app: api}}}, egressIP: 'fd00:30::
 #[test]
 fn ipv6_static_egress_renders_ipv6_flows_and_ip6tables_rules_to_the_golden_text() {
     let view = parse_cluster(IPV6_CLUSTER).unwrap().view;
-    let options = DatapathOptions {
+    let options = EgressOptions {
         service_cidrs: vec![
             "10.96.0.0/12".parse().unwrap(),
             "fd00:10:96::/112".parse().unwrap(),
         ],
         except_cidrs: vec!["2001:db8:ffff::/48".parse().unwrap()],
-        ..DatapathOptions::default()
+        ..EgressOptions::default()
     };
     let rendered = render_with(view, "node-1", &options).unwrap();
     let flows = &rendered.datapath.flows;

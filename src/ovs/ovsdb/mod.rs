@@ -1,6 +1,7 @@
 //! A hand-written OVSDB (RFC 7047) client on tokio + serde_json over the unix socket: typed
 //! values and operations, atomic transactions, monitors that survive reconnects, echo replies.
-//! (The published `ovsdb` crates fail basic use; see reference/crates.md §2.) It only speaks the
+//! (The published `ovsdb` 0.0.6 and `ovsdb-client` 0.0.1 crates fail basic use: no monitor, or a
+//! codec that breaks when a reply and an update arrive in one read.) It only speaks the
 //! protocol; what to put in the database is decided by its callers (`ovs::bridge`, the agent).
 
 mod client;

@@ -42,7 +42,7 @@ fn plan() -> NodePlan {
         ]),
         egress_ips: BTreeMap::from([
             (ip("172.30.0.100"), IpLocality::Local { mark: 1 }),
-            (ip("172.30.0.102"), IpLocality::Remote),
+            (ip("172.30.0.102"), IpLocality::Remote { holder: None }),
         ]),
         snat_rules: vec![
             SnatRule {
@@ -96,7 +96,7 @@ fn dual_stack_plan() -> NodePlan {
     plan.egress_ips
         .insert(ip("fd00:30::100"), IpLocality::Local { mark: 3 });
     plan.egress_ips
-        .insert(ip("fd00:30::102"), IpLocality::Remote);
+        .insert(ip("fd00:30::102"), IpLocality::Remote { holder: None });
     plan.snat_rules.extend([
         SnatRule {
             ip: ip("fd00:30::100"),

@@ -1,27 +1,69 @@
-//! Applies a Node's Egress plan to the host and the switch in make-before-break order (DESIGN
-//! §2): SNAT rules for new local IPs first (old rules kept), then the flows, then (userspace
-//! datapath only) OVS's tunnel neighbour cache for egress IPs with a new owner, then the egress
-//! IPs the Node now holds, then one advertisement per newly added IP, then the IPs it no longer
-//! holds are removed, and only last the SNAT rules of IPs it gave up. A Node taking an IP is
-//! ready to SNAT before traffic arrives; a Node giving one up switches its flows before its
-//! rules go.
+//! The one Egress apply path of a Node: [`EgressApplier::apply`] takes a `NodePlan` to the host
+//! and the switch in make-before-break order. 1. the SNAT rules of the plan's local IPs beside
+//! the old ones; 2. the Egress flows, handed to the datapath runtime as a new input generation;
+//! 3. wait until the runtime reports that generation installed (a rejected bundle fails the
+//! apply at once); 4. (userspace datapath only) OVS's tunnel neighbour cache for egress IPs
+//! with a new owner; 5. the egress IPs the Node now holds, one GARP/NA per newly added IP, and
+//! the removal of those it gave up; 6. only last, the SNAT rules of IPs it gave up. A Node
+//! taking an IP is ready to SNAT before traffic arrives; a Node giving one up switches its
+//! flows before its rules go. The agent and the packet tests run this same code.
 //!
 //! It is thin on purpose: flows come from `pipeline::egress`, rules from `host::iptables`,
-//! addresses from `host::addresses`, tunnel neighbours from `ovs::tnl_neigh`; the caller installs the flows (through the datapath
-//! runtime or a `FlowProgrammer`) between [`EgressHost::prepare`] and [`EgressHost::finish`]. A failure concerning one egress IP (no such device, netlink
-//! error) is reported for the Egresses using that IP and never stops the others. It never
-//! decides which IP is local or which mark it has: that is the plan's.
+//! addresses from `host::addresses`, tunnel neighbours from `ovs::tnl_neigh`. A failure of the
+//! whole Node is an [`ApplyError`] naming the step; a failure concerning one egress IP (no such
+//! device, netlink error) is reported for the Egresses using that IP and never stops the
+//! others. It never decides which IP is local or which mark it has: that is the plan's.
+//!
+//! [`EgressHost`] holds the host half (steps 1, 4–6) for callers that program flows themselves
+//! (the step-by-step benchmark).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU8;
+use std::time::Duration;
 
-use crate::host::addresses::{Added, Addresses, Link};
+use super::{DatapathHandle, InstallError, PortAcks};
+use crate::host::addresses::{Added, AddressError, Addresses, Link};
 use crate::host::advertise::advertise;
-use crate::host::iptables::{Applier, SnatConfig, SnatEntry};
+use crate::host::iptables::{Applier, IptablesError, SnatConfig, SnatEntry};
 use crate::ovs::tnl_neigh::TunnelNeighbours;
+use crate::pipeline::Flow;
+use crate::pipeline::egress::{EgressContext, EgressFlows, Unprogrammed, egress_flows};
 use crate::plan::{Condition, EgressStatus, NodePlan};
+
+/// How long a plan's Egress flows may take to be installed before the apply fails (the
+/// runtime waits while OVS is away; a rejected bundle fails at once).
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a Node's Egress plan was not applied, by step. Steps after the failed one did not run,
+/// so nothing was broken before its replacement was in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("Node {node}, step 1 (SNAT rules before the flows): {source}")]
+    Snat {
+        node: String,
+        #[source]
+        source: IptablesError,
+    },
+    #[error("Node {node}, step 2-3 (Egress flows): {source}")]
+    Flows {
+        node: String,
+        #[source]
+        source: InstallError,
+    },
+    #[error("Node {node}, step 5 (egress IPs): {source}")]
+    Addresses {
+        node: String,
+        #[source]
+        source: AddressError,
+    },
+    #[error("Node {node}, step 6 (removing the SNAT rules of given-up IPs): {source}")]
+    FinalSnat {
+        node: String,
+        #[source]
+        source: IptablesError,
+    },
+}
 
 /// Where egress IPs go: the configured device, else `host::addresses`' default choice.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,14 +73,11 @@ pub struct DeviceChoice {
     pub transport: String,
 }
 
-/// What one apply did not achieve.
+/// What one apply did, and what it did not achieve for single egress IPs.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// Problems with one egress IP (SNAT rule, address, advertisement), by IP.
+    /// Problems with one egress IP (no mark, address, advertisement), by IP.
     pub ip_errors: BTreeMap<IpAddr, String>,
-    /// A failure of the whole Node (flows not installed, iptables rejected the table); the
-    /// steps after it were not run, so nothing was broken before its replacement was made.
-    pub node_error: Option<String>,
     /// IPs added to the device by this apply (each was advertised once).
     pub added: Vec<IpAddr>,
     pub removed: Vec<IpAddr>,
@@ -119,7 +158,7 @@ impl EgressHost {
     /// Step 1: the SNAT rules of `plan` beside the old ones (an old entry whose mark or IP is
     /// reused is replaced). On error nothing else may run: the flows must not send traffic to
     /// rules that do not exist.
-    pub async fn prepare(&mut self, plan: &NodePlan) -> Result<FlowsDue, ApplyReport> {
+    pub async fn prepare(&mut self, plan: &NodePlan) -> Result<FlowsDue, ApplyError> {
         let wanted = snat_entries(plan);
         let mut both = wanted.clone();
         both.extend(
@@ -131,9 +170,9 @@ impl EgressHost {
             Ok(_) => Ok(FlowsDue {
                 report: ApplyReport::default(),
             }),
-            Err(e) => Err(ApplyReport {
-                node_error: Some(format!("SNAT rules: {e}")),
-                ..ApplyReport::default()
+            Err(source) => Err(ApplyError::Snat {
+                node: plan.node.clone(),
+                source,
             }),
         }
     }
@@ -141,53 +180,51 @@ impl EgressHost {
     /// Steps 3–6, once the flows of `plan` are installed: point OVS's tunnel neighbours at the
     /// new owners of remote egress IPs (failures logged only), add and advertise the IPs the
     /// Node now holds, remove those it gave up, and only then the SNAT rules of IPs it gave up.
-    pub async fn finish(&mut self, due: FlowsDue, plan: &NodePlan) -> ApplyReport {
+    pub async fn finish(
+        &mut self,
+        due: FlowsDue,
+        plan: &NodePlan,
+    ) -> Result<ApplyReport, ApplyError> {
         let mut report = due.report;
         if let Some(tunnels) = &mut self.tunnels {
             for error in tunnels.refresh(plan).await {
                 tracing::warn!(node = %plan.node, %error, "tunnel neighbour not refreshed");
             }
         }
-        match Addresses::connect() {
-            Ok(addresses) => self.sync_addresses(&addresses, plan, &mut report).await,
-            Err(e) => report.node_error = Some(format!("egress IPs: {e}")),
-        }
+        let node = || plan.node.clone();
+        let addresses = Addresses::connect().map_err(|source| ApplyError::Addresses {
+            node: node(),
+            source,
+        })?;
+        self.sync_addresses(&addresses, plan, &mut report)
+            .await
+            .map_err(|source| ApplyError::Addresses {
+                node: node(),
+                source,
+            })?;
         let wanted = snat_entries(plan);
-        match self.iptables.apply(&wanted).await {
-            Ok(_) => self.entries = wanted,
-            Err(e) => report.node_error = Some(format!("SNAT rules: {e}")),
-        }
+        self.iptables
+            .apply(&wanted)
+            .await
+            .map_err(|source| ApplyError::FinalSnat {
+                node: node(),
+                source,
+            })?;
+        self.entries = wanted;
         for (ip, error) in &report.ip_errors {
             tracing::warn!(node = %plan.node, %ip, %error, "egress IP not applied");
         }
-        report
+        Ok(report)
     }
 
-    /// The whole apply, for a caller that installs flows from the same task.
-    pub async fn apply<F, Fut>(&mut self, plan: &NodePlan, install_flows: F) -> ApplyReport
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(), String>>,
-    {
-        let due = match self.prepare(plan).await {
-            Ok(due) => due,
-            Err(report) => return report,
-        };
-        if let Err(e) = install_flows().await {
-            return ApplyReport {
-                node_error: Some(format!("Egress flows: {e}")),
-                ..ApplyReport::default()
-            };
-        }
-        self.finish(due, plan).await
-    }
-
+    /// Adds and advertises the held IPs and removes the others; a failure of one IP lands in
+    /// `report`, a failure to list the device's IPs is returned.
     async fn sync_addresses(
         &self,
         addresses: &Addresses,
         plan: &NodePlan,
         report: &mut ApplyReport,
-    ) {
+    ) -> Result<(), AddressError> {
         let link = match addresses
             .choose_device(self.device.configured.as_deref(), &self.device.transport)
             .await
@@ -197,7 +234,7 @@ impl EgressHost {
                 for ip in &plan.hold_ips {
                     report.ip_errors.insert(*ip, e.to_string());
                 }
-                return;
+                return Ok(());
             }
         };
         for ip in &plan.hold_ips {
@@ -212,7 +249,7 @@ impl EgressHost {
         for (ip, error) in advertise_all(&link, &report.added) {
             report.ip_errors.insert(ip, error);
         }
-        remove_given_up(addresses, &link, &plan.hold_ips, report).await;
+        remove_given_up(addresses, &link, &plan.hold_ips, report).await
     }
 }
 
@@ -248,14 +285,8 @@ async fn remove_given_up(
     link: &Link,
     held: &BTreeSet<IpAddr>,
     report: &mut ApplyReport,
-) {
-    let owned = match addresses.owned(link).await {
-        Ok(owned) => owned,
-        Err(e) => {
-            report.node_error = Some(format!("listing egress IPs: {e}"));
-            return;
-        }
-    };
+) -> Result<(), AddressError> {
+    let owned = addresses.owned(link).await?;
     for ip in owned.difference(held) {
         match addresses.remove(link, *ip).await {
             Ok(_) => report.removed.push(*ip),
@@ -264,22 +295,96 @@ async fn remove_given_up(
             }
         }
     }
+    Ok(())
 }
 
 impl EgressHost {
     /// Reads the SNAT rules back and repairs them (on start and periodically), and re-points
     /// tunnel neighbours that differ from their owner's known MAC (failures logged only).
-    pub async fn verify(&mut self) -> Result<(), String> {
+    pub async fn verify(&mut self) -> Result<(), IptablesError> {
         if let Some(tunnels) = &mut self.tunnels {
             for error in tunnels.verify().await {
                 tracing::warn!(%error, "tunnel neighbour not verified");
             }
         }
-        self.iptables
-            .verify()
+        self.iptables.verify().await.map(drop)
+    }
+}
+
+/// Egress IPs the flows cannot carry, with why (they fail their Egresses' `IPAssigned`).
+fn unprogrammed_ips(flows: &EgressFlows) -> impl Iterator<Item = (IpAddr, String)> + '_ {
+    flows.unprogrammed.iter().filter_map(|u| match u {
+        Unprogrammed::NoMark { ip } => Some((*ip, u.to_string())),
+        Unprogrammed::PodNotAttached { .. } => None,
+    })
+}
+
+/// Applies a Node's Egress plans: the host side ([`EgressHost`]) and the Egress flows through
+/// the Node's datapath runtime ([`DatapathHandle`]). Each phase of the host side runs on the
+/// calling thread, which must be in the Node's network namespace, inside a tokio runtime.
+pub struct EgressApplier {
+    host: EgressHost,
+    datapath: DatapathHandle,
+    /// The flows and acknowledgements last handed to the runtime.
+    last: Option<(Vec<Flow>, PortAcks)>,
+    /// The bound of step 3.
+    pub install_timeout: Duration,
+}
+
+impl EgressApplier {
+    pub fn new(host: EgressHost, datapath: DatapathHandle) -> EgressApplier {
+        EgressApplier {
+            host,
+            datapath,
+            last: None,
+            install_timeout: INSTALL_TIMEOUT,
+        }
+    }
+
+    /// The host side (to update the other Nodes' transport IPs, or verify).
+    pub fn host_mut(&mut self) -> &mut EgressHost {
+        &mut self.host
+    }
+
+    /// Applies `plan` with the Egress flows `ctx` gives it, in make-before-break order (see the
+    /// module doc); `acks` are the Pod ports the runtime may acknowledge once those flows are
+    /// installed. On success the report lists per-IP failures (use [`ApplyReport::statuses`]).
+    pub async fn apply(
+        &mut self,
+        plan: &NodePlan,
+        ctx: &EgressContext,
+        acks: PortAcks,
+    ) -> Result<ApplyReport, ApplyError> {
+        let flows = egress_flows(plan, ctx);
+        let due = self.host.prepare(plan).await?;
+        self.last = Some((flows.flows.clone(), acks.clone()));
+        let generation = self
+            .datapath
+            .set_extra_flows_and_acks(flows.flows.clone(), acks);
+        self.datapath
+            .wait_installed(generation, self.install_timeout)
             .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|source| ApplyError::Flows {
+                node: plan.node.clone(),
+                source,
+            })?;
+        let mut report = self.host.finish(due, plan).await?;
+        for (ip, error) in unprogrammed_ips(&flows) {
+            report.ip_errors.entry(ip).or_insert(error);
+        }
+        Ok(report)
+    }
+
+    /// Re-derives the Egress flows of the last applied `plan` after a change that does not
+    /// touch the host side (a Pod port, a Node, the settled Pods): a new input generation
+    /// for the runtime, not awaited; nothing when the flows and acknowledgements are unchanged.
+    pub fn refresh_flows(&mut self, plan: &NodePlan, ctx: &EgressContext, acks: PortAcks) {
+        let wanted = (egress_flows(plan, ctx).flows, acks);
+        if self.last.as_ref() != Some(&wanted) {
+            self.datapath
+                .set_extra_flows_and_acks(wanted.0.clone(), wanted.1.clone());
+            self.last = Some(wanted);
+        }
     }
 }
 

@@ -14,25 +14,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ovs_egress::api::v1beta1;
 use ovs_egress::ovs::ofctl::parse_dump;
 use ovs_egress::pipeline::Category;
 use ovs_egress_integration::bins;
 use ovs_egress_integration::cluster::{BoxNode, ClusterBox};
+use ovs_egress_integration::user_guide::{
+    HA_EXAMPLE, PODS, STATIC_EXAMPLE, next_second, wait_placed,
+};
 use serde_json::Value;
 
-const HA_EXAMPLE: &str = include_str!("../../examples/user-guide/1-high-availability-egress.yaml");
-const STATIC_EXAMPLE: &str = include_str!("../../examples/user-guide/2-static-egress.yaml");
-/// The demo's Pods: (Namespace, name, app label, Node index).
-const PODS: &[(&str, &str, &str, u8)] = &[
-    ("prod", "web-0", "web", 4),
-    ("prod", "web-1", "web", 5),
-    ("prod", "web-2", "web", 6),
-    ("prod", "db-0", "db", 6),
-    ("staging", "web-0", "web", 5),
-    ("staging", "web-1", "web", 6),
-    ("staging", "db-0", "db", 4),
-];
 /// How long the switches may take to match (they normally do within a second).
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -218,29 +208,6 @@ fn render(file: &std::path::Path, node: &str) -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-async fn wait_placed(cluster: &ClusterBox, names: &[&str]) {
-    for name in names {
-        let placed =
-            |e: &v1beta1::Egress| e.status.as_ref().is_some_and(|s| s.egress_node.is_some());
-        if let Err(e) = cluster
-            .wait_egress(name, Duration::from_secs(30), placed)
-            .await
-        {
-            panic!("{e:#}\n{}", cluster.logs());
-        }
-    }
-}
-
-/// Sleeps into the next second: creationTimestamp has a resolution of one second, so objects
-/// created after this are really younger than those created before.
-async fn next_second() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let rest = Duration::from_secs(1) - Duration::from_nanos(u64::from(now.subsec_nanos()));
-    tokio::time::sleep(rest + Duration::from_millis(10)).await;
-}
-
 #[tokio::test]
 async fn render_prints_exactly_the_egress_flows_and_snat_rules_each_agent_programs() {
     let mut cluster = ClusterBox::start(&[4, 5, 6])
@@ -256,10 +223,14 @@ async fn render_prints_exactly_the_egress_flows_and_snat_rules_each_agent_progra
             .unwrap();
     }
     cluster.apply(HA_EXAMPLE).unwrap();
-    wait_placed(&cluster, &["egress-prod-web", "egress-staging-web"]).await;
+    wait_placed(&cluster, &["egress-prod-web", "egress-staging-web"])
+        .await
+        .unwrap();
     next_second().await;
     cluster.apply(STATIC_EXAMPLE).unwrap();
-    wait_placed(&cluster, &["egress-prod", "egress-staging"]).await;
+    wait_placed(&cluster, &["egress-prod", "egress-staging"])
+        .await
+        .unwrap();
 
     let dump = cluster
         .kubectl_ok(

@@ -16,6 +16,7 @@ pub mod ovs_instance;
 pub mod process;
 pub mod traffic;
 pub mod underlay;
+pub mod user_guide;
 pub mod webhook;
 
 pub use netns::Netns;

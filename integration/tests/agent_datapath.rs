@@ -19,6 +19,20 @@ use ovs_egress_integration::{Underlay, cni};
 
 const EGRESS_IP: &str = "172.30.0.100";
 
+/// The agent of Node `node1` on `dn`'s OVS (userspace datapath, egress IPs on br-phy), ready.
+async fn start_agent(bed: &Bed, dn: &DatapathNode) -> Agent {
+    let rundir = dn.node.ovs.rundir().to_str().unwrap().to_string();
+    let agent = agent_with(
+        &bed.cluster.kubeconfig,
+        &bed.cluster.dir.0,
+        "node1",
+        Some("ovsDatapathType: netdev\negressDevice: br-phy\ntransportInterface: br-phy\n"),
+        &["--ovs-rundir", &rundir],
+    );
+    agent.wait_ready().await;
+    agent
+}
+
 #[tokio::test]
 async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egress() {
     ctl::cargo_bin("ovs-egress");
@@ -43,15 +57,7 @@ async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egr
     .unwrap();
     bed.create(egress("web", EGRESS_IP, None)).await;
 
-    let rundir = dn.node.ovs.rundir().to_str().unwrap().to_string();
-    let agent = agent_with(
-        &bed.cluster.kubeconfig,
-        &bed.cluster.dir.0,
-        "node1",
-        Some("ovsDatapathType: netdev\negressDevice: br-phy\ntransportInterface: br-phy\n"),
-        &["--ovs-rundir", &rundir],
-    );
-    agent.wait_ready().await;
+    let agent = start_agent(&bed, &dn).await;
 
     // The Pod as the kubelet creates it: the object, the sandbox through the CNI plugin (which
     // returns once the agent acknowledged the Pod's flows), then the status with the IP.
@@ -132,9 +138,13 @@ async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egr
     drop(agent);
 }
 
-/// `/readyz` of the agent, as the kubelet's probe reads it.
-async fn readyz(agent: &Agent) -> Option<u16> {
-    agent.probe("/readyz").await
+/// Waits until the agent's `/readyz` (what the kubelet's probe reads) answers `code`.
+async fn wait_readyz(agent: &Agent, code: u16, when: &str, seconds: f64) {
+    let what = format!("/readyz {code} {when}");
+    ctl::eventually(&what, seconds, || async {
+        (agent.probe("/readyz").await == Some(code)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -150,39 +160,19 @@ async fn readyz_is_false_while_ovs_is_down_and_true_again_once_the_datapath_is_r
     };
     bed.create(node("node1", &dn.node.ip().to_string(), &[]))
         .await;
-    let rundir = dn.node.ovs.rundir().to_str().unwrap().to_string();
-    let agent = agent_with(
-        &bed.cluster.kubeconfig,
-        &bed.cluster.dir.0,
-        "node1",
-        Some("ovsDatapathType: netdev\negressDevice: br-phy\ntransportInterface: br-phy\n"),
-        &["--ovs-rundir", &rundir],
-    );
-    agent.wait_ready().await;
+    let agent = start_agent(&bed, &dn).await;
 
     // ovs-vswitchd crashes: not ready until it is back and the flows are reinstalled.
     dn.node.ovs.kill_vswitchd().unwrap();
-    ctl::eventually("/readyz 503 with ovs-vswitchd down", 10.0, || async {
-        (readyz(&agent).await == Some(503)).then_some(())
-    })
-    .await;
+    wait_readyz(&agent, 503, "with ovs-vswitchd down", 10.0).await;
     dn.node.ovs.start_vswitchd().unwrap();
-    ctl::eventually("/readyz 200 with ovs-vswitchd back", 20.0, || async {
-        (readyz(&agent).await == Some(200)).then_some(())
-    })
-    .await;
+    wait_readyz(&agent, 200, "with ovs-vswitchd back", 20.0).await;
 
     // ovsdb-server goes away: the same.
     dn.node.ovs.stop_ovsdb_server().unwrap();
-    ctl::eventually("/readyz 503 with ovsdb-server down", 10.0, || async {
-        (readyz(&agent).await == Some(503)).then_some(())
-    })
-    .await;
+    wait_readyz(&agent, 503, "with ovsdb-server down", 10.0).await;
     dn.node.ovs.start_ovsdb_server().unwrap();
-    ctl::eventually("/readyz 200 with ovsdb-server back", 20.0, || async {
-        (readyz(&agent).await == Some(200)).then_some(())
-    })
-    .await;
+    wait_readyz(&agent, 200, "with ovsdb-server back", 20.0).await;
     assert!(
         agent.logs().contains("readiness changed"),
         "agent log:\n{}",

@@ -24,7 +24,6 @@ pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -34,17 +33,11 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::api::v1beta1;
 use crate::host::local_ips;
+use crate::kube::passes::Passes;
 use crate::kube::{events, health, reflect, status};
 use crate::plan::{self, EgressStatus, NodePlan};
 use config::{AgentArgs, AgentConfig};
 use view::Stores;
-
-/// Quiet time after a change before computing, to coalesce bursts.
-const DEBOUNCE: Duration = Duration::from_millis(10);
-/// Retry after a failed status write.
-const RETRY: Duration = Duration::from_secs(1);
-/// Recompute and re-check statuses even without changes.
-const RESYNC: Duration = Duration::from_secs(60);
 
 /// One new plan for the datapath. The datapath applies it and answers on `applied` with the
 /// statuses to report (the plan's, with `IPAssigned=False` for what it could not realize);
@@ -154,7 +147,7 @@ async fn run_inner(
     tokio::select! {
         result = health => result.context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen)),
-        result = looper.run(&stores, &changed, local_ips) => result,
+        result = looper.run(&stores, local_ips, Passes::new(changed)) => result,
     }
 }
 
@@ -177,8 +170,8 @@ impl Loop {
     async fn run(
         self,
         stores: &Stores,
-        changed: &Notify,
         mut local_ips: watch::Receiver<std::collections::BTreeSet<std::net::IpAddr>>,
+        mut passes: Passes,
     ) -> anyhow::Result<()> {
         stores.wait_until_ready().await?;
         tracing::info!(node = %self.node, "caches synced");
@@ -187,14 +180,10 @@ impl Loop {
         let mut applied: Option<BTreeMap<String, EgressStatus>> = None;
         // What this Node held when last announced; at start, what the API says it holds.
         let mut held = None;
-        let mut wait = Duration::ZERO;
         loop {
-            tokio::select! {
-                () = changed.notified() => {}
-                result = local_ips.changed() => result.context("the local IP watch stopped")?,
-                () = tokio::time::sleep(wait) => {}
+            if let Some(result) = passes.next(local_ips.changed()).await {
+                result.context("the local IP watch stopped")?;
             }
-            tokio::time::sleep(DEBOUNCE).await;
             let ips = local_ips.borrow_and_update().clone();
             let snapshot = stores.snapshot(ips, &self.config);
             self.nodes.send_if_modified(|nodes| {
@@ -215,7 +204,7 @@ impl Loop {
                 std::mem::replace(ok, now) != now
             });
             let Some(statuses) = &applied else {
-                wait = RETRY;
+                passes.done(false);
                 continue;
             };
             // The applied plan equals the one computed from this snapshot.
@@ -234,7 +223,7 @@ impl Loop {
                 self.events.publish(&change).await;
             }
             held = Some(now_held);
-            wait = if failures == 0 { RESYNC } else { RETRY };
+            passes.done(failures == 0);
         }
     }
 

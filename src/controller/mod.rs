@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -25,17 +25,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::{EgressStatus, v1beta1};
 use crate::config::{ControllerArgs, ControllerConfig};
+use crate::kube::passes::Passes;
 use crate::kube::reflect::{self, typed_objects};
-use crate::kube::{health, lease};
+use crate::kube::{health, lease, status};
 use crate::{ipam, model};
 use writes::Write;
-
-/// Quiet time after a change before reconciling, to coalesce bursts.
-const DEBOUNCE: Duration = Duration::from_millis(10);
-/// Retry after a failed write.
-const RETRY: Duration = Duration::from_secs(1);
-/// Full reconcile even without changes (repairs anything a lost write left behind).
-const RESYNC: Duration = Duration::from_secs(60);
 
 /// Why a write did not happen.
 enum ApplyError {
@@ -120,7 +114,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     tokio::select! {
         result = health => result.context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen)),
-        () = control_loop(&reconciler, &egresses, &pools, &changed, leading) => Ok(()),
+        () = control_loop(&reconciler, &egresses, &pools, Passes::new(changed), leading) => Ok(()),
         result = shutdown_signal() => {
             result.context("waiting for SIGTERM/SIGINT")?;
             tracing::info!("shutting down");
@@ -144,25 +138,21 @@ async fn control_loop(
     reconciler: &Reconciler,
     egresses: &Store<DynamicObject>,
     pools: &Store<DynamicObject>,
-    changed: &Notify,
+    mut passes: Passes,
     mut leading: watch::Receiver<bool>,
 ) {
-    let mut wait = Duration::ZERO;
     loop {
-        tokio::select! {
-            () = changed.notified() => {}
-            result = leading.changed() => if result.is_err() { return },
-            () = tokio::time::sleep(wait) => {}
+        if let Some(Err(_)) = passes.next(leading.changed()).await {
+            return;
         }
-        tokio::time::sleep(DEBOUNCE).await;
         if !*leading.borrow_and_update() {
-            wait = RESYNC;
+            passes.done(true);
             continue;
         }
         let egresses = typed_objects::<v1beta1::Egress>(&egresses.state(), "Egress");
         let pools = typed_objects::<v1beta1::ExternalIPPool>(&pools.state(), "ExternalIPPool");
         let failures = reconciler.reconcile(&egresses, &pools).await;
-        wait = if failures == 0 { RESYNC } else { RETRY };
+        passes.done(failures == 0);
     }
 }
 
@@ -253,31 +243,20 @@ impl Reconciler {
         name: &str,
         wanted: Option<&writes::Condition>,
     ) -> Result<(), kube::Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut egress = self.egresses.get_status(name).await?;
-            let status = egress.status.get_or_insert_with(EgressStatus::default);
+        let wrote = status::update_status(&self.egresses, name, |current| {
             let updated =
-                writes::with_condition(&status.conditions, wanted, Time(Timestamp::now()));
-            let current: Vec<_> = status.conditions.iter().map(strip_time).collect();
-            if updated.iter().map(strip_time).collect::<Vec<_>>() == current {
-                return Ok(());
-            }
-            status.conditions = updated;
-            match self
-                .egresses
-                .replace_status(name, &PostParams::default(), &egress)
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(egress = name, condition = ?wanted, "IPAllocated updated");
-                    return Ok(());
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 && attempt < 5 => continue,
-                Err(error) => return Err(error),
-            }
+                writes::with_condition(&current.conditions, wanted, Time(Timestamp::now()));
+            let before: Vec<_> = current.conditions.iter().map(strip_time).collect();
+            (updated.iter().map(strip_time).collect::<Vec<_>>() != before).then(|| EgressStatus {
+                conditions: updated,
+                ..current.clone()
+            })
+        })
+        .await?;
+        if wrote {
+            tracing::info!(egress = name, condition = ?wanted, "IPAllocated updated");
         }
+        Ok(())
     }
 }
 

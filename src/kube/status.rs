@@ -1,9 +1,11 @@
-//! The agent's status writes: `status.egressNode`, `status.egressIP` and the `IPAssigned`
-//! condition of the Egresses this Node is the writer of, through the `/status` subresource.
+//! Egress status writes through the `/status` subresource: [`update_status`], the one
+//! conflict-retrying writer (re-read, recompute, replace) used by the agent and the controller,
+//! and the agent's part: `status.egressNode`, `status.egressIP` and the `IPAssigned` condition
+//! of the Egresses this Node is the writer of.
 //!
 //! It writes only when something changed (`lastTransitionTime` is ignored when comparing, and
-//! kept unless the condition's status or reason changes), re-reads the object and retries on a
-//! conflict, and never touches the other conditions (`IPAllocated` belongs to the controller).
+//! kept unless the condition's status or reason changes), and the agent never touches the other
+//! conditions (`IPAllocated` belongs to the controller).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -65,12 +67,14 @@ fn without_times(status: &EgressStatus) -> EgressStatus {
     status
 }
 
-/// Bring Egress `name`'s status to `wanted`, on the freshest object, retrying on conflict.
-/// Returns whether it wrote. A missing Egress (deleted meanwhile) is not an error.
-pub async fn write(
+/// Replaces Egress `name`'s status with what `update` makes of the current one (`None`:
+/// nothing to write), on the freshest object: on a conflict it re-reads and asks `update`
+/// again, up to [`CONFLICT_ATTEMPTS`] times. Returns whether it wrote. A missing Egress
+/// (deleted meanwhile) is not an error.
+pub async fn update_status(
     api: &Api<v1beta1::Egress>,
     name: &str,
-    wanted: &plan::EgressStatus,
+    mut update: impl FnMut(&EgressStatus) -> Option<EgressStatus>,
 ) -> Result<bool, kube::Error> {
     let mut attempt = 0;
     loop {
@@ -79,7 +83,7 @@ pub async fn write(
             return Ok(false);
         };
         let current = egress.status.clone().unwrap_or_default();
-        let Some(next) = updated(&current, wanted, Time(Timestamp::now())) else {
+        let Some(next) = update(&current) else {
             return Ok(false);
         };
         egress.status = Some(next);
@@ -87,11 +91,7 @@ pub async fn write(
             .replace_status(name, &PostParams::default(), &egress)
             .await
         {
-            Ok(_) => {
-                tracing::info!(egress = name, node = %wanted.egress_node, ip = %wanted.egress_ip,
-                    condition = ?wanted.ip_assigned, "status updated");
-                return Ok(true);
-            }
+            Ok(_) => return Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 && attempt < CONFLICT_ATTEMPTS => {
                 tracing::debug!(
                     egress = name,
@@ -102,6 +102,24 @@ pub async fn write(
             Err(error) => return Err(error),
         }
     }
+}
+
+/// Bring Egress `name`'s status to this Node's `wanted` ([`updated`]); returns whether it
+/// wrote.
+pub async fn write(
+    api: &Api<v1beta1::Egress>,
+    name: &str,
+    wanted: &plan::EgressStatus,
+) -> Result<bool, kube::Error> {
+    let wrote = update_status(api, name, |current| {
+        updated(current, wanted, Time(Timestamp::now()))
+    })
+    .await?;
+    if wrote {
+        tracing::info!(egress = name, node = %wanted.egress_node, ip = %wanted.egress_ip,
+            condition = ?wanted.ip_assigned, "status updated");
+    }
+    Ok(wrote)
 }
 
 #[cfg(test)]

@@ -158,19 +158,44 @@ pub fn fixes(targets: &Targets, entries: &[NeighEntry], may_flush: bool) -> Fixe
 /// The vswitchd control socket in `rundir`: `ovs-vswitchd.ctl` when it exists (a daemon started
 /// with `--unixctl`, as in the test bed), else `ovs-vswitchd.<pid>.ctl` after the pid file (the
 /// default, as `ovs-appctl -t ovs-vswitchd` finds it).
-pub fn control_socket(rundir: &Path) -> Result<PathBuf, String> {
+pub fn control_socket(rundir: &Path) -> Result<PathBuf, ControlSocketError> {
     let fixed = rundir.join("ovs-vswitchd.ctl");
     if fixed.exists() {
         return Ok(fixed);
     }
     let pidfile = rundir.join("ovs-vswitchd.pid");
-    let text = std::fs::read_to_string(&pidfile)
-        .map_err(|e| format!("neither {} nor {}: {e}", fixed.display(), pidfile.display()))?;
+    let text =
+        std::fs::read_to_string(&pidfile).map_err(|source| ControlSocketError::NoSocket {
+            fixed: fixed.clone(),
+            pidfile: pidfile.clone(),
+            source,
+        })?;
     let pid: u32 = text
         .trim()
         .parse()
-        .map_err(|e| format!("{}: {:?}: {e}", pidfile.display(), text.trim()))?;
+        .map_err(|source| ControlSocketError::BadPid {
+            pidfile: pidfile.clone(),
+            text: text.trim().to_string(),
+            source,
+        })?;
     Ok(rundir.join(format!("ovs-vswitchd.{pid}.ctl")))
+}
+
+/// Why the vswitchd control socket was not found.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlSocketError {
+    #[error("neither {} nor {}: {source}", .fixed.display(), .pidfile.display())]
+    NoSocket {
+        fixed: PathBuf,
+        pidfile: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {text:?} is not a PID: {source}", .pidfile.display())]
+    BadPid {
+        pidfile: PathBuf,
+        text: String,
+        source: std::num::ParseIntError,
+    },
 }
 
 /// A failed look-up or fix; names the egress IPs left unfixed and the command.
@@ -255,10 +280,10 @@ impl TunnelNeighbours {
         let all_ips: Vec<IpAddr> = targets.keys().copied().collect();
         let ctl = match control_socket(&self.rundir) {
             Ok(ctl) => ctl,
-            Err(reason) => {
+            Err(e) => {
                 return vec![TnlNeighError::ControlSocket {
                     ips: all_ips,
-                    reason,
+                    reason: e.to_string(),
                 }];
             }
         };
@@ -549,11 +574,11 @@ fd00::12                                      02:30:00:00:00:12   br-phy
     #[test]
     fn control_socket_without_ctl_or_pid_file_names_the_rundir() {
         let dir = scratch_dir("none");
-        let error = control_socket(&dir).unwrap_err();
+        let error = control_socket(&dir).unwrap_err().to_string();
         assert!(error.contains(&dir.display().to_string()), "{error}");
         assert!(error.contains("ovs-vswitchd.pid"), "{error}");
         std::fs::write(dir.join("ovs-vswitchd.pid"), "garbage").unwrap();
-        let error = control_socket(&dir).unwrap_err();
+        let error = control_socket(&dir).unwrap_err().to_string();
         assert!(error.contains("garbage"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -12,26 +12,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ovs_egress::api::v1beta1;
 use ovs_egress_integration::cluster::{BoxPod, ClusterBox, node_ip};
 use ovs_egress_integration::traffic::without_counters;
+use ovs_egress_integration::user_guide::{
+    HA_EXAMPLE, PODS, STATIC_EXAMPLE, next_second, wait_placed,
+};
 
-const HA_EXAMPLE: &str =
-    include_str!("../../../examples/user-guide/1-high-availability-egress.yaml");
-const STATIC_EXAMPLE: &str = include_str!("../../../examples/user-guide/2-static-egress.yaml");
 /// How long a Pod may take to be seen with its expected source before it counts as wrong.
 const REALIZE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The Pods: (namespace, name, app label, Node index).
-const PODS: &[(&str, &str, &str, u8)] = &[
-    ("prod", "web-0", "web", 4),
-    ("prod", "web-1", "web", 5),
-    ("prod", "web-2", "web", 6),
-    ("prod", "db-0", "db", 6),
-    ("staging", "web-0", "web", 5),
-    ("staging", "web-1", "web", 6),
-    ("staging", "db-0", "db", 4),
-];
 
 /// What the guide promises for a Pod: leaving with an Egress's IP, or with its Node's IP.
 #[derive(Clone, Copy)]
@@ -103,7 +91,7 @@ async fn run() -> Result<usize> {
 
     step("Usage example 1: kubectl apply -f examples/user-guide/1-high-availability-egress.yaml");
     print!("{}", cluster.apply(HA_EXAMPLE)?);
-    wait_realized(&cluster, &["egress-prod-web", "egress-staging-web"]).await?;
+    wait_placed(&cluster, &["egress-prod-web", "egress-staging-web"]).await?;
     kubectl(&cluster, &["get", "egress"])?;
     kubectl(&cluster, &["get", "eip"])?;
     let ha = |pod: &BoxPod| match (pod.namespace.as_str(), pod.name.starts_with("web")) {
@@ -125,7 +113,7 @@ async fn run() -> Result<usize> {
     // clock pass the web Egresses' second so the static ones are really younger, as in the guide.
     next_second().await;
     print!("{}", cluster.apply(STATIC_EXAMPLE)?);
-    wait_realized(&cluster, &["egress-prod", "egress-staging"]).await?;
+    wait_placed(&cluster, &["egress-prod", "egress-staging"]).await?;
     kubectl(&cluster, &["get", "egress"])?;
     let both = |pod: &BoxPod| match ha(pod) {
         Expect::NodeIp if pod.namespace == "prod" => Expect::Egress("egress-prod"),
@@ -149,15 +137,6 @@ async fn run() -> Result<usize> {
     Ok(wrong)
 }
 
-/// Sleeps until the wall clock enters its next second.
-async fn next_second() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let rest = Duration::from_secs(1) - Duration::from_nanos(u64::from(now.subsec_nanos()));
-    tokio::time::sleep(rest + Duration::from_millis(10)).await;
-}
-
 fn step(what: &str) {
     println!("\n==> {what}");
 }
@@ -173,21 +152,6 @@ fn kubectl(cluster: &ClusterBox, args: &[&str]) -> Result<()> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-    Ok(())
-}
-
-/// Waits until every named Egress has an Egress Node in its status.
-async fn wait_realized(cluster: &ClusterBox, names: &[&str]) -> Result<()> {
-    for name in names {
-        let placed =
-            |e: &v1beta1::Egress| e.status.as_ref().is_some_and(|s| s.egress_node.is_some());
-        if let Err(e) = cluster
-            .wait_egress(name, Duration::from_secs(30), placed)
-            .await
-        {
-            bail!("{e:#}\n{}", cluster.logs());
-        }
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub struct ApiServer {
     pub log: PathBuf,
     /// The PID file [`Self::start`] keeps current, for `scripts/clean-testbed.sh`.
     pid_file: PathBuf,
+    ready_timeout: Duration,
 }
 
 impl ApiServer {
@@ -41,6 +42,11 @@ impl ApiServer {
     /// `dir/apiserver.pid`; returns once `/readyz` answers ok, or fails after
     /// [`READY_TIMEOUT`] naming the log.
     pub fn start(dir: &Path) -> Result<ApiServer> {
+        Self::start_with_timeout(dir, READY_TIMEOUT)
+    }
+
+    /// [`Self::start`] with another readiness deadline.
+    pub fn start_with_timeout(dir: &Path, ready_timeout: Duration) -> Result<ApiServer> {
         let state = dir.join("apiserver");
         std::fs::create_dir_all(&state)
             .with_context(|| format!("creating {}", state.display()))?;
@@ -51,6 +57,7 @@ impl ApiServer {
             pid_file: dir.join("apiserver.pid"),
             dir: state,
             url: String::new(),
+            ready_timeout,
         };
         server.spawn()?;
         Ok(server)
@@ -67,7 +74,7 @@ impl ApiServer {
         command
             .arg("--dir")
             .arg(&self.dir)
-            .arg(format!("--ready-timeout={}s", READY_TIMEOUT.as_secs()))
+            .arg(format!("--ready-timeout={}ms", self.ready_timeout.as_millis()))
             .stdout(Stdio::piped())
             .stderr(log);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it makes the kernel kill the
@@ -93,10 +100,10 @@ impl ApiServer {
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             bail!(
-                "the API server ({}) did not become ready within {} s ({:.1} s passed); the last \
+                "the API server ({}) did not become ready within {:?} ({:.1} s passed); the last \
                  lines of {}:\n{}",
                 binary.display(),
-                READY_TIMEOUT.as_secs(),
+                self.ready_timeout,
                 started.elapsed().as_secs_f64(),
                 self.log.display(),
                 tail.join("\n")
@@ -105,6 +112,16 @@ impl ApiServer {
         self.url = url.to_string();
         self.process = Some(process);
         Ok(())
+    }
+
+    /// The directory of its certificates and etcd's data.
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The PID of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.0.id())
     }
 
     /// `127.0.0.1:PORT` of the server (for a TCP relay).

@@ -605,6 +605,8 @@ impl Drop for ClusterBox {
         self.nodes.clear();
         self.pods.clear();
         self.api.stop();
+        // etcd's data and the certificates go even when the logs are kept.
+        let _ = std::fs::remove_dir_all(self.api.state_dir());
         if self.keep_logs || std::thread::panicking() {
             crate::process::note(format_args!(
                 "cluster-in-a-box logs kept in {}",

@@ -258,8 +258,7 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-/// Creates the Egress and ExternalIPPool CRDs (as shipped in the chart) and waits until the
-/// server serves them (`Established`; 30 s at most).
+/// Creates the Egress and ExternalIPPool CRDs (as shipped in the chart).
 pub async fn apply_crds(client: &kube::Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [
@@ -270,6 +269,19 @@ pub async fn apply_crds(client: &kube::Client) -> Result<()> {
         crds.create(&PostParams::default(), &crd)
             .await
             .with_context(|| format!("creating CRD {name}"))?;
+    }
+    Ok(())
+}
+
+/// [`apply_crds`], then waits until a real API server serves them (`Established`, 30 s at most).
+pub async fn apply_crds_and_wait(client: &kube::Client) -> Result<()> {
+    apply_crds(client).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [
+        ovs_egress::api::egress_crd(),
+        ovs_egress::api::external_ip_pool_crd(),
+    ] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
         let established = kube::runtime::conditions::is_crd_established();
         let wait = kube::runtime::wait::await_condition(crds.clone(), &name, established);
         tokio::time::timeout(Duration::from_secs(30), wait)

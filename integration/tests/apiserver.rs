@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use ovs_egress::api::v1beta1;
-use ovs_egress_integration::apiserver::{ApiServer, apply_crds, client};
+use ovs_egress_integration::apiserver::{ApiServer, apply_crds_and_wait, client};
 use ovs_egress_integration::identity::AGENT;
 use ovs_egress_integration::netns::unique_token;
 use ovs_egress_integration::process::is_alive;
@@ -53,7 +53,7 @@ async fn starts_ready_serves_the_crds_to_kubectl_of_its_release_and_leaves_no_pr
     );
     let pid = i32::try_from(server.pid().unwrap()).unwrap();
     let admin = server.client().await.unwrap();
-    apply_crds(&admin).await.unwrap();
+    apply_crds_and_wait(&admin).await.unwrap();
 
     let out = kubectl(&server.kubeconfig, &["version", "-o", "json"]);
     assert!(out.status.success(), "{out:?}");
@@ -88,7 +88,7 @@ async fn a_restart_with_the_same_data_keeps_objects_address_and_tokens() {
     let dir = TempDir::new();
     let mut server = ApiServer::start(&dir.0).unwrap();
     let admin = server.client().await.unwrap();
-    apply_crds(&admin).await.unwrap();
+    apply_crds_and_wait(&admin).await.unwrap();
     AGENT.install(&admin).await.unwrap();
     let agent_kubeconfig = dir.0.join("agent.kubeconfig");
     AGENT

@@ -85,9 +85,9 @@ async fn api_server_frozen_restarted_slowed_cut_and_compacted_never_gives_a_wron
     let steady = [(&web1, egress_ip), (&web2, egress_ip), (&db1, node1)];
 
     // Frozen: connections hang, nothing answers; traffic keeps its sources.
-    c.api.pause().unwrap();
+    c.api_server().unwrap().pause().unwrap();
     hold_sources_for(&c, &steady, Duration::from_secs(4), "API server frozen").await;
-    c.api.resume().unwrap();
+    c.api_server().unwrap().resume().unwrap();
     let web3 = c
         .create_pod("prod", "web-3", "node-1", &[("app", "web")])
         .await
@@ -95,9 +95,9 @@ async fn api_server_frozen_restarted_slowed_cut_and_compacted_never_gives_a_wron
     expect_source(&c, &web3, egress_ip, "after the API server was thawed").await;
 
     // Stopped (connections refused) and started again on the same etcd data.
-    c.api.stop();
+    c.api_server().unwrap().stop();
     hold_sources_for(&c, &steady, Duration::from_secs(4), "API server stopped").await;
-    c.api.restart().unwrap();
+    c.api_server().unwrap().restart().unwrap();
     c.apply(&egress_yaml("db", "db", egress_ip)).unwrap();
     expect_source(&c, &db1, egress_ip, "after the API server restarted").await;
 
@@ -125,7 +125,7 @@ async fn api_server_frozen_restarted_slowed_cut_and_compacted_never_gives_a_wron
         )
         .unwrap();
     }
-    c.api.compact().unwrap();
+    c.api_server().unwrap().compact().unwrap();
     let db1_before = c.source_of(&db1, Duration::from_secs(2));
     assert!(
         matches!(db1_before, Ok(s) if s == egress_ip),

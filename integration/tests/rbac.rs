@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use ovs_egress_integration::apiserver::{ApiServer, apply_crds, client};
+use ovs_egress_integration::apiserver::{ApiServer, apply_crds_and_wait, client};
 use ovs_egress_integration::identity::{AGENT, CONTROLLER, Identity, NAMESPACE};
 use ovs_egress_integration::netns::unique_token;
 
@@ -76,7 +76,7 @@ async fn each_identity_can_do_exactly_what_it_needs_and_nothing_more() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let server = ApiServer::start(&dir.0).unwrap();
     let admin = server.client().await.unwrap();
-    apply_crds(&admin).await.unwrap();
+    apply_crds_and_wait(&admin).await.unwrap();
     for identity in [AGENT, CONTROLLER] {
         identity.install(&admin).await.unwrap();
     }

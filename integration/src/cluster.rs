@@ -226,6 +226,7 @@ impl ClusterBox {
     /// `node-<i>` for each index (each with OVS and an agent) and the external host; returns
     /// once every agent is ready.
     pub async fn start(indices: &[u8]) -> Result<ClusterBox> {
+        let started = Instant::now();
         let dir = std::env::temp_dir().join(format!("{}-box", unique_token()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // From here on a failure drops what was started: the server stops and `dir` goes.
@@ -272,6 +273,11 @@ impl ClusterBox {
         for node in &cluster.nodes {
             cluster.wait_agent_ready(node).await?;
         }
+        crate::process::note(format_args!(
+            "cluster-in-a-box: {} Node(s) ready in {:.1} s",
+            cluster.nodes.len(),
+            started.elapsed().as_secs_f64()
+        ));
         Ok(cluster)
     }
 

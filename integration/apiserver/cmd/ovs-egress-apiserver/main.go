@@ -54,7 +54,7 @@ func run() error {
 	dir := flag.String("dir", "", "state directory: pki/, etcd/, admin.kubeconfig, ready (required)")
 	port := flag.Int("secure-port", 0, "HTTPS port on 127.0.0.1 (0: the port of the previous run in --dir, else a free one)")
 	readyTimeout := flag.Duration("ready-timeout", 30*time.Second, "how long to wait for /readyz")
-	verbosity := flag.Int("v", 0, "kube-apiserver log verbosity")
+	verbosity := flag.Int("log-verbosity", 0, "kube-apiserver log verbosity (its --v)")
 	var sans, extraArgs listFlag
 	flag.Var(&sans, "san", "extra IP or DNS name for the serving certificate (repeatable)")
 	flag.Var(&extraArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --watch-cache=false (repeatable)")

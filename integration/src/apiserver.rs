@@ -48,8 +48,7 @@ impl ApiServer {
     /// [`Self::start`] with another readiness deadline.
     pub fn start_with_timeout(dir: &Path, ready_timeout: Duration) -> Result<ApiServer> {
         let state = dir.join("apiserver");
-        std::fs::create_dir_all(&state)
-            .with_context(|| format!("creating {}", state.display()))?;
+        std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
         let mut server = ApiServer {
             process: None,
             kubeconfig: state.join("admin.kubeconfig"),
@@ -74,7 +73,10 @@ impl ApiServer {
         command
             .arg("--dir")
             .arg(&self.dir)
-            .arg(format!("--ready-timeout={}ms", self.ready_timeout.as_millis()))
+            .arg(format!(
+                "--ready-timeout={}ms",
+                self.ready_timeout.as_millis()
+            ))
             .stdout(Stdio::piped())
             .stderr(log);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it makes the kernel kill the
@@ -145,7 +147,10 @@ impl ApiServer {
         let pid = i32::try_from(process.0.id())?;
         // SAFETY: kill(2) on our own child, which has not been reaped (we hold its handle).
         if unsafe { libc::kill(pid, signal) } != 0 {
-            bail!("signalling the API server: {}", std::io::Error::last_os_error());
+            bail!(
+                "signalling the API server: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -173,7 +178,10 @@ impl ApiServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("etcd was not compacted within 5 s; see {}", self.log.display())
+        bail!(
+            "etcd was not compacted within 5 s; see {}",
+            self.log.display()
+        )
     }
 
     /// Stops the server (`SIGTERM`, `SIGKILL` after 10 s), keeping its data.

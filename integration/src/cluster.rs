@@ -37,9 +37,9 @@ use serde_json::json;
 use crate::apiserver::{self, ApiServer, KubeEmu};
 use crate::cni::{self, Pod};
 use crate::ext_server::{self, ExtServer};
+use crate::identity::{AGENT, CONTROLLER};
 use crate::netns::{Netns, unique_token};
 use crate::node::Node;
-use crate::identity::{AGENT, CONTROLLER};
 use crate::process::ChildGuard;
 use crate::relay::{LinkMode, Relay};
 use crate::underlay::Underlay;
@@ -290,7 +290,9 @@ impl ClusterBox {
     pub fn api_server(&mut self) -> Result<&mut ApiServer> {
         match &mut self.api {
             Backend::Real(api) => Ok(api),
-            Backend::Emu(_) => bail!("this needs the real API server, not OVS_EGRESS_BOX_API=kube-emu"),
+            Backend::Emu(_) => {
+                bail!("this needs the real API server, not OVS_EGRESS_BOX_API=kube-emu")
+            }
         }
     }
 

@@ -120,7 +120,13 @@ async fn api_server_frozen_restarted_slowed_cut_and_compacted_never_gives_a_wron
     for n in 0..20 {
         // Enough writes that the agent's last resourceVersion is well behind.
         c.kubectl_ok(
-            &["annotate", "egress", "web", &format!("touch={n}"), "--overwrite"],
+            &[
+                "annotate",
+                "egress",
+                "web",
+                &format!("touch={n}"),
+                "--overwrite",
+            ],
             None,
         )
         .unwrap();

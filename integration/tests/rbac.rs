@@ -30,10 +30,16 @@ fn can_i(kubeconfig: &Path, who: &Identity, verb: &str, resource: &str, ns: &str
     };
     let mut command =
         std::process::Command::new(ovs_egress_integration::bins::go_tool("kubectl").unwrap());
-    command
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["auth", "can-i", verb, resource, "-n", ns, "--as", &who.username()]);
+    command.arg("--kubeconfig").arg(kubeconfig).args([
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        ns,
+        "--as",
+        &who.username(),
+    ]);
     if let Some(sub) = subresource {
         command.args(["--subresource", sub]);
     }
@@ -124,7 +130,11 @@ async fn each_identity_can_do_exactly_what_it_needs_and_nothing_more() {
         ("create", "leases.coordination.k8s.io", NAMESPACE),
         ("get", "configmaps", NAMESPACE),
         ("create", "serviceaccounts/token", NAMESPACE),
-        ("create", "clusterrolebindings.rbac.authorization.k8s.io", "default"),
+        (
+            "create",
+            "clusterrolebindings.rbac.authorization.k8s.io",
+            "default",
+        ),
         ("create", "events", "default"),
         ("delete", "events.events.k8s.io", "default"),
     ];

@@ -29,9 +29,16 @@ fi
 
 hash=$(
   cd "$module"
-  { echo "$have"; find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs sha256sum; } |
+  { echo "$have"; sha256sum <"$root/scripts/build-go-tools.sh"; find . -name '*.go' -o -name go.mod -o -name go.sum | LC_ALL=C sort | xargs sha256sum; } |
     sha256sum | cut -c1-16
 )
+# The release the binaries report (kubectl version, /version), from the pinned module.
+release=$(sed -n 's/^\s*k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$module/go.mod")
+minor=$(echo "$release" | cut -d. -f2)
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags="$ldflags -X $pkg.gitVersion=$release -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
 out="$cache/$hash"
 if [ ! -x "$out/bin/ovs-egress-apiserver" ] || [ ! -x "$out/bin/kubectl" ]; then
   mkdir -p "$cache"
@@ -45,7 +52,7 @@ if [ ! -x "$out/bin/ovs-egress-apiserver" ] || [ ! -x "$out/bin/kubectl" ]; then
       fail "downloading the Go modules of integration/apiserver failed (GOPROXY=$("$go" env GOPROXY)); the Go module proxy must be reachable, or the modules present in $("$go" env GOMODCACHE)"
     tmp="$out.tmp.$$"
     rm -rf "$tmp"
-    (cd "$module" && "$go" build -trimpath -ldflags='-s -w' -o "$tmp/bin/" \
+    (cd "$module" && "$go" build -trimpath -ldflags="$ldflags" -o "$tmp/bin/" \
       ./cmd/ovs-egress-apiserver k8s.io/kubernetes/cmd/kubectl) >&2 ||
       { rm -rf "$tmp"; fail "go build in integration/apiserver failed (see above)"; }
     rm -rf "$out"

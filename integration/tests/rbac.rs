@@ -111,7 +111,6 @@ async fn each_identity_can_do_exactly_what_it_needs_and_nothing_more() {
         ("get", "secrets", NAMESPACE),
         ("list", "secrets", NAMESPACE),
         ("get", "secrets/other", NAMESPACE),
-        ("get", "secrets/ovs-egress-membership-keys", "default"),
         ("update", "secrets/ovs-egress-membership-keys", NAMESPACE),
         ("create", "pods", "default"),
         ("patch", "pods", "default"),

@@ -99,7 +99,7 @@ func run() error {
 		"--tls-private-key-file=" + pki.path("apiserver.key"),
 		"--client-ca-file=" + pki.path("ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file=" + pki.path("sa.key"),
+		"--service-account-key-file=" + pki.path("sa.pub"),
 		"--service-account-signing-key-file=" + pki.path("sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/12",
 		"--authorization-mode=Node,RBAC",

@@ -92,7 +92,15 @@ func loadOrCreatePKI(dir string, sans []string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p, writeKey(p.path("sa.key"), saKey)
+	if err := writeKey(p.path("sa.key"), saKey); err != nil {
+		return nil, err
+	}
+	// kube-apiserver verifies tokens with the public half (--service-account-key-file).
+	pub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	return p, os.WriteFile(p.path("sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
 }
 
 func template(cn string, orgs []string) *x509.Certificate {

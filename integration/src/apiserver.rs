@@ -35,6 +35,7 @@ pub struct ApiServer {
     /// The PID file [`Self::start`] keeps current, for `scripts/clean-testbed.sh`.
     pid_file: PathBuf,
     ready_timeout: Duration,
+    args: Vec<String>,
 }
 
 impl ApiServer {
@@ -42,11 +43,13 @@ impl ApiServer {
     /// `dir/apiserver.pid`; returns once `/readyz` answers ok, or fails after
     /// [`READY_TIMEOUT`] naming the log.
     pub fn start(dir: &Path) -> Result<ApiServer> {
-        Self::start_with_timeout(dir, READY_TIMEOUT)
+        Self::start_with(dir, READY_TIMEOUT, &[])
     }
 
-    /// [`Self::start`] with another readiness deadline.
-    pub fn start_with_timeout(dir: &Path, ready_timeout: Duration) -> Result<ApiServer> {
+    /// [`Self::start`] with another readiness deadline and extra kube-apiserver flags (e.g.
+    /// `--watch-cache=false`: watches then read etcd, so a compaction makes them answer 410
+    /// Gone at once; with the cache they are served from its history of recent events).
+    pub fn start_with(dir: &Path, ready_timeout: Duration, args: &[&str]) -> Result<ApiServer> {
         let state = dir.join("apiserver");
         std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
         let mut server = ApiServer {
@@ -57,6 +60,7 @@ impl ApiServer {
             dir: state,
             url: String::new(),
             ready_timeout,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn()?;
         Ok(server)
@@ -77,6 +81,7 @@ impl ApiServer {
                 "--ready-timeout={}ms",
                 self.ready_timeout.as_millis()
             ))
+            .args(self.args.iter().map(|a| format!("--apiserver-arg={a}")))
             .stdout(Stdio::piped())
             .stderr(log);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it makes the kernel kill the

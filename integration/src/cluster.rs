@@ -226,13 +226,18 @@ impl ClusterBox {
     /// `node-<i>` for each index (each with OVS and an agent) and the external host; returns
     /// once every agent is ready.
     pub async fn start(indices: &[u8]) -> Result<ClusterBox> {
+        Self::start_with_api_args(indices, &[]).await
+    }
+
+    /// [`Self::start`] with extra kube-apiserver flags (see [`ApiServer::start_with`]).
+    pub async fn start_with_api_args(indices: &[u8], api_args: &[&str]) -> Result<ClusterBox> {
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!("{}-box", unique_token()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // From here on a failure drops what was started: the server stops and `dir` goes.
         let dir_guard = RemoveDir(dir.clone());
         let (api, client) = if Backend::from_env()? {
-            let api = ApiServer::start(&dir)?;
+            let api = ApiServer::start_with(&dir, apiserver::READY_TIMEOUT, api_args)?;
             let client = api.client().await?;
             apiserver::apply_crds_and_wait(&client).await?;
             for identity in [AGENT, CONTROLLER] {

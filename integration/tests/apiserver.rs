@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use ovs_egress::api::v1beta1;
-use ovs_egress_integration::apiserver::{ApiServer, apply_crds_and_wait, client};
+use ovs_egress_integration::apiserver::{ApiServer, READY_TIMEOUT, apply_crds_and_wait, client};
 use ovs_egress_integration::identity::AGENT;
 use ovs_egress_integration::netns::unique_token;
 use ovs_egress_integration::process::is_alive;
@@ -72,7 +72,7 @@ async fn starts_ready_serves_the_crds_to_kubectl_of_its_release_and_leaves_no_pr
 #[test]
 fn a_server_not_ready_in_time_fails_naming_the_deadline_and_its_log() {
     let dir = TempDir::new();
-    let error = match ApiServer::start_with_timeout(&dir.0, Duration::from_millis(1)) {
+    let error = match ApiServer::start_with(&dir.0, Duration::from_millis(1), &[]) {
         Ok(_) => panic!("the API server became ready within 1 ms"),
         Err(e) => format!("{e:#}"),
     };
@@ -133,7 +133,9 @@ async fn a_restart_with_the_same_data_keeps_objects_address_and_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_compaction_a_watch_from_an_older_resource_version_is_answered_410_gone() {
     let dir = TempDir::new();
-    let server = ApiServer::start(&dir.0).unwrap();
+    // Without the watch cache (which serves recent history itself) the watch reads etcd.
+    let args = ["--watch-cache=false"];
+    let server = ApiServer::start_with(&dir.0, READY_TIMEOUT, &args).unwrap();
     let admin = server.client().await.unwrap();
     let maps: Api<ConfigMap> = Api::namespaced(admin, "default");
     let object: ConfigMap =

@@ -50,4 +50,9 @@ if ! have cargo; then
   exit 1
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# Go tools: the real API server of the tests and the demo (kube-apiserver + etcd in one binary)
+# and kubectl of the same Kubernetes release, built from integration/apiserver only when the
+# machine-wide cache lacks this version (see the script).
+"$(dirname "$0")/build-go-tools.sh"
+
 echo "install-deps: ok"

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# The API server and kubectl the tests and the demo run (built by install-deps).
+OVS_EGRESS_GO_BIN="$(scripts/build-go-tools.sh --print-dir)"
+export OVS_EGRESS_GO_BIN
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

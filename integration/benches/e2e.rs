@@ -1,5 +1,5 @@
 //! End-to-end benchmarks of ovs-egress on the cluster-in-a-box (3 Nodes, real controller and
-//! agent processes, kube-emu, one OVS per Node), each with a baseline from the same run:
+//! agent processes, a real kube-apiserver, one OVS per Node), each with a baseline from the same run:
 //!
 //! 1. `kubectl apply` → the first packet leaving with the egress IP, for a static Egress whose
 //!    IP is another Node's (tunnel), a static Egress with a local IP, a pool-allocated Egress

@@ -2,6 +2,10 @@
 //! Under `cargo test` (cargo sets `CARGO`) they are built once per process in the test's
 //! profile, since cargo does not build another package's binaries for an integration test;
 //! run directly (the demo) they are expected next to the running executable.
+//!
+//! The Go tools (`ovs-egress-apiserver`, `kubectl` of the same Kubernetes release) come from
+//! `$OVS_EGRESS_GO_BIN` when set, else from `scripts/build-go-tools.sh --print-dir`, which
+//! builds them only when its machine-wide cache lacks this module's version.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +68,45 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     if !path.exists() {
         bail!(
             "{} is missing: build it first (cargo build --bins -p ovs-egress -p kube-emu)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The directory of the Go tools, once per process.
+fn go_bin_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("OVS_EGRESS_GO_BIN") {
+            return Ok(PathBuf::from(dir));
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-go-tools.sh");
+        let output = Command::new(&script)
+            .arg("--print-dir")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} failed ({}); it names what is missing above",
+                script.display(),
+                output.status
+            ));
+        }
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        ))
+    });
+    dir.clone().map_err(anyhow::Error::msg)
+}
+
+/// The path of Go tool `name` (`ovs-egress-apiserver` or `kubectl`).
+pub fn go_tool(name: &str) -> Result<PathBuf> {
+    let path = go_bin_dir()?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: run scripts/build-go-tools.sh (or unset OVS_EGRESS_GO_BIN)",
             path.display()
         );
     }

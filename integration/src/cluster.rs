@@ -1,18 +1,25 @@
 //! The cluster-in-a-box: everything a user's cluster has that ovs-egress touches, on one
-//! machine. kube-emu (the API server) and `ovs-egress controller` run as processes on loopback;
-//! every Node is a namespace on a shared underlay (10.10.0.0/24) with its own OVS (userspace
-//! datapath) and its own `ovs-egress agent` process; an external host records the source of
-//! every connection; the controller's validating webhook is registered with the API server, so
-//! invalid objects are rejected as in a real cluster; Pods are created as the kubelet would (Pod object, CNI ADD in the Node,
-//! Pod status with the IP). `kubectl` works against it ([`ClusterBox::kubectl`]).
+//! machine. A real kube-apiserver with etcd ([`ApiServer`]) and `ovs-egress controller` run as
+//! processes on loopback; every Node is a namespace on a shared underlay (10.10.0.0/24) with its
+//! own OVS (userspace datapath) and its own `ovs-egress agent` process; an external host records
+//! the source of every connection; the controller's validating webhook is registered with the
+//! API server (which calls it over TLS, verifying the `caBundle`), so invalid objects are
+//! rejected as in a real cluster; Nodes, Namespaces and Pods are real objects, Pods created as
+//! the kubelet would (Pod object, CNI ADD in the Node, Pod status with the IP). `kubectl` of the
+//! server's release works against it ([`ClusterBox::kubectl`], admin credentials).
+//!
+//! The controller and the agents authenticate as themselves: ServiceAccount tokens bound to the
+//! ClusterRoles the chart ships ([`crate::identity`]), so the tests prove least privilege.
 //!
 //! Agents reach the API at `127.0.0.1:6443` inside their Node: the box listens there (a socket
-//! created inside the Node's namespace) and relays to kube-emu, so no address of the machine
-//! is exposed to the underlay and nothing is configured in the default namespace.
+//! created inside the Node's namespace) and relays to the API server ([`Relay`], also where a
+//! Node's link to the API is broken, slowed or cut on purpose), so no address of the machine is
+//! exposed to the underlay and nothing is configured in the default namespace.
 //!
 //! Addressing for Node index `i`: name `node-<i>`, IP `10.10.0.<100+i>`, Pod CIDR
 //! `10.244.<i>.0/24`; the external host is `10.10.0.200`. Dropping the box stops the agents,
-//! the controller and kube-emu (by PID) and removes every namespace and directory it made.
+//! the controller and the API server (by PID) and removes every namespace and directory it made,
+//! etcd's data included.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,18 +29,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod as KubePod};
+use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod as KubePod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use ovs_egress::api::v1beta1;
 use serde_json::json;
-use tokio::task::JoinHandle;
 
-use crate::apiserver::{self, KubeEmu};
+use crate::apiserver::{self, ApiServer, KubeEmu};
 use crate::cni::{self, Pod};
 use crate::ext_server::{self, ExtServer};
+use crate::identity::{AGENT, CONTROLLER};
 use crate::netns::{Netns, unique_token};
 use crate::node::Node;
 use crate::process::ChildGuard;
+use crate::relay::{LinkMode, Relay};
 use crate::underlay::Underlay;
 use crate::webhook;
 
@@ -63,7 +71,7 @@ const AGENT_CONFIG: &str = "featureGates: {Egress: true}\novsBridge: br-int\n\
 pub struct BoxNode {
     pub name: String,
     agent: Option<ChildGuard>,
-    relay: JoinHandle<()>,
+    relay: Relay,
     pub node: Node,
     state_dir: PathBuf,
     pub agent_log: PathBuf,
@@ -126,7 +134,6 @@ impl Drop for BoxNode {
         if let Some(agent) = &mut self.agent {
             agent.stop(Duration::from_secs(2));
         }
-        self.relay.abort();
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
@@ -143,6 +150,62 @@ pub struct BoxPod {
     cni_args: String,
 }
 
+/// Which API server a box runs: the real one unless `OVS_EGRESS_BOX_API=kube-emu` asks for the
+/// emulator (no RBAC there: every process uses the emulator's kubeconfig).
+enum Backend {
+    Real(ApiServer),
+    Emu(KubeEmu),
+}
+
+impl Backend {
+    fn from_env() -> Result<bool> {
+        match std::env::var("OVS_EGRESS_BOX_API").as_deref() {
+            Err(_) | Ok("" | "apiserver") => Ok(true),
+            Ok("kube-emu") => Ok(false),
+            Ok(other) => {
+                bail!("OVS_EGRESS_BOX_API={other}: expected apiserver (the default) or kube-emu")
+            }
+        }
+    }
+
+    fn kubeconfig(&self) -> &Path {
+        match self {
+            Backend::Real(api) => &api.kubeconfig,
+            Backend::Emu(emu) => &emu.kubeconfig,
+        }
+    }
+
+    fn authority(&self) -> &str {
+        match self {
+            Backend::Real(api) => api.authority(),
+            Backend::Emu(emu) => emu.authority(),
+        }
+    }
+
+    /// Writes the kubeconfig of `identity` for a server at `server_url` (the emulator's admin
+    /// kubeconfig with that URL under kube-emu).
+    async fn write_kubeconfig(
+        &self,
+        admin: &kube::Client,
+        identity: crate::identity::Identity,
+        path: &Path,
+        server_url: &str,
+    ) -> Result<()> {
+        match self {
+            Backend::Real(api) => {
+                identity
+                    .write_kubeconfig(admin, path, server_url, &api.ca_pem()?)
+                    .await
+            }
+            Backend::Emu(emu) => {
+                let url = server_url.replace("https://", "http://");
+                let text = std::fs::read_to_string(&emu.kubeconfig)?.replace(&emu.url, &url);
+                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+            }
+        }
+    }
+}
+
 /// The running cluster. Field order = drop order: agents before OVS and namespaces, the API
 /// server last.
 pub struct ClusterBox {
@@ -151,24 +214,51 @@ pub struct ClusterBox {
     pub server: ExtServer,
     controller: ChildGuard,
     underlay: Underlay,
+    /// A client with the admin's credentials.
     pub client: kube::Client,
-    emu: KubeEmu,
+    api: Backend,
     pub dir: PathBuf,
     keep_logs: bool,
 }
 
 impl ClusterBox {
-    /// Brings up kube-emu with the CRDs, the controller, Nodes `node-<i>` for each index (each
-    /// with OVS and an agent) and the external host; returns once every agent is ready.
+    /// Brings up the API server with the CRDs and the identities, the controller, Nodes
+    /// `node-<i>` for each index (each with OVS and an agent) and the external host; returns
+    /// once every agent is ready.
     pub async fn start(indices: &[u8]) -> Result<ClusterBox> {
+        Self::start_with_api_args(indices, &[]).await
+    }
+
+    /// [`Self::start`] with extra kube-apiserver flags (see [`ApiServer::start_with`]).
+    pub async fn start_with_api_args(indices: &[u8], api_args: &[&str]) -> Result<ClusterBox> {
+        let started = Instant::now();
         let dir = std::env::temp_dir().join(format!("{}-box", unique_token()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let emu = KubeEmu::start(&dir)?;
-        let client = emu.client().await?;
-        apiserver::apply_crds(&client).await?;
+        // From here on a failure drops what was started: the server stops and `dir` goes.
+        let dir_guard = RemoveDir(dir.clone());
+        let (api, client) = if Backend::from_env()? {
+            let api = ApiServer::start_with(&dir, apiserver::READY_TIMEOUT, api_args)?;
+            let client = api.client().await?;
+            apiserver::apply_crds_and_wait(&client).await?;
+            for identity in [AGENT, CONTROLLER] {
+                identity.install(&client).await?;
+            }
+            ensure_default_service_account(&client, "default").await?;
+            (Backend::Real(api), client)
+        } else {
+            let emu = KubeEmu::start(&dir)?;
+            let client = emu.client().await?;
+            apiserver::apply_crds(&client).await?;
+            (Backend::Emu(emu), client)
+        };
         let underlay = Underlay::new()?;
         let server = ExtServer::start(&underlay, SERVER_IP)?;
-        let controller = start_controller(&dir, &emu.kubeconfig, &client).await?;
+        let controller_kubeconfig = dir.join("kubeconfig-controller");
+        let url = format!("https://{}", api.authority());
+        api.write_kubeconfig(&client, CONTROLLER, &controller_kubeconfig, &url)
+            .await?;
+        let controller = start_controller(&dir, &controller_kubeconfig, &client).await?;
+        std::mem::forget(dir_guard);
         let mut cluster = ClusterBox {
             pods: Vec::new(),
             nodes: Vec::new(),
@@ -176,7 +266,7 @@ impl ClusterBox {
             controller,
             underlay,
             client,
-            emu,
+            api,
             dir,
             keep_logs: false,
         };
@@ -188,12 +278,40 @@ impl ClusterBox {
         for node in &cluster.nodes {
             cluster.wait_agent_ready(node).await?;
         }
+        crate::process::note(format_args!(
+            "cluster-in-a-box: {} Node(s) ready in {:.1} s",
+            cluster.nodes.len(),
+            started.elapsed().as_secs_f64()
+        ));
         Ok(cluster)
     }
 
-    /// The kubeconfig of the API server (for kubectl and clients).
+    /// The admin's kubeconfig of the API server (for kubectl and clients).
     pub fn kubeconfig(&self) -> &Path {
-        &self.emu.kubeconfig
+        self.api.kubeconfig()
+    }
+
+    /// The real API server, to stop, freeze or compact it; an error under kube-emu.
+    pub fn api_server(&mut self) -> Result<&mut ApiServer> {
+        match &mut self.api {
+            Backend::Real(api) => Ok(api),
+            Backend::Emu(_) => {
+                bail!("this needs the real API server, not OVS_EGRESS_BOX_API=kube-emu")
+            }
+        }
+    }
+
+    /// Breaks, slows or restores the link between `node` and the API server (its relay).
+    pub fn set_link(&self, node: &str, mode: LinkMode) -> Result<()> {
+        self.node(node)?.relay.set_mode(mode);
+        Ok(())
+    }
+
+    /// Closes every open connection between `node` and the API server (its agent's watch
+    /// streams end); new connections go through at once.
+    pub fn cut_link(&self, node: &str) -> Result<()> {
+        self.node(node)?.relay.cut();
+        Ok(())
     }
 
     async fn add_node(&self, index: u8) -> Result<BoxNode> {
@@ -220,11 +338,12 @@ impl ClusterBox {
             .await
             .with_context(|| format!("setting the addresses of Node {name}"))?;
 
-        let relay = relay_into(node.netns(), self.emu.authority().to_string())?;
+        let relay = Relay::start(node.netns(), API_IN_NODE, self.api.authority().to_string())?;
         let kubeconfig = self.dir.join(format!("kubeconfig-{name}"));
-        let text = std::fs::read_to_string(&self.emu.kubeconfig)?
-            .replace(&self.emu.url, &format!("http://{API_IN_NODE}"));
-        std::fs::write(&kubeconfig, text)?;
+        let in_node = format!("https://{API_IN_NODE}");
+        self.api
+            .write_kubeconfig(&self.client, AGENT, &kubeconfig, &in_node)
+            .await?;
         let config = self.dir.join(format!("agent-{name}.conf"));
         std::fs::write(&config, AGENT_CONFIG)?;
         let agent_log = self.dir.join(format!("agent-{name}.log"));
@@ -286,7 +405,10 @@ impl ClusterBox {
     /// `kubectl` with `input` on stdin (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Result<Output> {
         use std::io::Write;
-        let mut command = Command::new("kubectl");
+        let mut command = match self.api {
+            Backend::Real(_) => Command::new(crate::bins::go_tool("kubectl")?),
+            Backend::Emu(_) => Command::new("kubectl"),
+        };
         command
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
@@ -358,16 +480,20 @@ impl ClusterBox {
         }
     }
 
-    /// Creates Namespace `name` (with its `kubernetes.io/metadata.name` label) unless it exists.
+    /// Creates Namespace `name` (with its `kubernetes.io/metadata.name` label) unless it
+    /// exists, with its `default` ServiceAccount.
     pub async fn ensure_namespace(&self, name: &str, labels: &[(&str, &str)]) -> Result<()> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        if namespaces.get_opt(name).await?.is_some() {
-            return Ok(());
+        if namespaces.get_opt(name).await?.is_none() {
+            let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+            let object =
+                serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
+            namespaces.create(&PostParams::default(), &object).await?;
         }
-        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        let object = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
-        namespaces.create(&PostParams::default(), &object).await?;
-        Ok(())
+        match self.api {
+            Backend::Real(_) => ensure_default_service_account(&self.client, name).await,
+            Backend::Emu(_) => Ok(()),
+        }
     }
 
     /// Creates Pod `namespace/name` on `node` as the kubelet would: the Pod object, the sandbox
@@ -398,8 +524,10 @@ impl ClusterBox {
         if !ok {
             bail!("CNI DEL of {}/{} failed: {out}", pod.namespace, pod.name);
         }
+        // The kubelet's final delete: grace period 0 (the Pod is gone at once).
         let pods: Api<KubePod> = Api::namespaced(self.client.clone(), &pod.namespace);
-        pods.delete(&pod.name, &DeleteParams::default()).await?;
+        pods.delete(&pod.name, &DeleteParams::default().grace_period(0))
+            .await?;
         self.pods
             .retain(|p| (&p.namespace, &p.name) != (&pod.namespace, &pod.name));
         Ok(())
@@ -550,27 +678,6 @@ impl ClusterBox {
         self.wait_agent_ready(self.node(node)?).await
     }
 
-    /// Sends `fault` to kube-emu's failure injection (`POST /emu/fail`, e.g.
-    /// `{"error500ForSeconds": 20}`; see integration/kube-emu/src/main.rs).
-    pub fn inject_api_fault(&self, fault: &serde_json::Value) -> Result<()> {
-        let url = format!("{}/emu/fail", self.emu.url);
-        let output = Command::new("curl")
-            .args(["-sS", "--fail-with-body", "--max-time", "5", "-X", "POST"])
-            .args(["-H", "Content-Type: application/json", "--data"])
-            .arg(fault.to_string())
-            .arg(&url)
-            .output()
-            .context("running curl")?;
-        if !output.status.success() {
-            bail!(
-                "POST {url} {fault} failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
-
     /// [`Self::respawn_agent`], then waits until the new agent is ready.
     pub async fn restart_agent(&mut self, node: &str) -> Result<()> {
         self.respawn_agent(node)?;
@@ -588,6 +695,11 @@ impl Drop for ClusterBox {
         self.controller.stop(Duration::from_secs(2));
         self.nodes.clear();
         self.pods.clear();
+        if let Backend::Real(api) = &mut self.api {
+            api.stop();
+            // etcd's data and the certificates go even when the logs are kept.
+            let _ = std::fs::remove_dir_all(api.state_dir());
+        }
         if self.keep_logs || std::thread::panicking() {
             crate::process::note(format_args!(
                 "cluster-in-a-box logs kept in {}",
@@ -687,22 +799,25 @@ fn free_port() -> Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// Listens on [`API_IN_NODE`] inside `ns` and relays every connection to `target` (kube-emu,
-/// reached from the box's own namespace).
-fn relay_into(ns: &Netns, target: String) -> Result<JoinHandle<()>> {
-    let listener = ns
-        .run_in(|| std::net::TcpListener::bind(API_IN_NODE))?
-        .with_context(|| format!("listening on {API_IN_NODE} in {}", ns.name()))?;
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    Ok(tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let target = target.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    }))
+/// The `default` ServiceAccount of `namespace`, which kube-controller-manager would create
+/// (the API server's ServiceAccount admission wants it for every Pod).
+async fn ensure_default_service_account(client: &kube::Client, namespace: &str) -> Result<()> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    if accounts.get_opt("default").await?.is_none() {
+        let account = serde_json::from_value(json!({"metadata": {"name": "default"}}))?;
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .with_context(|| format!("creating ServiceAccount {namespace}/default"))?;
+    }
+    Ok(())
+}
+
+/// Removes a directory when dropped (a box that fails to start leaves nothing behind).
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -1,4 +1,4 @@
-//! `ovs-egress agent` as a process against kube-emu, inside a network namespace of the test's
+//! `ovs-egress agent` as a process against the real API server, inside a network namespace of the test's
 //! own, in status-only mode (`--no-datapath`, no OVS here): it writes `egressNode`/`egressIP`
 //! for a static Egress whose IP is on the Node and for a pool Egress placed on it with
 //! `IPAssigned=False` "datapath disabled" (never claiming an IP nothing programmed), writes the
@@ -198,17 +198,11 @@ async fn agent_started_before_the_api_server_becomes_ready_once_it_is_up() {
     let ns = ovs_egress_integration::Netns::new("agentearly").expect("creating the namespace");
     enter(&ns);
     let dir = ctl::TempDir::new("agent-early");
-    let address = ctl::free_port();
-    let kubeconfig = dir.0.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{address}\n\
-             users:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\n\
-             current-context: x\n"
-        ),
-    )
-    .unwrap();
+    // Started once for its certificates, address and admin kubeconfig, then stopped.
+    let mut server = ovs_egress_integration::apiserver::ApiServer::start(&dir.0)
+        .expect("starting the API server");
+    server.stop();
+    let kubeconfig = server.kubeconfig.clone();
     let agent = agent(&kubeconfig, &dir.0, "node-a", None);
     ctl::eventually("the agent answers /livez", 10.0, || async {
         (agent.probe("/livez").await == Some(200)).then_some(())
@@ -221,29 +215,11 @@ async fn agent_started_before_the_api_server_becomes_ready_once_it_is_up() {
         "ready without an API server"
     );
 
-    let _emu = ctl::Process(
-        std::process::Command::new(ctl::cargo_bin("kube-emu"))
-            .args(["--listen", &address.to_string()])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("starting kube-emu"),
-    );
-    let client = ctl::eventually("kube-emu answers", 10.0, || async {
-        let config = kube::Config::new(format!("http://{address}").parse().ok()?);
-        let client = kube::Client::try_from(config).ok()?;
-        client.apiserver_version().await.ok().map(|_| client)
-    })
-    .await;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client);
-    for crd in [
-        ovs_egress::api::egress_crd(),
-        ovs_egress::api::external_ip_pool_crd(),
-    ] {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("creating a CRD");
-    }
+    server.restart().expect("starting the API server");
+    let client = server.client().await.unwrap();
+    ovs_egress_integration::apiserver::apply_crds_and_wait(&client)
+        .await
+        .expect("creating the CRDs");
     agent.wait_ready().await;
     assert!(agent.logs().contains("watch error"), "{}", agent.logs());
 }
@@ -345,8 +321,9 @@ async fn status_write_failing_on_server_errors_is_retried_until_it_succeeds() {
     bed.create(egress("static", "10.10.0.50", None)).await;
     let agent = bed.agent("node-a", None);
     agent.wait_ready().await;
-    // The IP is not on this Node yet: nobody writes. Then the API fails while it arrives.
-    bed.fail_api(2).await;
+    // The IP is not on this Node yet: nobody writes. Then status writes fail (500) while it
+    // arrives.
+    bed.fail_status_writes(2).await;
     bed.add_ip("10.10.0.50");
     ctl::eventually("a failed status write", 5.0, || async {
         agent.logs().contains("status write failed").then_some(())

@@ -1,5 +1,5 @@
 //! End-to-end tests of the user guide's scenarios on the cluster-in-a-box
-//! (`ovs_egress_integration::cluster`): real controller and agent processes, kube-emu, one OVS
+//! (`ovs_egress_integration::cluster`): real controller and agent processes, a real kube-apiserver, one OVS
 //! per Node, Pods through the CNI plugin, and an external host that reports the source address
 //! of every connection. Needs root and Open vSwitch; fails loudly without them.
 

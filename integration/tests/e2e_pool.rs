@@ -1,7 +1,7 @@
 //! End-to-end tests of ExternalIPPools on the cluster-in-a-box (`ovs_egress_integration::cluster`):
 //! allocation, usage, placement by the pools' nodeSelector, moving an IP between Nodes, pool
 //! deletion, and bad input (a missing pool, a malformed object in the watch streams, the API
-//! server down while an agent starts). Real controller and agent processes, kube-emu, one OVS
+//! link to the API broken while an agent starts). Real controller and agent processes, a real kube-apiserver, one OVS
 //! per Node; traffic is real TCP to the box's external host, which reports the source it saw.
 //! Pool IPs lie on the underlay (10.10.0.0/24) so the external host can answer them. Needs root
 //! and Open vSwitch; fails loudly without them.
@@ -17,6 +17,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind,
 use ovs_egress::api::v1beta1;
 use ovs_egress_integration::cluster::{BoxPod, ClusterBox, node_ip};
 use ovs_egress_integration::ext_server;
+use ovs_egress_integration::relay::LinkMode;
 use serde_json::{Value, json};
 
 /// How long anything asynchronous may take in these tests (bounds are benchmarked elsewhere).
@@ -599,17 +600,17 @@ async fn missing_pool_malformed_egress_and_api_down_at_agent_start_are_reported_
     wait_source(&c, &db2, ip("10.10.0.62")).await;
     wait_source(&c, &web1, egress_ip).await;
 
-    // The API server fails every request while the agent holding the IP restarts: the new
-    // agent keeps the datapath it finds (flows, IP, SNAT) and Pods keep the egress IP.
+    // The holder's link to the API server is broken (every connection closed) while its agent
+    // restarts: the new agent keeps the datapath it finds (flows, IP, SNAT) and Pods keep the
+    // egress IP.
     let holder = egress_node(&egress(&c, "eg-web").await.unwrap());
     let before = egress_mark_flows(&c, &holder);
     assert!(!before.is_empty(), "no EgressMark flows on {holder}");
-    c.inject_api_fault(&json!({"error500ForSeconds": 120}))
-        .unwrap();
+    c.set_link(&holder, LinkMode::Broken).unwrap();
     c.respawn_agent(&holder).unwrap();
     eventually(
         &c,
-        "the restarted agent meets the failing API",
+        "the restarted agent meets the broken link to the API",
         async || {
             let log = c.node(&holder).unwrap().agent_logs();
             if log.contains("watch error") {
@@ -627,8 +628,7 @@ async fn missing_pool_malformed_egress_and_api_down_at_agent_start_are_reported_
     assert!(node_has_ip(&c, &holder, egress_ip) && node_has_snat(&c, &holder, egress_ip));
 
     // Once the API answers again, the agent syncs, becomes ready and serves new Pods.
-    c.inject_api_fault(&json!({"error500ForSeconds": 0}))
-        .unwrap();
+    c.set_link(&holder, LinkMode::Pass).unwrap();
     if let Err(e) = c.wait_agent_ready_of(&holder).await {
         panic!("{e:#}\n{}", c.logs());
     }

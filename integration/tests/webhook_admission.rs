@@ -1,6 +1,7 @@
-//! The controller's validating webhook registered in the API server, end to end: kube-emu calls
-//! `ovs-egress controller` over HTTPS (TLS from `ovs_egress_integration::webhook`) before it
-//! stores an ExternalIPPool or Egress, so invalid objects that the CRD schema accepts are
+//! The controller's validating webhook registered in the API server, end to end: the real
+//! kube-apiserver calls `ovs-egress controller` over HTTPS (TLS from
+//! `ovs_egress_integration::webhook`, the `caBundle` verified) before it stores an
+//! ExternalIPPool or Egress, so invalid objects that the CRD schema accepts are
 //! rejected with the controller's message, through the kube client and through `kubectl apply`,
 //! and valid ones are stored.
 
@@ -17,12 +18,12 @@ use kube::api::{Api, PostParams};
 use ovs_egress_integration::webhook;
 
 fn kubectl(cluster: &Cluster, args: &[&str]) -> (bool, String) {
-    let out = Command::new("kubectl")
+    let out = Command::new(ovs_egress_integration::bins::go_tool("kubectl").unwrap())
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("KUBECACHEDIR", cluster.dir.0.join("kube-cache"))
         .args(args)
         .output()
-        .expect("kubectl must be installed (kubectl 1.32) for this test");
+        .expect("running kubectl");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -67,8 +67,9 @@ async fn interrupted() {
 /// The whole demo; returns the number of Pods seen with a wrong source.
 async fn run() -> Result<usize> {
     step(
-        "Starting the cluster-in-a-box: kube-emu with our CRDs (charts/ovs-egress/crds), the \
-         controller, node-4/5/6 with OVS and an agent each",
+        "Starting the cluster-in-a-box: kube-apiserver and etcd with our CRDs \
+         (charts/ovs-egress/crds), the controller, node-4/5/6 with OVS and an agent each; the \
+         controller and the agents use their own ServiceAccount tokens",
     );
     let mut cluster = ClusterBox::start(&[4, 5, 6]).await?;
     kubectl(&cluster, &["get", "crd"])?;

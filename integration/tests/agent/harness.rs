@@ -1,17 +1,20 @@
 //! Test bed for the agent tests: a network namespace of our own that the test thread enters
-//! (so kube-emu, the agents it spawns and its own client all live there, and an egress IP added
-//! to its `lo` is a real local IP seen over netlink), kube-emu with the CRDs (the controller
-//! tests' `Cluster`), `ovs-egress agent` processes stopped by PID on drop, and object builders.
+//! (so the API server, the agents it spawns and its own client all live there, and an egress IP
+//! added to its `lo` is a real local IP seen over netlink), the real API server with the CRDs
+//! (the controller tests' `Cluster`), `ovs-egress agent` processes stopped by PID on drop, and
+//! object builders.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use ovs_egress::api::{EgressCondition, EgressStatus, v1beta1};
 use ovs_egress_integration::Netns;
 use serde_json::json;
@@ -34,7 +37,7 @@ pub fn enter(ns: &Netns) {
     );
 }
 
-/// A namespace entered by the test thread, with kube-emu running inside.
+/// A namespace entered by the test thread, with the API server running inside.
 pub struct Bed {
     pub cluster: Cluster,
     pub ns: Netns,
@@ -81,12 +84,27 @@ impl Bed {
             .expect("creating an object")
     }
 
+    /// Create a Pod as the kubelet would: the object, then its status (a create drops it),
+    /// with the Namespace's `default` ServiceAccount the API server's admission wants.
     pub async fn create_pod(&self, pod: Pod) {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), &namespace);
+        if accounts.get_opt("default").await.unwrap().is_none() {
+            let account = serde_json::from_value(json!({"metadata": {"name": "default"}}));
+            accounts
+                .create(&PostParams::default(), &account.unwrap())
+                .await
+                .expect("creating the default ServiceAccount");
+        }
         let pods: Api<Pod> = Api::namespaced(self.client(), &namespace);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let status = json!({"status": pod.status.clone()});
         pods.create(&PostParams::default(), &pod)
             .await
             .expect("creating a Pod");
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("setting a Pod's status");
     }
 
     pub fn egresses(&self) -> Api<v1beta1::Egress> {
@@ -281,26 +299,36 @@ pub fn ip_assigned(status: &EgressStatus) -> Option<&EgressCondition> {
 }
 
 impl Bed {
-    /// kube-emu's address, from the kubeconfig it wrote.
-    pub fn emu_address(&self) -> SocketAddr {
-        let text =
-            std::fs::read_to_string(&self.cluster.kubeconfig).expect("reading the kubeconfig");
-        let server = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("server: http://"))
-            .expect("a server line in the kubeconfig");
-        server.parse().expect("a host:port server address")
-    }
-
-    /// Make kube-emu answer every API request with 500 for `seconds`.
-    pub async fn fail_api(&self, seconds: u32) {
-        let stream = tokio::net::TcpStream::connect(self.emu_address())
+    /// Make the API server answer every Egress status write with 500 for `seconds`: a
+    /// validating webhook on `egresses/status` that nothing serves, with failurePolicy Fail
+    /// (the server answers "failed calling webhook", 500), removed after `seconds`.
+    pub async fn fail_status_writes(&self, seconds: u64) {
+        let hooks: Api<ValidatingWebhookConfiguration> = Api::all(self.client());
+        let nobody = free_port();
+        let hook = serde_json::from_value(json!({
+            "metadata": {"name": "fail-status-writes"},
+            "webhooks": [{
+                "name": "fail-status-writes.test",
+                "clientConfig": {"url": format!("https://{nobody}/nobody")},
+                "rules": [{"apiGroups": ["crd.antrea.io"], "apiVersions": ["*"],
+                    "resources": ["egresses/status"], "operations": ["UPDATE"]}],
+                "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Fail", "timeoutSeconds": 1,
+            }],
+        }))
+        .unwrap();
+        hooks
+            .create(&PostParams::default(), &hook)
             .await
-            .expect("connecting to kube-emu");
-        let body = format!("{{\"error500ForSeconds\":{seconds}}}");
-        let (status, text) = http(stream, "POST", "/emu/fail", &body)
-            .await
-            .expect("injecting a fault");
-        assert_eq!(status, 200, "kube-emu refused the fault: {text}");
+            .expect("registering the failing webhook");
+        let client = self.client();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client);
+            hooks
+                .delete("fail-status-writes", &DeleteParams::default())
+                .await
+                .expect("removing the failing webhook");
+        });
     }
 }

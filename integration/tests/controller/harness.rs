@@ -1,4 +1,4 @@
-//! Test bed for the controller tests: the kube-emu API server and `ovs-egress controller`
+//! Test bed for the controller tests: the real API server (kube-apiserver + etcd) and `ovs-egress controller`
 //! replicas as real processes (binaries built by cargo, located through cargo's JSON output so
 //! a clean clone works), each stopped by PID when dropped, plus polling and HTTP helpers.
 
@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, PostParams};
 use ovs_egress::api::{EgressCondition, IpRange, v1beta1};
-use ovs_egress_integration::apiserver::{KubeEmu, apply_crds};
+use ovs_egress_integration::apiserver::{ApiServer, apply_crds_and_wait};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The path of binary `bin` (of kube-emu or ovs-egress), built once per test process.
+/// The path of binary `bin` of this build, built once per test process.
 pub fn cargo_bin(bin: &str) -> PathBuf {
     ovs_egress_integration::bins::binary(bin).expect("locating a binary of this build")
 }
@@ -45,9 +45,9 @@ impl Drop for TempDir {
 
 pub use ovs_egress_integration::process::ChildGuard as Process;
 
-/// kube-emu with the controller's CRDs applied.
+/// The API server with the controller's CRDs applied; processes use its admin kubeconfig.
 pub struct Cluster {
-    _emu: KubeEmu,
+    _api: ApiServer,
     pub kubeconfig: PathBuf,
     pub client: kube::Client,
     pub dir: TempDir,
@@ -56,12 +56,14 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start() -> Self {
         let dir = TempDir::new("ctl");
-        let emu = KubeEmu::start(&dir.0).expect("starting kube-emu");
-        let client = emu.client().await.expect("a client for kube-emu");
-        apply_crds(&client).await.expect("creating the CRDs");
+        let api = ApiServer::start(&dir.0).expect("starting the API server");
+        let client = api.client().await.expect("a client for the API server");
+        apply_crds_and_wait(&client)
+            .await
+            .expect("creating the CRDs");
         Self {
-            kubeconfig: emu.kubeconfig.clone(),
-            _emu: emu,
+            kubeconfig: api.kubeconfig.clone(),
+            _api: api,
             client,
             dir,
         }

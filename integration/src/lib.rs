@@ -11,6 +11,7 @@ pub mod cni;
 pub mod datapath;
 pub mod ext_server;
 pub mod identity;
+pub mod malformed;
 pub mod netns;
 pub mod node;
 pub mod ovs_instance;

@@ -16,8 +16,6 @@ mod harness;
 use std::time::Duration;
 
 use harness::*;
-use kube::api::{Api, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 
 const NODE_IP: &str = "10.10.0.104";
 
@@ -160,22 +158,13 @@ async fn no_node_available_is_written_by_exactly_one_of_two_agents() {
 }
 
 #[tokio::test]
-async fn malformed_pod_is_logged_and_skipped_and_the_rest_keeps_working() {
+async fn malformed_egress_is_logged_and_skipped_and_the_rest_keeps_working() {
     let bed = Bed::start().await;
     one_node(&bed).await;
-    // hostNetwork must be a boolean: the typed Pod struct cannot read this one.
-    let gvk = GroupVersionKind::gvk("", "v1", "Pod");
-    let pods: Api<DynamicObject> =
-        Api::namespaced_with(bed.client(), "prod", &ApiResource::from_gvk(&gvk));
-    let bad: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"namespace": "prod", "name": "broken-pod", "labels": {"app": "web"}},
-        "spec": {"nodeName": "node-a", "hostNetwork": "yes", "containers": []}
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &bad)
+    // spec.appliedTo must be an object: the typed Egress cannot read this one.
+    ovs_egress_integration::malformed::store_malformed_egress(&bed.client(), "broken-egress", None)
         .await
-        .expect("creating the malformed Pod");
+        .expect("storing the malformed Egress");
     bed.add_ip("10.10.0.50");
     bed.create(egress("static", "10.10.0.50", None)).await;
     let agent = bed.agent("node-a", None);
@@ -187,7 +176,7 @@ async fn malformed_pod_is_logged_and_skipped_and_the_rest_keeps_working() {
     let logs = agent.logs();
     assert!(
         logs.lines()
-            .any(|l| l.contains("skipping malformed object") && l.contains("broken-pod")),
+            .any(|l| l.contains("skipping malformed object") && l.contains("broken-egress")),
         "{logs}"
     );
 }

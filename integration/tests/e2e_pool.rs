@@ -11,14 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::Api;
 use ovs_egress::api::v1beta1;
 use ovs_egress_integration::cluster::{BoxPod, ClusterBox, node_ip};
 use ovs_egress_integration::ext_server;
+use ovs_egress_integration::malformed::store_malformed_egress;
 use ovs_egress_integration::relay::LinkMode;
-use serde_json::{Value, json};
 
 /// How long anything asynchronous may take in these tests (bounds are benchmarked elsewhere).
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -478,67 +476,6 @@ fn egress_mark_flows(c: &ClusterBox, node: &str) -> Vec<String> {
     flows
 }
 
-/// The schema of `spec.appliedTo` in the v1alpha2 version of the Egress CRD `crd`.
-fn v1alpha2_applied_to(crd: &mut Value) -> &mut Value {
-    let versions = crd["spec"]["versions"].as_array_mut().unwrap();
-    let v1alpha2 = versions
-        .iter_mut()
-        .find(|v| v["name"] == "v1alpha2")
-        .unwrap();
-    &mut v1alpha2["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["appliedTo"]
-}
-
-/// Replaces the v1alpha2 `spec.appliedTo` schema of the Egress CRD with `schema`; returns the
-/// previous one.
-async fn set_v1alpha2_applied_to(c: &ClusterBox, schema: Value) -> Value {
-    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
-    let name = "egresses.crd.antrea.io";
-    let mut crd = serde_json::to_value(crds.get(name).await.unwrap()).unwrap();
-    let previous = std::mem::replace(v1alpha2_applied_to(&mut crd), schema);
-    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
-    crds.replace(name, &PostParams::default(), &crd)
-        .await
-        .unwrap();
-    previous
-}
-
-/// Stores an Egress whose `spec.appliedTo` is a string, which no version of the API allows:
-/// the webhook is unregistered and v1alpha2's schema loosened for the write (as for an object
-/// stored under an older, laxer CRD), then both are restored.
-async fn store_malformed_egress(c: &ClusterBox, name: &str) {
-    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(c.client.clone());
-    let hook_name = ovs_egress_integration::webhook::CONFIGURATION_NAME;
-    let mut hook = hooks.get(hook_name).await.unwrap();
-    hooks
-        .delete(hook_name, &DeleteParams::default())
-        .await
-        .unwrap();
-    let loose = json!({"x-kubernetes-preserve-unknown-fields": true});
-    let schema = set_v1alpha2_applied_to(c, loose).await;
-
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "crd.antrea.io",
-        "v1alpha2",
-        "Egress",
-    ));
-    let egresses: Api<DynamicObject> = Api::all_with(c.client.clone(), &resource);
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "crd.antrea.io/v1alpha2", "kind": "Egress",
-        "metadata": {"name": name},
-        "spec": {"appliedTo": "every-pod", "egressIP": "10.10.0.99"},
-    }))
-    .unwrap();
-    egresses
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap();
-
-    set_v1alpha2_applied_to(c, schema).await;
-    hook.metadata.resource_version = None;
-    hook.metadata.uid = None;
-    hooks.create(&PostParams::default(), &hook).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_pool_malformed_egress_and_api_down_at_agent_start_are_reported_or_skipped_and_the_rest_keeps_working()
  {
@@ -577,7 +514,13 @@ async fn missing_pool_malformed_egress_and_api_down_at_agent_start_are_reported_
 
     // A malformed Egress in the watch streams: logged by name and skipped by the controller
     // and every agent; the others keep working and new Egresses are still served.
-    store_malformed_egress(&c, "malformed-egress").await;
+    store_malformed_egress(
+        &c.client,
+        "malformed-egress",
+        Some(ovs_egress_integration::webhook::CONFIGURATION_NAME),
+    )
+    .await
+    .expect("storing a malformed Egress");
     let skipped = |log: &str| {
         log.lines()
             .any(|l| l.contains("skipping malformed object") && l.contains("malformed-egress"))

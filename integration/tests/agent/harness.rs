@@ -308,7 +308,7 @@ impl Bed {
         let hook = serde_json::from_value(json!({
             "metadata": {"name": "fail-status-writes"},
             "webhooks": [{
-                "name": "fail-status-writes.test",
+                "name": "fail-status-writes.ovs-egress.test",
                 "clientConfig": {"url": format!("https://{nobody}/nobody")},
                 "rules": [{"apiGroups": ["crd.antrea.io"], "apiVersions": ["*"],
                     "resources": ["egresses/status"], "operations": ["UPDATE"]}],

@@ -602,7 +602,8 @@ async fn invalid_egresses_and_pools_are_rejected_by_kubectl_naming_the_field_and
         (
             "no-ip",
             format!("{header} no-ip\nspec:\n  {web}\n"),
-            "* spec.egressIP: Required value\n* spec.externalIPPool: Required value",
+            // The CRD's anyOf/oneOf on spec: kube-apiserver names the first alternative.
+            "\"spec\" must validate at least one schema (anyOf)\n* spec.egressIP: Required value",
         ),
     ];
     for (name, yaml, message) in &egress_cases {

@@ -159,18 +159,25 @@ func loadOrPickPorts(file string, apiserver int) (ports, error) {
 	if apiserver != 0 {
 		p.APIServer = apiserver
 	}
+	// Every listener stays open until all three ports are picked: closed one by one, the kernel
+	// may hand the same port out twice (the API server and etcd then collide). The window until
+	// the servers bind them is short, and a collision with another process fails the start loudly.
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
 	for _, port := range []*int{&p.APIServer, &p.EtcdClient, &p.EtcdPeer} {
 		if *port != 0 {
 			continue
 		}
-		// A free port now; the window until the server binds it is short, and a collision
-		// fails the start loudly rather than sharing a port.
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return p, fmt.Errorf("picking a free loopback port: %w", err)
 		}
+		held = append(held, l)
 		*port = l.Addr().(*net.TCPAddr).Port
-		l.Close()
 	}
 	data, _ := json.Marshal(p)
 	return p, os.WriteFile(file, data, 0o600)

@@ -3,7 +3,7 @@
 # (SIGKILL, a terminal closed): every network namespace and /tmp directory named
 # `oe<hex pid>x<n>-…` whose creating process (that pid) no longer exists, the processes still
 # inside those namespaces (OVS daemons, agents), and the processes whose PIDs such a run wrote in
-# its directories (`*.pid`: the API server with its etcd, kube-emu, the controller, OVS).
+# its directories (`*.pid`: the API server with its etcd, the controller, OVS).
 # Anything of a run that is still alive is left alone; nothing else on the machine is touched.
 # Needs root.
 set -euo pipefail
@@ -28,7 +28,7 @@ for dir in /tmp/oe*x*; do
     # Only if the PID still runs one of our programs (a PID may have been reused since).
     [ -n "$pid" ] && alive "$pid" || continue
     case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
-      kube-emu | ovs-egress | ovs-egress-apis | ovsdb-server | ovs-vswitchd) kill -KILL "$pid" 2>/dev/null || true ;;
+      ovs-egress | ovs-egress-apis | ovsdb-server | ovs-vswitchd) kill -KILL "$pid" 2>/dev/null || true ;;
     esac
   done
 done

@@ -1,7 +1,6 @@
 //! The Kubernetes API of the test bed: a real kube-apiserver with embedded etcd
-//! ([`ApiServer`], the `ovs-egress-apiserver` binary built from `integration/apiserver`) or the
-//! `kube-emu` emulator ([`KubeEmu`]), each a child process on loopback with an admin kubeconfig,
-//! and our CRDs applied. `KUBECONFIG` pointing at a user's cluster is not handled here: the test
+//! ([`ApiServer`], the `ovs-egress-apiserver` binary built from `integration/apiserver`), a
+//! child process on loopback with an admin kubeconfig, and our CRDs applied. `KUBECONFIG` pointing at a user's cluster is not handled here: the test
 //! bed needs Nodes it can create, so it always brings its own API.
 
 use std::io::{BufRead, BufReader};
@@ -214,52 +213,6 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// A running kube-emu. Dropping it kills the process.
-pub struct KubeEmu {
-    _process: ChildGuard,
-    /// `http://127.0.0.1:PORT`
-    pub url: String,
-    pub kubeconfig: PathBuf,
-}
-
-impl KubeEmu {
-    /// Starts kube-emu on a free loopback port, writing its kubeconfig to `dir/kubeconfig`.
-    pub fn start(dir: &Path) -> Result<KubeEmu> {
-        let kubeconfig = dir.join("kubeconfig");
-        let mut child = Command::new(crate::bins::binary("kube-emu")?)
-            .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting kube-emu")?;
-        let stdout = child.stdout.take().context("kube-emu stdout")?;
-        let process = ChildGuard(child);
-        process.write_pid_file(&dir.join("kube-emu.pid"))?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("reading kube-emu's first line")?;
-        let Some(url) = line.trim().strip_prefix("kube-emu listening on ") else {
-            bail!("kube-emu said {line:?}");
-        };
-        Ok(KubeEmu {
-            url: url.to_string(),
-            _process: process,
-            kubeconfig,
-        })
-    }
-
-    /// A client for this API server.
-    pub async fn client(&self) -> Result<kube::Client> {
-        client(&self.kubeconfig).await
-    }
-
-    /// `host:port` of the server.
-    pub fn authority(&self) -> &str {
-        self.url.trim_start_matches("http://")
     }
 }
 

@@ -1,4 +1,4 @@
-//! Locating this build's binaries (`ovs-egress`, `kube-emu`) for the test bed and the demo.
+//! Locating this build's binaries (`ovs-egress`) for the test bed and the demo.
 //! Under `cargo test` (cargo sets `CARGO`) they are built once per process in the test's
 //! profile, since cargo does not build another package's binaries for an integration test;
 //! run directly (the demo) they are expected next to the running executable.
@@ -24,22 +24,14 @@ fn profile_dir() -> Result<PathBuf> {
     })
 }
 
-/// Builds `ovs-egress` and `kube-emu` in the running profile, once per process.
+/// Builds `ovs-egress` in the running profile, once per process.
 fn build_once(profile_dir: &Path) -> Result<()> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build
-            .args([
-                "build",
-                "-q",
-                "--bins",
-                "-p",
-                "ovs-egress",
-                "-p",
-                "kube-emu",
-            ])
+            .args(["build", "-q", "--bins", "-p", "ovs-egress"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         // The CARGO_* variables cargo sets for a test process would change the nested build's
         // fingerprints and force a rebuild of every dependency.
@@ -51,14 +43,14 @@ fn build_once(profile_dir: &Path) -> Result<()> {
         }
         match build.status() {
             Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(format!("cargo build of ovs-egress and kube-emu: {s}")),
+            Ok(s) => Err(format!("cargo build of ovs-egress: {s}")),
             Err(e) => Err(format!("running cargo build: {e}")),
         }
     });
     built.clone().map_err(anyhow::Error::msg)
 }
 
-/// The path of binary `name` of this build (`ovs-egress` or `kube-emu`).
+/// The path of binary `name` of this build (`ovs-egress`).
 pub fn binary(name: &str) -> Result<PathBuf> {
     let dir = profile_dir()?;
     if std::env::var_os("CARGO").is_some() {
@@ -67,7 +59,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     if !path.exists() {
         bail!(
-            "{} is missing: build it first (cargo build --bins -p ovs-egress -p kube-emu)",
+            "{} is missing: build it first (cargo build --bins -p ovs-egress)",
             path.display()
         );
     }

@@ -34,7 +34,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use ovs_egress::api::v1beta1;
 use serde_json::json;
 
-use crate::apiserver::{self, ApiServer, KubeEmu};
+use crate::apiserver::{self, ApiServer};
 use crate::cni::{self, Pod};
 use crate::ext_server::{self, ExtServer};
 use crate::identity::{AGENT, CONTROLLER};
@@ -150,62 +150,6 @@ pub struct BoxPod {
     cni_args: String,
 }
 
-/// Which API server a box runs: the real one unless `OVS_EGRESS_BOX_API=kube-emu` asks for the
-/// emulator (no RBAC there: every process uses the emulator's kubeconfig).
-enum Backend {
-    Real(ApiServer),
-    Emu(KubeEmu),
-}
-
-impl Backend {
-    fn from_env() -> Result<bool> {
-        match std::env::var("OVS_EGRESS_BOX_API").as_deref() {
-            Err(_) | Ok("" | "apiserver") => Ok(true),
-            Ok("kube-emu") => Ok(false),
-            Ok(other) => {
-                bail!("OVS_EGRESS_BOX_API={other}: expected apiserver (the default) or kube-emu")
-            }
-        }
-    }
-
-    fn kubeconfig(&self) -> &Path {
-        match self {
-            Backend::Real(api) => &api.kubeconfig,
-            Backend::Emu(emu) => &emu.kubeconfig,
-        }
-    }
-
-    fn authority(&self) -> &str {
-        match self {
-            Backend::Real(api) => api.authority(),
-            Backend::Emu(emu) => emu.authority(),
-        }
-    }
-
-    /// Writes the kubeconfig of `identity` for a server at `server_url` (the emulator's admin
-    /// kubeconfig with that URL under kube-emu).
-    async fn write_kubeconfig(
-        &self,
-        admin: &kube::Client,
-        identity: crate::identity::Identity,
-        path: &Path,
-        server_url: &str,
-    ) -> Result<()> {
-        match self {
-            Backend::Real(api) => {
-                identity
-                    .write_kubeconfig(admin, path, server_url, &api.ca_pem()?)
-                    .await
-            }
-            Backend::Emu(emu) => {
-                let url = server_url.replace("https://", "http://");
-                let text = std::fs::read_to_string(&emu.kubeconfig)?.replace(&emu.url, &url);
-                std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-            }
-        }
-    }
-}
-
 /// The running cluster. Field order = drop order: agents before OVS and namespaces, the API
 /// server last.
 pub struct ClusterBox {
@@ -216,7 +160,7 @@ pub struct ClusterBox {
     underlay: Underlay,
     /// A client with the admin's credentials.
     pub client: kube::Client,
-    api: Backend,
+    api: ApiServer,
     pub dir: PathBuf,
     keep_logs: bool,
 }
@@ -236,26 +180,19 @@ impl ClusterBox {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // From here on a failure drops what was started: the server stops and `dir` goes.
         let dir_guard = RemoveDir(dir.clone());
-        let (api, client) = if Backend::from_env()? {
-            let api = ApiServer::start_with(&dir, apiserver::READY_TIMEOUT, api_args)?;
-            let client = api.client().await?;
-            apiserver::apply_crds_and_wait(&client).await?;
-            for identity in [AGENT, CONTROLLER] {
-                identity.install(&client).await?;
-            }
-            ensure_default_service_account(&client, "default").await?;
-            (Backend::Real(api), client)
-        } else {
-            let emu = KubeEmu::start(&dir)?;
-            let client = emu.client().await?;
-            apiserver::apply_crds(&client).await?;
-            (Backend::Emu(emu), client)
-        };
+        let api = ApiServer::start_with(&dir, apiserver::READY_TIMEOUT, api_args)?;
+        let client = api.client().await?;
+        apiserver::apply_crds_and_wait(&client).await?;
+        for identity in [AGENT, CONTROLLER] {
+            identity.install(&client).await?;
+        }
+        ensure_default_service_account(&client, "default").await?;
         let underlay = Underlay::new()?;
         let server = ExtServer::start(&underlay, SERVER_IP)?;
         let controller_kubeconfig = dir.join("kubeconfig-controller");
         let url = format!("https://{}", api.authority());
-        api.write_kubeconfig(&client, CONTROLLER, &controller_kubeconfig, &url)
+        CONTROLLER
+            .write_kubeconfig(&client, &controller_kubeconfig, &url, &api.ca_pem()?)
             .await?;
         let controller = start_controller(&dir, &controller_kubeconfig, &client).await?;
         std::mem::forget(dir_guard);
@@ -288,17 +225,12 @@ impl ClusterBox {
 
     /// The admin's kubeconfig of the API server (for kubectl and clients).
     pub fn kubeconfig(&self) -> &Path {
-        self.api.kubeconfig()
+        &self.api.kubeconfig
     }
 
-    /// The real API server, to stop, freeze or compact it; an error under kube-emu.
+    /// The API server, to stop, freeze or compact it.
     pub fn api_server(&mut self) -> Result<&mut ApiServer> {
-        match &mut self.api {
-            Backend::Real(api) => Ok(api),
-            Backend::Emu(_) => {
-                bail!("this needs the real API server, not OVS_EGRESS_BOX_API=kube-emu")
-            }
-        }
+        Ok(&mut self.api)
     }
 
     /// Breaks, slows or restores the link between `node` and the API server (its relay).
@@ -341,8 +273,8 @@ impl ClusterBox {
         let relay = Relay::start(node.netns(), API_IN_NODE, self.api.authority().to_string())?;
         let kubeconfig = self.dir.join(format!("kubeconfig-{name}"));
         let in_node = format!("https://{API_IN_NODE}");
-        self.api
-            .write_kubeconfig(&self.client, AGENT, &kubeconfig, &in_node)
+        AGENT
+            .write_kubeconfig(&self.client, &kubeconfig, &in_node, &self.api.ca_pem()?)
             .await?;
         let config = self.dir.join(format!("agent-{name}.conf"));
         std::fs::write(&config, AGENT_CONFIG)?;
@@ -405,10 +337,7 @@ impl ClusterBox {
     /// `kubectl` with `input` on stdin (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Result<Output> {
         use std::io::Write;
-        let mut command = match self.api {
-            Backend::Real(_) => Command::new(crate::bins::go_tool("kubectl")?),
-            Backend::Emu(_) => Command::new("kubectl"),
-        };
+        let mut command = Command::new(crate::bins::go_tool("kubectl")?);
         command
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
@@ -490,10 +419,7 @@ impl ClusterBox {
                 serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
             namespaces.create(&PostParams::default(), &object).await?;
         }
-        match self.api {
-            Backend::Real(_) => ensure_default_service_account(&self.client, name).await,
-            Backend::Emu(_) => Ok(()),
-        }
+        ensure_default_service_account(&self.client, name).await
     }
 
     /// Creates Pod `namespace/name` on `node` as the kubelet would: the Pod object, the sandbox
@@ -695,11 +621,9 @@ impl Drop for ClusterBox {
         self.controller.stop(Duration::from_secs(2));
         self.nodes.clear();
         self.pods.clear();
-        if let Backend::Real(api) = &mut self.api {
-            api.stop();
-            // etcd's data and the certificates go even when the logs are kept.
-            let _ = std::fs::remove_dir_all(api.state_dir());
-        }
+        self.api.stop();
+        // etcd's data and the certificates go even when the logs are kept.
+        let _ = std::fs::remove_dir_all(self.api.state_dir());
         if self.keep_logs || std::thread::panicking() {
             crate::process::note(format_args!(
                 "cluster-in-a-box logs kept in {}",

@@ -1,7 +1,7 @@
 //! The controller's validating webhook in a test cluster: TLS material for
 //! `ovs-egress controller --tls-cert-file/--tls-key-file` (a throw-away CA and a server
 //! certificate it signs) and the `ValidatingWebhookConfiguration` that makes the API server
-//! (kube-emu) call the controller's `/validate/egress` and `/validate/externalippool` before it
+//! call the controller's `/validate/egress` and `/validate/externalippool` before it
 //! stores an Egress or ExternalIPPool. It never touches anything outside the given directory.
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,5 +1,5 @@
 //! `ovs-egress agent` with its real datapath programs the Node: in a Node namespace with its own
-//! OVS (userspace datapath), kube-emu and a Pod created by the CNI plugin, a static Egress whose
+//! OVS (userspace datapath), the real API server and a Pod created by the CNI plugin, a static Egress whose
 //! IP is on the Node makes the agent install the Pod's EgressMark flow (the mark carried in the
 //! source MAC) on br-int and the SNAT rule to the egress IP in the Node's `nat` table, and report
 //! `IPAssigned=True` with its event; a flushed SNAT chain is repaired. `/readyz` follows the

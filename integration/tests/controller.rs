@@ -1,4 +1,4 @@
-//! `ovs-egress controller` as a process against kube-emu: allocation into `spec.egressIP`, the
+//! `ovs-egress controller` as a process against the real API server: allocation into `spec.egressIP`, the
 //! `IPAllocated` condition, pool usage, conflicts, missing and deleted pools, restart
 //! stability, leader election between replicas, the `Egress` feature gate, and the HTTPS
 //! validating webhook.

@@ -4,6 +4,8 @@
 //! controller and the agents then carry an object their typed readers cannot parse, which they
 //! must log by name and skip.
 
+use std::time::{Duration, Instant};
+
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
@@ -67,7 +69,17 @@ pub async fn store_malformed_egress(
         "metadata": {"name": name},
         "spec": {"appliedTo": "every-pod", "egressIP": "10.10.0.99"},
     }))?;
-    let created = egresses.create(&PostParams::default(), &object).await;
+    // The server applies a changed CRD schema (and a deleted webhook) a moment after it
+    // answered the write: until then the create is refused, so it is tried again for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let created = loop {
+        match egresses.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result => break result,
+        }
+    };
 
     set_v1alpha2_applied_to(client, schema).await?;
     if let Some(mut hook) = lifted {

@@ -104,7 +104,12 @@ pub struct ControllerArgs {
     /// (it starts at 100 ms and doubles; each wait gets a random jitter of up to itself). The
     /// default brings the process back within about a second of an API outage's end; large
     /// clusters may raise it to spread the reconnections of many processes.
-    #[arg(long, env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    #[arg(
+        long,
+        env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS",
+        default_value_t = crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
+        value_parser = clap::value_parser!(u64).range(100..=60_000)
+    )]
     pub api_retry_max_delay_ms: u64,
     /// Address of the validating webhook (HTTPS); served only with --tls-cert-file and --tls-key-file.
     #[arg(long, default_value = "0.0.0.0:9443")]

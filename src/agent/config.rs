@@ -240,7 +240,12 @@ pub struct AgentArgs {
     /// (it starts at 100 ms and doubles; each wait gets a random jitter of up to itself). The
     /// default brings the process back within about a second of an API outage's end; large
     /// clusters may raise it to spread the reconnections of many processes.
-    #[arg(long, env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    #[arg(
+        long,
+        env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS",
+        default_value_t = crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
+        value_parser = clap::value_parser!(u64).range(100..=60_000)
+    )]
     pub api_retry_max_delay_ms: u64,
     /// Directory of OVS's sockets (`db.sock`, `<bridge>.mgmt`).
     #[arg(long, default_value = "/var/run/openvswitch")]

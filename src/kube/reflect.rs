@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 
 /// The first wait before a failed watch is tried again.
 pub const RETRY_MIN: Duration = Duration::from_millis(100);
-/// The default cap of that wait (before jitter, which at most doubles it).
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_millis(500);
+/// The default cap of that wait in milliseconds (before jitter, which at most doubles it).
+pub const DEFAULT_RETRY_MAX_MS: u64 = 500;
 
 /// The reflectors of one process: one client, one wake-up, one retry policy.
 #[derive(Clone)]
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn retry_waits_start_short_stay_under_twice_the_cap_and_are_jittered() {
-        let max = DEFAULT_RETRY_MAX;
+        let max = Duration::from_millis(DEFAULT_RETRY_MAX_MS);
         let waits: Vec<Duration> = retry_backoff(max).take(50).collect();
         assert_eq!(waits.len(), 50, "the back-off never gives up");
         assert!(

@@ -51,6 +51,7 @@ fn egress(name: String, created: i64, pool: String, ip: Option<String>) -> Egres
         applied_to: AppliedTo::default(),
         egress_ip: ip,
         external_ip_pool: Some(pool),
+        failure_policy: Default::default(),
     }
 }
 

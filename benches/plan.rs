@@ -89,6 +89,7 @@ fn cluster(all_nodes_eligible: bool) -> ClusterView {
                     format!("172.{}.0.{}", 16 + pool, e / POOLS + 1)
                 }),
                 external_ip_pool: (!is_static).then(|| format!("pool-{pool}")),
+                failure_policy: Default::default(),
             }
         })
         .collect();

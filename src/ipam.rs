@@ -492,6 +492,7 @@ mod tests {
             applied_to: AppliedTo::default(),
             egress_ip: ip.map(Into::into),
             external_ip_pool: pool.map(Into::into),
+            failure_policy: Default::default(),
         }
     }
 

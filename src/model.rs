@@ -24,6 +24,62 @@ pub struct Egress {
     pub egress_ip: Option<String>,
     /// `spec.externalIPPool`.
     pub external_ip_pool: Option<String>,
+    /// From the annotation [`FAILURE_POLICY_ANNOTATION`].
+    pub failure_policy: FailurePolicy,
+}
+
+/// The annotation that sets an Egress's [`FailurePolicy`] (the CRD itself stays Antrea's).
+pub const FAILURE_POLICY_ANNOTATION: &str = "egress.ovs-egress.io/failure-policy";
+
+/// What the external traffic of an Egress's Pods does while its IP has no holder (not allocated
+/// yet, no eligible Node, every eligible Node down, no SNAT mark left).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Leave with the Node's own IP (the default masquerade), as Antrea does.
+    #[default]
+    NodeIp,
+    /// Dropped until the IP is held again: never leaves with another source.
+    Drop,
+}
+
+impl FailurePolicy {
+    /// The policy an annotation value asks for: none (or `node-ip`) is the default, `drop` is
+    /// [`FailurePolicy::Drop`]. Any other value also drops: whoever set the annotation did not
+    /// want the default, so the unknown value fails closed (the webhook refuses such values).
+    pub fn from_annotation(value: Option<&str>) -> Self {
+        match value {
+            None | Some("node-ip") => FailurePolicy::NodeIp,
+            Some(_) => FailurePolicy::Drop,
+        }
+    }
+
+    /// Whether `value` is one of the annotation's values.
+    pub fn is_valid_annotation(value: &str) -> bool {
+        matches!(value, "node-ip" | "drop")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailurePolicy;
+
+    #[test]
+    fn failure_policy_defaults_to_the_node_ip_and_fails_closed_on_unknown_values() {
+        assert_eq!(FailurePolicy::from_annotation(None), FailurePolicy::NodeIp);
+        assert_eq!(
+            FailurePolicy::from_annotation(Some("node-ip")),
+            FailurePolicy::NodeIp
+        );
+        assert_eq!(
+            FailurePolicy::from_annotation(Some("drop")),
+            FailurePolicy::Drop
+        );
+        assert_eq!(
+            FailurePolicy::from_annotation(Some("Drop ")),
+            FailurePolicy::Drop
+        );
+        assert!(!FailurePolicy::is_valid_annotation("Drop "));
+    }
 }
 
 /// An `ExternalIPPool`, version-independent.

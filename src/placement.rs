@@ -186,6 +186,7 @@ mod tests {
             applied_to: AppliedTo::default(),
             egress_ip: Some(ip.into()),
             external_ip_pool: Some(pool.into()),
+            failure_policy: Default::default(),
         }
     }
 

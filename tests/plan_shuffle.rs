@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ovs_egress::api::{AppliedTo, IpRange, LabelSelector};
-use ovs_egress::model::{ClusterView, Egress, ExternalIpPool, Namespace, Node, Pod, PodPhase};
+use ovs_egress::model::{
+    ClusterView, Egress, ExternalIpPool, FailurePolicy, Namespace, Node, Pod, PodPhase,
+};
 use ovs_egress::plan::compute;
 use proptest::prelude::*;
 
@@ -55,6 +57,12 @@ fn egress(index: usize) -> impl Strategy<Value = Egress> {
                 },
                 egress_ip,
                 external_ip_pool: pool,
+                // Every third Egress drops its Pods' traffic while it has no IP.
+                failure_policy: if index.is_multiple_of(3) {
+                    FailurePolicy::Drop
+                } else {
+                    FailurePolicy::NodeIp
+                },
             }
         })
 }

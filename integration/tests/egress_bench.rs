@@ -201,6 +201,7 @@ fn plan_with_ips(count: u32) -> NodePlan {
                 egress: format!("e{i}"),
                 egress_ip: Some(ip(i)),
                 losers: Vec::new(),
+                drop_external: false,
             },
         );
     }

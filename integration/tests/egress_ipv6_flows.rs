@@ -27,6 +27,7 @@ fn binding(egress_ip: &str) -> PodBinding {
         egress: format!("eg-{egress_ip}"),
         egress_ip: Some(ip(egress_ip)),
         losers: Vec::new(),
+        drop_external: false,
     }
 }
 

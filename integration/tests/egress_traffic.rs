@@ -343,6 +343,42 @@ fn selected_pods_leave_with_the_static_egress_ip_on_either_node_and_others_with_
 }
 
 #[test]
+fn failure_policy_drop_drops_selected_pods_while_no_node_can_hold_the_ip_and_node_ip_lets_them_out()
+{
+    let mut bed = bed();
+    // A pool no Node is eligible for: the Egress's IP has no holder.
+    let no_holder = bed.cluster(Some(usize::MAX));
+    let dropping = no_holder.replace(
+        "metadata: {name: web}",
+        "metadata: {name: web, annotations: {egress.ovs-egress.io/failure-policy: drop}}",
+    );
+    assert_ne!(dropping, no_holder);
+    for i in [0, 1] {
+        let plan = bed.plan(i, &dropping, &[]);
+        assert!(plan.pods.values().all(|b| b.drop_external), "{plan:?}");
+        assert_clean(&bed.apply(i, &plan), "apply with the drop policy");
+    }
+    for pod in ["a1", "b2"] {
+        for _ in 0..3 {
+            let seen = fetch(bed.pods[pod].ns(), 10, Duration::from_millis(700));
+            assert!(
+                seen.is_err(),
+                "{pod} got out while its Egress has no holder: {seen:?}"
+            );
+        }
+    }
+    assert_eq!(source_of(&bed.pods["u1"]), bed.node_ip(0), "unselected Pod");
+    // The default policy: the selected Pods leave with their Node's IP again.
+    for i in [0, 1] {
+        let plan = bed.plan(i, &no_holder, &[]);
+        assert!(plan.pods.values().all(|b| !b.drop_external), "{plan:?}");
+        assert_clean(&bed.apply(i, &plan), "apply with the default policy");
+    }
+    assert_eq!(source_of(&bed.pods["a1"]), bed.node_ip(0));
+    assert_eq!(source_of(&bed.pods["b2"]), bed.node_ip(1));
+}
+
+#[test]
 fn moving_a_pool_egress_ip_never_shows_a_selected_pod_with_another_source() {
     let mut bed = bed();
     // Node 2 holds the IP: the applier adds it to br-phy and advertises it.

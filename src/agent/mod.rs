@@ -24,6 +24,7 @@ pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -123,16 +124,17 @@ async fn run_inner(
 
     let changed = Arc::new(Notify::new());
     let all = watcher::Config::default;
+    let reflectors = reflect::Reflectors {
+        client: client.clone(),
+        changed: changed.clone(),
+        retry_max: Duration::from_millis(args.api_retry_max_delay_ms),
+    };
     let stores = Stores {
-        egresses: reflect::spawn::<v1beta1::Egress>(client.clone(), all(), changed.clone()),
-        pools: reflect::spawn::<v1beta1::ExternalIPPool>(client.clone(), all(), changed.clone()),
-        nodes: reflect::spawn::<Node>(client.clone(), all(), changed.clone()),
-        namespaces: reflect::spawn::<Namespace>(client.clone(), all(), changed.clone()),
-        pods: reflect::spawn::<Pod>(
-            client.clone(),
-            all().fields(&format!("spec.nodeName={}", args.node_name)),
-            changed.clone(),
-        ),
+        egresses: reflectors.spawn::<v1beta1::Egress>(all()),
+        pools: reflectors.spawn::<v1beta1::ExternalIPPool>(all()),
+        nodes: reflectors.spawn::<Node>(all()),
+        namespaces: reflectors.spawn::<Namespace>(all()),
+        pods: reflectors.spawn::<Pod>(all().fields(&format!("spec.nodeName={}", args.node_name))),
     };
     let looper = Loop {
         node: args.node_name.clone(),

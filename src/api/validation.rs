@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use super::selector::{LabelSelector, Operator};
 use super::{non_empty, v1beta1};
 use crate::ipam::{ParsedRange, ip_to_u128, parse_range};
-use crate::model::ExternalIpPool;
+use crate::model::{ExternalIpPool, FAILURE_POLICY_ANNOTATION, FailurePolicy};
 
 /// One rejected rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +92,8 @@ pub fn validate_pool(
 }
 
 /// Validate an Egress on CREATE (`old` = None) or UPDATE against the existing pools, with
-/// Antrea's rules: `egressIPs`/`externalIPPools` are not supported yet, `bandwidth` rate and
+/// Antrea's rules, plus ours for the failure-policy annotation (`node-ip` or `drop`):
+/// `egressIPs`/`externalIPPools` are not supported yet, `bandwidth` rate and
 /// burst are Kubernetes quantities, and, only when `egressIP` or `externalIPPool` changed and
 /// both are set, the IP parses, the pool exists and the IP lies inside one of its ranges.
 ///
@@ -119,6 +120,15 @@ pub fn validate_egress(
     if !spec.external_ip_pools.is_empty() {
         let rule = "spec.externalIPPools is not supported yet".to_string();
         errors.push(error("spec.externalIPPools", rule));
+    }
+    let annotations = new.metadata.annotations.as_ref();
+    if let Some(policy) = annotations.and_then(|a| a.get(FAILURE_POLICY_ANNOTATION))
+        && !FailurePolicy::is_valid_annotation(policy)
+    {
+        errors.push(error(
+            &format!("metadata.annotations[{FAILURE_POLICY_ANNOTATION}]"),
+            format!("must be node-ip or drop, not {policy:?}"),
+        ));
     }
     if let Some(bandwidth) = &spec.bandwidth {
         for (field, label, value) in [
@@ -441,6 +451,25 @@ mod tests {
                 "Egress web: spec.egressIPs: spec.egressIPs is not supported yet",
                 "Egress web: spec.externalIPPools: spec.externalIPPools is not supported yet",
             ]
+        );
+    }
+
+    #[test]
+    fn the_failure_policy_annotation_is_node_ip_or_drop() {
+        let mut new = egress(None, Some("p"));
+        for value in ["node-ip", "drop"] {
+            new.metadata.annotations =
+                Some([(FAILURE_POLICY_ANNOTATION.to_string(), value.to_string())].into());
+            assert_eq!(validate_egress(&new, None, &pools()), Ok(()), "{value}");
+        }
+        new.metadata.annotations =
+            Some([(FAILURE_POLICY_ANNOTATION.to_string(), "Drop".to_string())].into());
+        assert_eq!(
+            rules(validate_egress(&new, None, &pools())),
+            [format!(
+                "Egress web: metadata.annotations[{FAILURE_POLICY_ANNOTATION}]: must be node-ip \
+                 or drop, not \"Drop\""
+            )]
         );
     }
 

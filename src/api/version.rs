@@ -130,6 +130,14 @@ macro_rules! crd_version {
                     applied_to: egress.spec.applied_to.clone(),
                     egress_ip: non_empty(&egress.spec.egress_ip),
                     external_ip_pool: non_empty(&egress.spec.external_ip_pool),
+                    failure_policy: model::FailurePolicy::from_annotation(
+                        egress
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(model::FAILURE_POLICY_ANNOTATION))
+                            .map(String::as_str),
+                    ),
                 }
             }
         }

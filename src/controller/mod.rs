@@ -59,16 +59,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let client = crate::kube::client(args.kubeconfig.as_deref(), args.in_cluster).await?;
 
     let changed = Arc::new(Notify::new());
-    let egresses = reflect::spawn::<v1beta1::Egress>(
-        client.clone(),
-        watcher::Config::default(),
-        changed.clone(),
-    );
-    let pools = reflect::spawn::<v1beta1::ExternalIPPool>(
-        client.clone(),
-        watcher::Config::default(),
-        changed.clone(),
-    );
+    let reflectors = reflect::Reflectors {
+        client: client.clone(),
+        changed: changed.clone(),
+        retry_max: Duration::from_millis(args.api_retry_max_delay_ms),
+    };
+    let egresses = reflectors.spawn::<v1beta1::Egress>(watcher::Config::default());
+    let pools = reflectors.spawn::<v1beta1::ExternalIPPool>(watcher::Config::default());
 
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) {
         let tls = webhook::tls_config(cert, key)?;

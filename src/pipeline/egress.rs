@@ -4,6 +4,10 @@
 //! EgressMark priorities 190–210, the slots `pod_network_flows` leaves free; they are appended
 //! to its output before programming.
 //!
+//! A Pod whose Egress has no IP and the failure policy `drop` gets a drop flow in the slot its
+//! marking flow would take, so its external traffic is dropped instead of leaving with the
+//! Node's IP.
+//!
 //! It never decides anything the plan already decided (which Pod uses which IP, which IP is
 //! local, which mark it has); it only turns those decisions into flows. How the mark reaches
 //! iptables depends on the datapath ([`MarkCarrier`]): `pkt_mark` on the kernel datapath, the
@@ -294,15 +298,29 @@ pub fn egress_flows(plan: &NodePlan, ctx: &EgressContext) -> EgressFlows {
         ));
     }
     for (pod, binding) in &plan.pods {
-        let Some(ip) = binding.egress_ip else {
+        if binding.egress_ip.is_none() && !binding.drop_external {
             continue;
-        };
+        }
         let Some(&ofport) = ctx.pod_ofports.get(pod) else {
             out.unprogrammed
                 .push(Unprogrammed::PodNotAttached { pod: pod.clone() });
             continue;
         };
         let cookie = Cookie::new(Category::Egress, ofport);
+        let Some(ip) = binding.egress_ip else {
+            // Failure policy `drop`: external traffic of both families goes nowhere (cluster
+            // destinations still bypass at a higher priority).
+            for family in [Match::new().ip(), Match::new().ipv6()] {
+                out.flows.push(Flow::new(
+                    Table::EgressMark,
+                    PRIORITY_SNAT,
+                    family.in_port(ofport),
+                    vec![Action::Drop],
+                    cookie,
+                ));
+            }
+            continue;
+        };
         let flow = match (plan.egress_ips.get(&ip), marks.get(&ip)) {
             (Some(IpLocality::Local { .. }), Some(&mark)) => Flow::new(
                 Table::EgressMark,

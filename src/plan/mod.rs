@@ -9,7 +9,8 @@
 //!   has it configured (static Egress); every local IP gets a mark and a SNAT rule, whether the
 //!   Pods using it are local or tunnelled to us;
 //! - an Egress without a usable IP gives its Pods no egress treatment (default masquerade) and
-//!   says why in `IPAssigned`.
+//!   says why in `IPAssigned`; with the failure policy `drop` their external traffic is dropped
+//!   instead, and `IPAssigned` says that too.
 
 pub mod marks;
 pub mod membership;
@@ -20,7 +21,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::model::{ClusterView, Egress};
+use crate::model::{ClusterView, Egress, FailurePolicy};
 use crate::placement;
 use membership::NamespaceLabels;
 pub use status::{Condition, ConditionStatus, EgressStatus, Reason};
@@ -54,6 +55,10 @@ pub struct PodBinding {
     pub egress_ip: Option<IpAddr>,
     /// Other Egresses selecting the Pod that lost the tie-break, oldest first.
     pub losers: Vec<String>,
+    /// No egress IP and the Egress's failure policy is `drop`: the Pod's external traffic is
+    /// dropped rather than leave with the Node's IP.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drop_external: bool,
 }
 
 /// Whether an egress IP is held here (SNAT with `mark`) or elsewhere (tunnel to the IP).
@@ -84,6 +89,9 @@ impl NodePlan {
         self.snat_rules.iter().find(|r| r.ip == ip).map(|r| r.mark)
     }
 }
+
+/// What `IPAssigned` adds when an Egress with the failure policy `drop` has no usable IP.
+pub const DROPPING: &str = "external traffic of its Pods is dropped (failure policy drop)";
 
 /// Where an Egress's IP is, from this Node's point of view.
 enum Resolution {
@@ -208,10 +216,14 @@ fn egress_status(
             ip_assigned: Some(if marks.contains_key(ip) {
                 Condition::assigned()
             } else {
-                Condition::assignment_error(&format!(
+                let error = format!(
                     "no SNAT mark available on Node {node}: all {} marks are in use",
                     marks::MAX_MARK
-                ))
+                );
+                Condition::assignment_error(&match egress.failure_policy {
+                    FailurePolicy::NodeIp => error,
+                    FailurePolicy::Drop => format!("{error}; {DROPPING}"),
+                })
             }),
             writer: true,
         },
@@ -230,7 +242,10 @@ fn egress_status(
         Resolution::Unusable(error) => EgressStatus {
             egress_node: String::new(),
             egress_ip: String::new(),
-            ip_assigned: Some(Condition::assignment_error(error)),
+            ip_assigned: Some(Condition::assignment_error(&match egress.failure_policy {
+                FailurePolicy::NodeIp => error.clone(),
+                FailurePolicy::Drop => format!("{error}; {DROPPING}"),
+            })),
             writer: writers.first(&egress.name) == Some(node),
         },
     }
@@ -314,6 +329,7 @@ fn bind_local_pods(
                 egress: egress.name.clone(),
                 egress_ip,
                 losers,
+                drop_external: egress_ip.is_none() && egress.failure_policy == FailurePolicy::Drop,
             },
         );
     }

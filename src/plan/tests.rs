@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::api::{AppliedTo, IpRange, LabelSelector};
-use crate::model::{ExternalIpPool, Labels, Namespace, Node, Pod, PodPhase};
+use crate::model::{ExternalIpPool, FailurePolicy, Labels, Namespace, Node, Pod, PodPhase};
 use crate::placement;
 
 fn ip(text: &str) -> IpAddr {
@@ -56,6 +56,7 @@ fn static_egress(name: &str, created: i64, egress_ip: &str, app: &str) -> Egress
         applied_to: pods_labelled("app", app),
         egress_ip: Some(egress_ip.into()),
         external_ip_pool: None,
+        failure_policy: Default::default(),
     }
 }
 
@@ -272,6 +273,50 @@ fn pool_without_eligible_node_reports_no_node_available() {
         "Failed to assign the IP to EgressNode: no Node available"
     );
     single_writer(&view, "e");
+}
+
+#[test]
+fn failure_policy_drop_drops_the_pods_of_an_egress_without_a_holder_and_says_so() {
+    let nobody = LabelSelector {
+        match_labels: labels(&[("egress", "yes")]),
+        ..LabelSelector::default()
+    };
+    let dropping = |egress: Egress| Egress {
+        failure_policy: FailurePolicy::Drop,
+        ..egress
+    };
+    let view = ClusterView {
+        pools: vec![pool(nobody)],
+        ..cluster(
+            vec![
+                dropping(pool_egress("no-node", 0, Some("10.10.1.5"), "web")),
+                dropping(pool_egress("unallocated", 0, None, "db")),
+                dropping(static_egress("held", 0, "10.10.9.9", "api")),
+                pool_egress("default-policy", 0, None, "cache"),
+            ],
+            vec![
+                pod("web-0", "node-a", "web"),
+                pod("db-0", "node-a", "db"),
+                pod("api-0", "node-a", "api"),
+                pod("cache-0", "node-a", "cache"),
+            ],
+        )
+    };
+    let plan = compute(&view, "node-a", None);
+    let dropped = |pod: &str| plan.pods[pod].drop_external;
+    assert!(dropped("prod/web-0") && dropped("prod/db-0"));
+    assert!(!dropped("prod/api-0"), "an Egress with an IP never drops");
+    assert!(
+        !dropped("prod/cache-0"),
+        "the default policy keeps the Node's IP"
+    );
+    let message = |egress: &str| plan.statuses[egress].ip_assigned.clone().unwrap().message;
+    assert_eq!(
+        message("no-node"),
+        format!("Failed to assign the IP to EgressNode: no Node available; {DROPPING}")
+    );
+    assert!(message("unallocated").ends_with(DROPPING));
+    assert!(!message("default-policy").contains("dropped"));
 }
 
 #[test]

@@ -13,7 +13,8 @@ use serde_yaml::Value;
 
 use crate::api::{AppliedTo, IpRange, LabelSelector};
 use crate::model::{
-    ClusterView, Egress, ExternalIpPool, Labels, Namespace, Node, Pod, PodPhase, Timestamp,
+    ClusterView, Egress, ExternalIpPool, FAILURE_POLICY_ANNOTATION, FailurePolicy, Labels,
+    Namespace, Node, Pod, PodPhase, Timestamp,
 };
 
 /// API versions accepted for Egress and ExternalIPPool.
@@ -285,12 +286,32 @@ fn parse_egress(obj: &Obj<'_>, name: &str) -> Result<Egress, ParseError> {
             "one of egressIP or externalIPPool is required".to_string(),
         ));
     }
+    let failure_policy = match obj.get("metadata.annotations") {
+        Some(annotations) => match annotations.get(FAILURE_POLICY_ANNOTATION) {
+            None => None,
+            Some(Value::String(value)) if FailurePolicy::is_valid_annotation(value) => {
+                Some(value.as_str())
+            }
+            Some(other) => {
+                let found = match other {
+                    Value::String(value) => format!("{value:?}"),
+                    other => describe(other).to_string(),
+                };
+                return Err(obj.error(
+                    &format!("metadata.annotations[{FAILURE_POLICY_ANNOTATION}]"),
+                    format!("must be node-ip or drop, found {found}"),
+                ));
+            }
+        },
+        None => None,
+    };
     Ok(Egress {
         name: name.to_string(),
         created: obj.created()?,
         applied_to,
         egress_ip,
         external_ip_pool,
+        failure_policy: FailurePolicy::from_annotation(failure_policy),
     })
 }
 

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::parse::parse_rfc3339;
 use super::*;
-use crate::model::PodPhase;
+use crate::model::{FailurePolicy, PodPhase};
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -153,6 +153,28 @@ spec: {{appliedTo: {{}}, egressIP: 5}}
     assert_eq!(
         error.to_string(),
         "document 2 (Egress e): spec.egressIP: expected a string, found a number"
+    );
+}
+
+#[test]
+fn the_failure_policy_annotation_reaches_the_plan_and_a_wrong_value_is_named() {
+    let egress = |policy: &str| {
+        format!(
+            "{NODE}---\napiVersion: crd.antrea.io/v1beta1\nkind: Egress\nmetadata:\n  name: e\n  \
+             annotations: {{egress.ovs-egress.io/failure-policy: {policy}}}\n\
+             spec: {{appliedTo: {{}}, egressIP: 10.0.0.1}}\n"
+        )
+    };
+    let view = parse_cluster(&egress("drop")).unwrap().view;
+    assert_eq!(view.egresses[0].failure_policy, FailurePolicy::Drop);
+    let error = error_of(&egress("sometimes"));
+    assert_eq!(
+        error.field,
+        "metadata.annotations[egress.ovs-egress.io/failure-policy]"
+    );
+    assert_eq!(
+        error.message,
+        "must be node-ip or drop, found \"sometimes\""
     );
 }
 

@@ -41,6 +41,9 @@ pub fn to_text(rendered: &Rendered) -> String {
         plan.pods.iter().map(|(pod, binding)| {
             let ips: Vec<String> = binding.ips.iter().map(|ip| ip.to_string()).collect();
             let route = match binding.egress_ip {
+                None if binding.drop_external => {
+                    "no egress IP: external traffic dropped (failure policy drop)".to_string()
+                }
                 None => "no egress IP: default masquerade (see its status)".to_string(),
                 Some(ip) => match plan.egress_ips.get(&ip) {
                     Some(IpLocality::Local { mark }) => format!("{ip} (local, mark {mark})"),

@@ -18,6 +18,7 @@ fn binding(pod_ip: &str, egress: &str, egress_ip: Option<&str>) -> PodBinding {
         egress: egress.to_string(),
         egress_ip: egress_ip.map(ip),
         losers: Vec::new(),
+        drop_external: false,
     }
 }
 
@@ -493,6 +494,27 @@ fn ipv6_bypass_takes_only_the_ipv6_entries_of_mixed_cluster_inputs() {
             except_cidrs: vec!["2001:db8::/32".parse().unwrap()],
         }
     );
+}
+
+#[test]
+fn a_pod_whose_egress_drops_without_a_holder_gets_a_drop_flow_per_family() {
+    let mut plan = plan();
+    let binding = plan
+        .pods
+        .values_mut()
+        .find(|b| b.egress_ip.is_none())
+        .unwrap();
+    binding.drop_external = true;
+    let flows = rendered(&egress_flows(&plan, &context(MarkCarrier::PktMark)));
+    let port5: Vec<&String> = flows.iter().filter(|f| f.contains("in_port=5")).collect();
+    assert_eq!(port5.len(), 2, "{flows:#?}");
+    for family in ["ip", "ipv6"] {
+        let want = format!("table=EgressMark, priority=200,{family},in_port=5 actions=drop");
+        assert!(
+            port5.iter().any(|f| f.ends_with(&want)),
+            "{want}: {port5:#?}"
+        );
+    }
 }
 
 #[test]

@@ -130,6 +130,17 @@ pub struct PlanSnapshot {
     pub pools: BTreeMap<String, String>,
 }
 
+/// The reason label of an assignment (`assigned`) or release: a release of an Egress that no
+/// longer exists is `deleted`; everything else is `placement` until the high-availability work
+/// tells failovers, drains and fencing apart.
+pub fn change_reason(assigned: bool, egress_exists: bool) -> &'static str {
+    if !assigned && !egress_exists {
+        "deleted"
+    } else {
+        "placement"
+    }
+}
+
 /// One egress IP this Node holds: the Egresses using it (comma-separated, by name) and their
 /// pool (empty for a static IP).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -405,6 +416,14 @@ mod tests {
             BTreeMap::from([("db", 1), ("web", 2)])
         );
         assert_eq!(pods_with_several_egresses(&plan), 2);
+    }
+
+    #[test]
+    fn only_a_release_of_a_deleted_egress_has_the_deleted_reason() {
+        assert_eq!(change_reason(false, false), "deleted");
+        assert_eq!(change_reason(false, true), "placement");
+        assert_eq!(change_reason(true, true), "placement");
+        assert!(REASONS.contains(&change_reason(true, false)));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use prometheus_client::registry::{Registry, Unit};
 /// The crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The git commit the binary was built from: `OVS_EGRESS_GIT_COMMIT` in the build's
-/// environment (set by the build scripts and CI), else "unknown".
+/// The git commit the binary was built from: `OVS_EGRESS_GIT_COMMIT`, set by `build.rs` from
+/// git (or given in the build's environment), else "unknown".
 pub fn git_commit() -> &'static str {
     match option_env!("OVS_EGRESS_GIT_COMMIT") {
         Some(commit) if !commit.is_empty() => commit,

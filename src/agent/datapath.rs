@@ -20,7 +20,9 @@
 //! On the userspace datapath the applier also keeps OVS's tunnel neighbour cache right for
 //! egress IPs that move between Nodes (`ovs::tnl_neigh`); it learns the other Nodes' transport
 //! IPs from here. It publishes whether the datapath is ready (runtime started and reporting
-//! ready: OVS up, flows installed), which the agent's `/readyz` follows.
+//! ready: OVS up, flows installed), which the agent's `/readyz` follows, and what it
+//! programmed for the last plan ([`Programmed`]: the Egress flow inputs with the real Pod
+//! ofports and gateway MAC, and the SNAT configuration), which the agent's `/plan` renders.
 //!
 //! It decides nothing about Egress (the plan does) and touches OVS only through the runtime.
 //!

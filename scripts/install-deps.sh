@@ -17,6 +17,9 @@ have arping || need+=(iputils-arping)
 have gcc || need+=(gcc)
 have curl || need+=(curl)
 have python3 || need+=(python3)
+# promtool and the Prometheus server, for the metrics tests (started by the tests themselves on
+# loopback; policy-rc.d below keeps the package's own service from starting).
+have promtool || need+=(prometheus)
 # kubectl: the `kubectl` package where the Kubernetes or Google Cloud apt repository is
 # configured, else Debian's own `kubernetes-client`.
 kubectl_pkg=()
@@ -30,7 +33,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     echo "install-deps: missing ${need[*]}; run as root or install them" >&2
     exit 1
   fi
-  # Keep apt from starting the packaged ovs-vswitchd/ovsdb-server service.
+  # Keep apt from starting the packaged services (ovs-vswitchd/ovsdb-server, prometheus).
   policy=/usr/sbin/policy-rc.d
   created_policy=0
   if [ ! -e "$policy" ]; then

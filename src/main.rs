@@ -26,6 +26,8 @@ enum Command {
     },
     /// Print what one Node would program and report for a cluster given as YAML (offline).
     Render(ovs_egress::render::RenderArgs),
+    /// Print what a running agent holds and programs (its `/plan`), in `render`'s text form.
+    Inspect(ovs_egress::agent::inspect::InspectArgs),
     /// CNI 1.0.0 plugin: reads CNI_* variables and the network config on stdin (as the kubelet
     /// calls it), prints the Result or a CNI error on stdout.
     Cni,
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => crds(dir),
         Command::Render(args) => ovs_egress::render::run(&args),
+        Command::Inspect(args) => ovs_egress::agent::inspect::run(&args),
         Command::Cni => std::process::exit(ovs_egress::cni::main()),
         Command::Controller(args) => {
             init_logging();

@@ -49,8 +49,8 @@ use crate::webhook;
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 200);
 /// Where agents find the API server inside their Node.
 const API_IN_NODE: &str = "127.0.0.1:6443";
-/// The agents' health endpoints inside their Node.
-const AGENT_HEALTH: &str = "127.0.0.1:10350";
+/// The agents' health, metrics and `/plan` endpoints inside their Node.
+pub const AGENT_HEALTH: &str = "127.0.0.1:10350";
 
 /// The underlay IP of Node index `i`.
 pub fn node_ip(index: u8) -> Ipv4Addr {
@@ -88,6 +88,28 @@ impl BoxNode {
         let filter = table.map(|t| format!("table={t}"));
         args.extend(filter.as_deref());
         self.node.ovs.ofctl(&args)
+    }
+
+    /// `GET <path>` on this Node's agent (health, `/metrics`, `/plan`): status code and body.
+    pub fn agent_get(&self, path: &str) -> Result<(u16, String)> {
+        let url = format!("http://{AGENT_HEALTH}{path}");
+        let out = self.netns().exec(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ])?;
+        let (body, code) = out.rsplit_once('\n').context("curl printed no status")?;
+        Ok((code.trim().parse()?, body.to_string()))
+    }
+
+    /// This Node's agent endpoints on a free port of the box's loopback (for a process outside
+    /// the Node, e.g. a Prometheus server).
+    pub async fn expose_agent(&self) -> Result<crate::relay::Exposed> {
+        crate::relay::Exposed::start(self.netns(), AGENT_HEALTH.parse()?).await
     }
 
     pub fn agent_logs(&self) -> String {
@@ -157,6 +179,8 @@ pub struct ClusterBox {
     pub nodes: Vec<BoxNode>,
     pub server: ExtServer,
     controller: ChildGuard,
+    /// The controller's health and metrics address (on the box's loopback).
+    pub controller_health: SocketAddr,
     underlay: Underlay,
     /// A client with the admin's credentials.
     pub client: kube::Client,
@@ -194,13 +218,15 @@ impl ClusterBox {
         CONTROLLER
             .write_kubeconfig(&client, &controller_kubeconfig, &url, &api.ca_pem()?)
             .await?;
-        let controller = start_controller(&dir, &controller_kubeconfig, &client).await?;
+        let (controller, controller_health) =
+            start_controller(&dir, &controller_kubeconfig, &client).await?;
         std::mem::forget(dir_guard);
         let mut cluster = ClusterBox {
             pods: Vec::new(),
             nodes: Vec::new(),
             server,
             controller,
+            controller_health,
             underlay,
             client,
             api,
@@ -636,12 +662,13 @@ impl Drop for ClusterBox {
 }
 
 /// Starts the controller with its validating webhook and registers the webhook with the API
-/// server once it listens (with failurePolicy Fail every write would fail before).
+/// server once it listens (with failurePolicy Fail every write would fail before); returns it
+/// with its health and metrics address.
 async fn start_controller(
     dir: &Path,
     kubeconfig: &Path,
     client: &kube::Client,
-) -> Result<ChildGuard> {
+) -> Result<(ChildGuard, SocketAddr)> {
     let log = dir.join("controller.log");
     let health = free_port()?;
     let webhook_addr = free_port()?;
@@ -692,7 +719,7 @@ async fn start_controller(
         .create(&PostParams::default(), &configuration)
         .await
         .context("registering the controller's validating webhook")?;
-    Ok(controller)
+    Ok((controller, health))
 }
 
 fn spawn_agent(node: &BoxNode, kubeconfig: &Path, config: &Path) -> Result<ChildGuard> {

@@ -16,6 +16,7 @@ pub mod netns;
 pub mod node;
 pub mod ovs_instance;
 pub mod process;
+pub mod prometheus;
 pub mod relay;
 pub mod traffic;
 pub mod underlay;

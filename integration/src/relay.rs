@@ -116,3 +116,64 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, state: watch::Rec
     }
     let _ = to.shutdown().await;
 }
+
+/// The other direction: listens on the box's loopback and forwards every connection to
+/// `target` inside a Node's namespace (where an agent's health port listens on the Node's own
+/// loopback), so a process of the box (a Prometheus server) can reach it. Connections into the
+/// namespace are made by a thread that entered it; dropping this stops listening.
+pub struct Exposed {
+    pub addr: std::net::SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Exposed {
+    /// Exposes `target` of namespace `ns` on a free port of 127.0.0.1.
+    pub async fn start(ns: &Netns, target: std::net::SocketAddr) -> Result<Exposed> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        // Only the namespace's path is kept: holding a `Netns` would keep the namespace alive.
+        let path = format!("/run/netns/{}", ns.name());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let connect = tokio::task::spawn_blocking(move || connect_in(&path, target));
+                    let Ok(Ok(outbound)) = connect.await else {
+                        return;
+                    };
+                    let Ok(mut outbound) = TcpStream::from_std(outbound) else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Ok(Exposed { addr, task })
+    }
+}
+
+impl Drop for Exposed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A non-blocking TCP connection to `target` made from inside the namespace at `path`.
+fn connect_in(path: &str, target: std::net::SocketAddr) -> Result<std::net::TcpStream> {
+    use std::os::fd::AsRawFd;
+    let path = path.to_string();
+    let thread = std::thread::spawn(move || -> Result<std::net::TcpStream> {
+        let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        // SAFETY: setns on a valid namespace fd only changes this thread's network namespace;
+        // the thread ends right after connecting.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            anyhow::bail!("setns {path}: {}", std::io::Error::last_os_error());
+        }
+        let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    });
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the connecting thread panicked"))?
+}

@@ -5,7 +5,8 @@
 //! `AssignmentError` of an Egress no Node can hold from exactly one of two agents, does not
 //! rewrite an unchanged status, skips a malformed object, retries when the API server is not
 //! there yet, and refuses a config Egress cannot work with. In-process with a test datapath: a
-//! datapath's per-IP failure reaches the status, and readiness waits for the first apply.
+//! datapath's per-IP failure reaches the status, and readiness waits for the first apply while
+//! `/metrics` answers (and `/plan` says no plan is applied yet).
 
 #[path = "controller/harness.rs"]
 #[allow(dead_code)]
@@ -229,7 +230,8 @@ fn agent_refuses_a_non_encap_traffic_mode_naming_the_key() {
 }
 
 #[tokio::test]
-async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_apply() {
+async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_apply_while_metrics_answer()
+ {
     use ovs_egress::agent::{PlanRequest, config::AgentArgs, config::AgentConfig, run_with};
     use ovs_egress::plan::Condition;
     let bed = Bed::start().await;
@@ -279,6 +281,23 @@ async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_ap
         Some(503),
         "ready before the datapath applied a plan"
     );
+    let get = |path: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(health).await.unwrap();
+        ctl::http(stream, "GET", path, "").await.unwrap()
+    };
+    // While the agent starts (no plan applied yet) the metrics answer, /plan says why it has
+    // nothing, and unknown paths are 404.
+    let (code, metrics) = get("/metrics").await;
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics.contains("# TYPE ovs_egress_agent_egress_ip_held gauge"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ovs_egress_build_info{"), "{metrics}");
+    let (code, body) = get("/plan").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no plan applied yet"), "{body}");
+    assert_eq!(get("/no-such-path").await.0, 404);
     assert!(
         ip_assigned(&bed.status("static").await).is_none(),
         "status written before apply"
@@ -301,6 +320,22 @@ async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_ap
         Some("Failed to assign the IP to EgressNode: device egress0 is missing")
     );
     assert!(bed.event_notes("IPAssigned", "static").await.is_empty());
+    // Once applied, /plan shows the plan (with render's placeholders: this datapath programs
+    // nothing it could tell); the IP the datapath failed is not counted as held.
+    let (code, body) = get("/plan").await;
+    assert_eq!(code, 200, "{body}");
+    let rendered: ovs_egress::render::Rendered = serde_json::from_str(&body).unwrap();
+    assert_eq!(rendered.node, "node-a");
+    assert!(rendered.plan.statuses.contains_key("static"), "{body}");
+    assert!(
+        rendered.datapath.placeholders.contains("placeholders"),
+        "{body}"
+    );
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        !metrics.contains("ovs_egress_agent_egress_ip_held{"),
+        "{metrics}"
+    );
     agent.abort();
 }
 

@@ -7,6 +7,9 @@
 //! Pod ports and the gateway MAC (placeholders in `render`) are replaced by names on both
 //! sides. Marks depend on history (an IP keeps its mark); the examples are applied in the order
 //! that makes that history agree with the fresh numbering `render` shows (lower IPs first).
+//! Each agent's `GET /plan` (what the Node applied and programmed, real ofports and MAC) must
+//! show the same plan as `render`, the same flows once normalised, and `ovs-egress inspect
+//! --agent URL` must print the same text as `render` up to the flows.
 //! Needs root and Open vSwitch; fails loudly without them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use ovs_egress::ovs::ofctl::parse_dump;
 use ovs_egress::pipeline::Category;
 use ovs_egress_integration::bins;
-use ovs_egress_integration::cluster::{BoxNode, ClusterBox};
+use ovs_egress_integration::cluster::{AGENT_HEALTH, BoxNode, ClusterBox};
 use ovs_egress_integration::user_guide::{
     HA_EXAMPLE, PODS, STATIC_EXAMPLE, next_second, wait_placed,
 };
@@ -152,6 +155,45 @@ fn rendered(json: &Value) -> Result<Normalised> {
         .enumerate()
         .map(|(i, pod)| ((100 + i).to_string(), pod.clone()))
         .collect();
+    rendered_with(json, &ports, "0a:00:00:00:00:01")
+}
+
+/// What an agent's `/plan` shows: real ofports (mapped to Pods from OVSDB) and gateway MAC.
+fn live(node: &BoxNode, json: &Value) -> Result<Normalised> {
+    let gateway_mac = node
+        .netns()
+        .exec(&["cat", "/sys/class/net/antrea-gw0/address"])?
+        .trim()
+        .to_string();
+    let list = node.node.ovs.vsctl(&[
+        "--format=json",
+        "--columns=ofport,external_ids",
+        "list",
+        "Interface",
+    ])?;
+    let list: Value = serde_json::from_str(&list)?;
+    let mut ports = BTreeMap::new();
+    for row in list["data"].as_array().context("vsctl list: no data")? {
+        let ofport = row[0].as_i64().unwrap_or(-1).to_string();
+        let ids: BTreeMap<String, String> = row[1][1]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv[0].as_str()?.into(), kv[1].as_str()?.into())))
+            .collect();
+        if let (Some(ns), Some(pod)) = (ids.get("k8s-pod-namespace"), ids.get("k8s-pod-name")) {
+            ports.insert(ofport, format!("{ns}/{pod}"));
+        }
+    }
+    rendered_with(json, &ports, &gateway_mac)
+}
+
+/// The flows and chain rules of a `Rendered` JSON, ports and gateway MAC normalised.
+fn rendered_with(
+    json: &Value,
+    ports: &BTreeMap<String, String>,
+    gateway_mac: &str,
+) -> Result<Normalised> {
     let mut flows = BTreeSet::new();
     for line in json["datapath"]["flows"]
         .as_array()
@@ -172,8 +214,8 @@ fn rendered(json: &Value) -> Result<Normalised> {
                 &f.key.matches,
                 &f.actions,
                 f.cookie,
-                &ports,
-                "0a:00:00:00:00:01",
+                ports,
+                gateway_mac,
             ));
         }
     }
@@ -187,15 +229,15 @@ fn rendered(json: &Value) -> Result<Normalised> {
 
 /// `ovs-egress render --json --datapath-type netdev --node NODE -f FILE`.
 fn render(file: &std::path::Path, node: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&render_output(file, node, true)?)?)
+}
+
+/// `ovs-egress render [--json] --datapath-type netdev --node NODE -f FILE`: its stdout.
+fn render_output(file: &std::path::Path, node: &str, json: bool) -> Result<String> {
     let out = Command::new(bins::binary("ovs-egress")?)
-        .args([
-            "render",
-            "--json",
-            "--datapath-type",
-            "netdev",
-            "--node",
-            node,
-        ])
+        .arg("render")
+        .args(json.then_some("--json"))
+        .args(["--datapath-type", "netdev", "--node", node])
         .arg("-f")
         .arg(file)
         .output()?;
@@ -205,7 +247,34 @@ fn render(file: &std::path::Path, node: &str) -> Result<Value> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The agent's `/plan` as JSON.
+fn agent_plan(node: &BoxNode) -> Result<Value> {
+    let (code, body) = node.agent_get("/plan")?;
+    if code != 200 {
+        bail!("{}: GET /plan answered {code}: {body}", node.name);
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// `ovs-egress inspect --agent http://<the agent>` run inside the Node.
+fn inspect(node: &BoxNode) -> Result<String> {
+    let binary = bins::binary("ovs-egress")?;
+    node.netns().exec(&[
+        binary.to_str().context("binary path")?,
+        "inspect",
+        "--agent",
+        &format!("http://{AGENT_HEALTH}"),
+    ])
+}
+
+/// The text of `render` (or `inspect`) before the flows (which carry placeholders in `render`).
+fn text_before_flows(text: &str) -> &str {
+    text.split("\nEgress flows on br-int")
+        .next()
+        .unwrap_or(text)
 }
 
 #[tokio::test]
@@ -285,4 +354,37 @@ async fn render_prints_exactly_the_egress_flows_and_snat_rules_each_agent_progra
         "render and the agents disagree:\n{}\ncluster file:\n{dump}",
         mismatches.join("\n")
     );
+
+    // What each agent says it applied and programmed (`/plan`, `inspect`) is what render said.
+    for node in &cluster.nodes {
+        let json = render(&file, &node.name).unwrap();
+        let deadline = Instant::now() + SETTLE;
+        let mut live_json = agent_plan(node).unwrap();
+        while live_json["plan"] != json["plan"] && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            live_json = agent_plan(node).unwrap();
+        }
+        assert_eq!(
+            live_json["plan"], json["plan"],
+            "{}: /plan and render disagree on the plan",
+            node.name
+        );
+        assert_eq!(live_json["node"], json["node"]);
+        assert_eq!(live_json["transport_ip"], json["transport_ip"]);
+        assert_eq!(live_json["pod_cidr"], json["pod_cidr"]);
+        assert_eq!(
+            live(node, &live_json).unwrap(),
+            rendered(&json).unwrap(),
+            "{}: the flows and rules of /plan (real ports) and render (placeholders) differ",
+            node.name
+        );
+        let inspected = inspect(node).unwrap();
+        let predicted = render_output(&file, &node.name, false).unwrap();
+        assert_eq!(
+            text_before_flows(&inspected),
+            text_before_flows(&predicted),
+            "{}: inspect and render print different plans",
+            node.name
+        );
+    }
 }

@@ -20,7 +20,9 @@
 //! On the userspace datapath the applier also keeps OVS's tunnel neighbour cache right for
 //! egress IPs that move between Nodes (`ovs::tnl_neigh`); it learns the other Nodes' transport
 //! IPs from here. It publishes whether the datapath is ready (runtime started and reporting
-//! ready: OVS up, flows installed), which the agent's `/readyz` follows.
+//! ready: OVS up, flows installed), which the agent's `/readyz` follows, and what it
+//! programmed for the last plan ([`Programmed`]: the Egress flow inputs with the real Pod
+//! ofports and gateway MAC, and the SNAT configuration), which the agent's `/plan` renders.
 //!
 //! It decides nothing about Egress (the plan does) and touches OVS only through the runtime.
 //!
@@ -79,26 +81,57 @@ pub enum StartError {
     },
 }
 
+/// What the datapath programmed for the last plan: the Egress flow inputs (real Pod ofports and
+/// gateway MAC) and the SNAT configuration, for the agent's `/plan`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Programmed {
+    pub ctx: EgressContext,
+    pub snat: SnatConfig,
+}
+
+/// The real datapath's outputs besides the plan channel.
+pub struct Started {
+    pub plans: Datapath,
+    /// Whether the datapath is ready (runtime started, OVS up, flows installed).
+    pub ready: watch::Receiver<bool>,
+    /// What it programmed for the last plan (`None` until one is applied).
+    pub programmed: watch::Receiver<Option<Arc<Programmed>>>,
+}
+
 /// Starts the real datapath of Node `node`; `nodes` is the agent's current list of Nodes,
 /// `decided` the local Pods (`namespace/name`) the applied plan has decided.
-/// `ovs_rundir` holds OVS's sockets (`/var/run/openvswitch` in production). Returns the plan
-/// channel and the datapath's readiness.
+/// `ovs_rundir` holds OVS's sockets (`/var/run/openvswitch` in production).
 pub fn start(
     node: String,
     config: AgentConfig,
     ovs_rundir: PathBuf,
     nodes: watch::Receiver<Vec<Node>>,
     decided: watch::Receiver<BTreeSet<String>>,
-) -> (Datapath, watch::Receiver<bool>) {
+) -> Started {
     let (tx, rx) = mpsc::channel::<PlanRequest>(1);
     let (ready_tx, ready_rx) = watch::channel(false);
+    let (programmed_tx, programmed) = watch::channel(None);
     let inputs = Inputs {
         nodes,
         decided,
         requests: rx,
     };
-    tokio::spawn(serve(node, config, ovs_rundir, inputs, ready_tx));
-    (tx, ready_rx)
+    let outputs = Published {
+        ready: ready_tx,
+        programmed: programmed_tx,
+    };
+    tokio::spawn(serve(node, config, ovs_rundir, inputs, outputs));
+    Started {
+        plans: tx,
+        ready: ready_rx,
+        programmed,
+    }
+}
+
+/// What the datapath task publishes.
+struct Published {
+    ready: watch::Sender<bool>,
+    programmed: watch::Sender<Option<Arc<Programmed>>>,
 }
 
 /// The `--no-datapath` datapath: programs nothing and says so in every status that would
@@ -197,7 +230,7 @@ fn carrier(config: &AgentConfig) -> MarkCarrier {
 }
 
 /// The agent configuration's part of the Egress flow inputs.
-fn egress_options(config: &AgentConfig) -> EgressOptions {
+pub fn egress_options(config: &AgentConfig) -> EgressOptions {
     EgressOptions {
         carrier: carrier(config),
         service_cidrs: config
@@ -241,6 +274,9 @@ struct Running {
     decided: BTreeSet<String>,
     /// The last plan applied, to follow Pod ports and Nodes that change under it.
     plan: Option<Arc<NodePlan>>,
+    snat: SnatConfig,
+    /// What was programmed for `plan` (for `/plan`).
+    programmed: watch::Sender<Option<Arc<Programmed>>>,
 }
 
 async fn serve(
@@ -248,8 +284,9 @@ async fn serve(
     config: AgentConfig,
     ovs_rundir: PathBuf,
     mut inputs: Inputs,
-    ready: watch::Sender<bool>,
+    outputs: Published,
 ) {
+    let Published { ready, programmed } = outputs;
     let mut running: Option<Running> = None;
     let mut verify = tokio::time::interval(VERIFY_INTERVAL);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -267,7 +304,8 @@ async fn serve(
                 if running.is_none() {
                     let list = inputs.nodes.borrow_and_update().clone();
                     let pods = inputs.decided.borrow_and_update().clone();
-                    match Running::start(&node, &config, &ovs_rundir, list, pods).await {
+                    let published = programmed.clone();
+                    match Running::start(&node, &config, &ovs_rundir, list, pods, published).await {
                         Ok(started) => running = Some(started),
                         Err(error) => {
                             tracing::warn!(node, %error, "datapath not started; plan not applied");
@@ -325,6 +363,7 @@ impl Running {
         ovs_rundir: &Path,
         nodes: Vec<Node>,
         decided: BTreeSet<String>,
+        programmed: watch::Sender<Option<Arc<Programmed>>>,
     ) -> Result<Running, StartError> {
         let (pod_cidr, node_ip) = local_node(&nodes, node)?;
         let datapath_type = match config.ovs_datapath_type {
@@ -369,7 +408,7 @@ impl Running {
             // Only used when the kernel has no dummy driver; an unset one fails by name.
             transport: config.transport_interface.clone().unwrap_or_default(),
         };
-        let mut host = EgressHost::new(snat, device);
+        let mut host = EgressHost::new(snat.clone(), device);
         if datapath_type == DatapathType::Netdev {
             host = host.with_tunnel_neighbours(TunnelNeighbours::new(ovs_rundir));
             host.set_remote_transport_ips(remote_transport_ips(&nodes, node));
@@ -386,6 +425,8 @@ impl Running {
             nodes,
             decided,
             plan: None,
+            snat,
+            programmed,
         })
     }
 
@@ -423,7 +464,15 @@ impl Running {
         if let Some(plan) = self.plan.clone() {
             let (ctx, acks) = self.context_and_acks();
             self.applier.refresh_flows(&plan, &ctx, acks);
+            self.publish(ctx);
         }
+    }
+
+    /// Tells `/plan` what the flows of the current plan were built from.
+    fn publish(&self, ctx: EgressContext) {
+        let snat = self.snat.clone();
+        self.programmed
+            .send_replace(Some(Arc::new(Programmed { ctx, snat })));
     }
 
     /// Applies `plan`; `None` when it could not (logged), so the agent retries.
@@ -431,7 +480,10 @@ impl Running {
         let (ctx, acks) = self.context_and_acks();
         self.plan = Some(plan.clone());
         match self.applier.apply(&plan, &ctx, acks).await {
-            Ok(report) => Some(report.statuses(&plan)),
+            Ok(report) => {
+                self.publish(ctx);
+                Some(report.statuses(&plan))
+            }
             Err(error) => {
                 tracing::warn!(node = self.node, %error, "plan not applied");
                 None

@@ -9,6 +9,10 @@
 //! turns them into ports), so the datapath acknowledges their ports to the CNI plugin only when
 //! their Egress flows are in place.
 //!
+//! The health server also serves `/metrics` (`metrics::agent`: the loop counts assignments and
+//! releases and times each realization, input change seen → plan applied) and `/plan`
+//! ([`inspect`]: the applied plan as `render --json` prints it).
+//!
 //! `/readyz` is true while the last plan handed over was applied and the datapath reports
 //! ready (OVS up, flows installed): it goes false while OVS is away or an apply failed, and
 //! true again once repaired.
@@ -20,6 +24,7 @@
 pub mod acks;
 pub mod config;
 pub mod datapath;
+pub mod inspect;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,17 +65,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let (nodes, nodes_rx) = watch::channel(Vec::new());
     let (decided, decided_rx) = watch::channel(BTreeSet::new());
-    let (datapath, datapath_ready) = if args.no_datapath {
-        (datapath::status_only(), watch::channel(true).1)
+    let started = if args.no_datapath {
+        datapath::Started {
+            plans: datapath::status_only(),
+            ready: watch::channel(true).1,
+            programmed: watch::channel(None).1,
+        }
     } else {
         let rundir = args.ovs_rundir.clone();
         let node = args.node_name.clone();
         datapath::start(node, config.clone(), rundir, nodes_rx, decided_rx)
     };
+    let datapath = started.plans;
     let outputs = Outputs {
         nodes,
         decided,
-        datapath_ready,
+        datapath_ready: started.ready,
+        programmed: started.programmed,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -85,6 +96,7 @@ pub async fn run_with(
         nodes: watch::channel(Vec::new()).0,
         decided: watch::channel(BTreeSet::new()).0,
         datapath_ready: watch::channel(true).1,
+        programmed: watch::channel(None).1,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -96,6 +108,8 @@ struct Outputs {
     /// The local Pods the applied plan has decided, published after it is applied.
     decided: watch::Sender<BTreeSet<String>>,
     datapath_ready: watch::Receiver<bool>,
+    /// What the datapath programmed for the last plan (for `/plan`).
+    programmed: watch::Receiver<Option<Arc<datapath::Programmed>>>,
 }
 
 /// [`run_with`] with the datapath's side channels.
@@ -105,18 +119,26 @@ async fn run_inner(
     datapath: Datapath,
     outputs: Outputs,
 ) -> anyhow::Result<()> {
+    let metrics = crate::metrics::route(Arc::new(crate::metrics::agent::registry()));
     if !config.feature_gates.egress {
-        return health::serve_disabled(args.health_listen, "agent").await;
+        return health::serve_disabled(args.health_listen, "agent", metrics).await;
     }
     let Outputs {
         nodes,
         decided,
         datapath_ready,
+        programmed,
     } = outputs;
     let (ready_tx, ready_rx) = watch::channel(false);
     let (applied_tx, applied_rx) = watch::channel(false);
+    let (published_tx, published_rx) = watch::channel(None);
+    let routes = metrics.merge(inspect::route(inspect::PlanState {
+        applied: published_rx,
+        programmed,
+        options: datapath::egress_options(&config),
+    }));
     tokio::spawn(health::all_of(vec![applied_rx, datapath_ready], ready_tx));
-    let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
+    let health = tokio::spawn(health::serve(args.health_listen, ready_rx, routes));
     let client = crate::kube::client(args.kubeconfig.as_deref(), false).await?;
     let local_ips = local_ips::watch_local_ips()
         .await
@@ -145,6 +167,7 @@ async fn run_inner(
         nodes,
         decided,
         applied: applied_tx,
+        published: published_tx,
     };
     tokio::select! {
         result = health => result.context("health server task")?
@@ -166,6 +189,8 @@ struct Loop {
     decided: watch::Sender<BTreeSet<String>>,
     /// Whether the last plan handed over was applied (half of `/readyz`).
     applied: watch::Sender<bool>,
+    /// The last applied plan with its view, for `/plan`.
+    published: watch::Sender<Option<Arc<inspect::AppliedPlan>>>,
 }
 
 impl Loop {
@@ -182,6 +207,9 @@ impl Loop {
         let mut applied: Option<BTreeMap<String, EgressStatus>> = None;
         // What this Node held when last announced; at start, what the API says it holds.
         let mut held = None;
+        // When the input change behind the plan not yet applied was seen.
+        let mut unrealized_since: Option<std::time::Instant> = None;
+        let metrics = crate::metrics::agent::metrics();
         loop {
             if let Some(result) = passes.next(local_ips.changed()).await {
                 result.context("the local IP watch stopped")?;
@@ -197,8 +225,14 @@ impl Loop {
             });
             let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
             if previous.as_deref() != Some(&plan) || applied.is_none() {
+                let seen = *unrealized_since.get_or_insert(passes.woken_at());
                 let plan = Arc::new(plan);
                 applied = self.apply(plan.clone()).await?;
+                if let Some(statuses) = &applied {
+                    metrics.observe_realization(seen.elapsed().as_secs_f64());
+                    unrealized_since = None;
+                    self.publish(&plan, statuses, &snapshot.view);
+                }
                 previous = Some(plan);
             }
             self.applied.send_if_modified(|ok| {
@@ -222,11 +256,52 @@ impl Loop {
                 events::held_in_api(&self.node, &snapshot.statuses, &snapshot.uids)
             });
             for change in events::changes(before, &now_held) {
+                let exists = snapshot
+                    .view
+                    .egresses
+                    .iter()
+                    .any(|e| e.name == change.egress);
+                let reason = crate::metrics::agent::change_reason(change.assigned, exists);
+                metrics.count_change(change.assigned, reason);
                 self.events.publish(&change).await;
             }
             held = Some(now_held);
             passes.done(failures == 0);
         }
+    }
+
+    /// Publishes the applied `plan` for `/plan` and the derived metrics (clones of the view's
+    /// Nodes and Egresses, once per applied plan).
+    fn publish(
+        &self,
+        plan: &Arc<NodePlan>,
+        statuses: &BTreeMap<String, EgressStatus>,
+        view: &crate::model::ClusterView,
+    ) {
+        let pools = view
+            .egresses
+            .iter()
+            .filter_map(|e| {
+                let pool = e.external_ip_pool.clone().filter(|p| !p.is_empty())?;
+                Some((e.name.clone(), pool))
+            })
+            .collect();
+        crate::metrics::agent::metrics().set_snapshot(Arc::new(
+            crate::metrics::agent::PlanSnapshot {
+                node: self.node.clone(),
+                plan: plan.clone(),
+                statuses: statuses.clone(),
+                pools,
+            },
+        ));
+        self.published
+            .send_replace(Some(Arc::new(inspect::AppliedPlan {
+                node: self.node.clone(),
+                nodes: view.nodes.clone(),
+                alive: view.alive.clone(),
+                egresses: view.egresses.clone(),
+                plan: plan.clone(),
+            })));
     }
 
     /// Hand `plan` to the datapath and wait for its statuses; `None` when it did not apply it.

@@ -51,11 +51,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         Some(path) => ControllerConfig::load(path)?,
         None => ControllerConfig::default(),
     };
+    let metrics = crate::metrics::route(Arc::new(crate::metrics::controller::registry()));
     if !config.feature_gates.egress {
-        return health::serve_disabled(args.health_listen, "controller").await;
+        return health::serve_disabled(args.health_listen, "controller", metrics).await;
     }
     let (ready_tx, ready_rx) = watch::channel(false);
-    let health = tokio::spawn(health::serve(args.health_listen, ready_rx));
+    let health = tokio::spawn(health::serve(args.health_listen, ready_rx, metrics));
     let client = crate::kube::client(args.kubeconfig.as_deref(), args.in_cluster).await?;
 
     let changed = Arc::new(Notify::new());
@@ -122,6 +123,29 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Counts a write that succeeded: a newly allocated IP, or an `IPAllocated=False` by reason.
+fn count_write(write: &Write, allocations: &ipam::Allocations) {
+    let metrics = crate::metrics::controller::metrics();
+    match write {
+        Write::EgressIp { ip: Some(_), .. } => {
+            metrics.allocations.inc();
+        }
+        Write::Allocated {
+            egress,
+            condition: Some(condition),
+        } if condition.status == "False" => {
+            if let Some(Err(error)) = allocations.by_egress.get(egress) {
+                let reason = crate::metrics::controller::error_reason(error);
+                metrics
+                    .allocation_errors
+                    .get_or_create(&crate::metrics::controller::ReasonLabels { reason })
+                    .inc();
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Resolves on SIGTERM (the kubelet stopping the Pod) or SIGINT.
 async fn shutdown_signal() -> std::io::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -142,13 +166,21 @@ async fn control_loop(
         if let Some(Err(_)) = passes.next(leading.changed()).await {
             return;
         }
-        if !*leading.borrow_and_update() {
+        let metrics = crate::metrics::controller::metrics();
+        let leader = *leading.borrow_and_update();
+        metrics.leader.set(i64::from(leader));
+        if !leader {
             passes.done(true);
             continue;
         }
+        let started = std::time::Instant::now();
         let egresses = typed_objects::<v1beta1::Egress>(&egresses.state(), "Egress");
         let pools = typed_objects::<v1beta1::ExternalIPPool>(&pools.state(), "ExternalIPPool");
         let failures = reconciler.reconcile(&egresses, &pools).await;
+        metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.reconcile_errors.inc_by(failures as u64);
         passes.done(failures == 0);
     }
 }
@@ -168,10 +200,12 @@ impl Reconciler {
         let model_egresses: Vec<model::Egress> = egresses.iter().map(Into::into).collect();
         let model_pools: Vec<model::ExternalIpPool> = pools.iter().map(Into::into).collect();
         let allocations = ipam::allocate_all(&model_pools, &model_egresses);
+        let metrics = crate::metrics::controller::metrics();
+        metrics.set_usage(crate::metrics::controller::pool_usage(&allocations));
         let mut failures = 0;
         for write in writes::compute(egresses, pools, &allocations) {
             match self.apply(&write).await {
-                Ok(()) => {}
+                Ok(()) => count_write(&write, &allocations),
                 Err(Stale) => {
                     tracing::debug!(?write, "object changed since the decision; deciding again");
                     failures += 1;

@@ -138,7 +138,7 @@ async fn egress(
     State(pools): State<Store<DynamicObject>>,
     Json(review): Json<Review>,
 ) -> Json<Review> {
-    Json(answer(review, &pools, |request, pools| {
+    Json(answer(review, &pools, "Egress", |request, pools| {
         let new: v1beta1::Egress = decode(request.object.as_ref(), "object")?;
         let old: Option<v1beta1::Egress> = match &request.old_object {
             Some(old) => Some(decode(Some(old), "oldObject")?),
@@ -152,30 +152,53 @@ async fn external_ip_pool(
     State(pools): State<Store<DynamicObject>>,
     Json(review): Json<Review>,
 ) -> Json<Review> {
-    Json(answer(review, &pools, |request, pools| {
-        let new: v1beta1::ExternalIPPool = decode(request.object.as_ref(), "object")?;
-        let old: Option<v1beta1::ExternalIPPool> = match &request.old_object {
-            Some(old) => Some(decode(Some(old), "oldObject")?),
-            None => None,
-        };
-        let old = old.as_ref().map(ExternalIpPool::from);
-        validation::validate_pool(&(&new).into(), old.as_ref(), pools).map_err(join)
-    }))
+    Json(answer(
+        review,
+        &pools,
+        "ExternalIPPool",
+        |request, pools| {
+            let new: v1beta1::ExternalIPPool = decode(request.object.as_ref(), "object")?;
+            let old: Option<v1beta1::ExternalIPPool> = match &request.old_object {
+                Some(old) => Some(decode(Some(old), "oldObject")?),
+                None => None,
+            };
+            let old = old.as_ref().map(ExternalIpPool::from);
+            validation::validate_pool(&(&new).into(), old.as_ref(), pools).map_err(join)
+        },
+    ))
 }
 
-/// Decode the review, run `validate` for CREATE and UPDATE, and wrap the verdict.
+/// Decode the review, run `validate` for CREATE and UPDATE, and wrap the verdict; counts the
+/// review (by `kind` and result) and its latency.
 fn answer(
     review: Review,
     pools: &Store<DynamicObject>,
+    kind: &'static str,
     validate: impl Fn(&AdmissionRequest<DynamicObject>, &[ExternalIpPool]) -> Result<(), String>,
 ) -> Review {
+    let started = std::time::Instant::now();
+    let (result, review) = verdict(review, pools, validate);
+    crate::metrics::controller::metrics().observe_review(
+        kind,
+        result,
+        started.elapsed().as_secs_f64(),
+    );
+    review
+}
+
+/// The answer to `review` and how it came out: `allowed`, `denied` or `invalid`.
+fn verdict(
+    review: Review,
+    pools: &Store<DynamicObject>,
+    validate: impl Fn(&AdmissionRequest<DynamicObject>, &[ExternalIpPool]) -> Result<(), String>,
+) -> (&'static str, Review) {
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(request) => request,
-        Err(error) => return AdmissionResponse::invalid(error).into_review(),
+        Err(error) => return ("invalid", AdmissionResponse::invalid(error).into_review()),
     };
     let response = AdmissionResponse::from(&request);
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
-        return response.into_review();
+        return ("allowed", response.into_review());
     }
     let known = crate::kube::reflect::typed_objects::<v1beta1::ExternalIPPool>(
         &pools.state(),
@@ -192,10 +215,9 @@ fn answer(
         "admission review"
     );
     match verdict {
-        Ok(()) => response,
-        Err(message) => response.deny(message),
+        Ok(()) => ("allowed", response.into_review()),
+        Err(message) => ("denied", response.deny(message).into_review()),
     }
-    .into_review()
 }
 
 fn decode<T: DeserializeOwned>(object: Option<&DynamicObject>, field: &str) -> Result<T, String> {
@@ -241,7 +263,7 @@ mod tests {
             v1beta1::ExternalIPPool,
         >(&()))
         .as_reader();
-        let response = answer(review, &store, |request, pools| {
+        let response = answer(review, &store, "Egress", |request, pools| {
             let new: v1beta1::Egress = decode(request.object.as_ref(), "object")?;
             validation::validate_egress(&new, None, pools).map_err(join)
         })

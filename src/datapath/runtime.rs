@@ -431,6 +431,9 @@ impl Runtime {
                 ports: names().join(", "),
                 source,
             })?;
+        crate::metrics::agent::metrics()
+            .port_acks
+            .inc_by(ports.len() as u64);
         tracing::debug!(bridge = %self.cfg.bridge.name, ports = ?names(), "Pod ports acknowledged");
         Ok(())
     }

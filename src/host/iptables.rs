@@ -370,6 +370,7 @@ impl Applier {
     /// are left alone unless we wrote them before (then they are emptied). Stops at the first
     /// failing table; every table is all-or-nothing, so earlier rules stay intact.
     pub async fn apply(&mut self, entries: &[SnatEntry]) -> Result<Vec<Change>, IptablesError> {
+        let started = std::time::Instant::now();
         let mut families = families_in_use(entries, &self.config);
         families.extend(self.applied.keys().map(|(f, _)| *f));
         let mut changes = Vec::new();
@@ -388,6 +389,11 @@ impl Applier {
                     self.jumps_present.insert(key);
                 }
             }
+        }
+        if !changes.is_empty() {
+            crate::metrics::agent::metrics()
+                .iptables_apply
+                .observe(started.elapsed().as_secs_f64());
         }
         Ok(changes)
     }

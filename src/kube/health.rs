@@ -1,6 +1,8 @@
-//! `/livez` and `/readyz` on a plain-HTTP port for the kubelet's probes. Liveness says the
-//! process serves requests; readiness is a flag the process maintains (caches synced, and for
-//! the agent: plan applied and datapath ready). It never blocks on the API server.
+//! `/livez` and `/readyz` on a plain-HTTP port for the kubelet's probes, beside the routes the
+//! process adds on the same port (`/metrics`; the agent's `/plan`). Liveness says the process
+//! serves requests; readiness is a flag the process maintains (caches synced, and for the
+//! agent: plan applied and datapath ready). It never blocks on the API server; any other path
+//! is 404.
 
 use std::net::SocketAddr;
 
@@ -10,24 +12,30 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::sync::watch;
 
-/// Serve the probes on `addr` until the process ends; `ready` is the readiness flag.
-pub async fn serve(addr: SocketAddr, ready: watch::Receiver<bool>) -> std::io::Result<()> {
+/// Serve the probes and `routes` on `addr` until the process ends; `ready` is the readiness
+/// flag.
+pub async fn serve(
+    addr: SocketAddr,
+    ready: watch::Receiver<bool>,
+    routes: Router,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "health endpoints /livez and /readyz listening");
+    tracing::info!(%addr, "health endpoints /livez and /readyz and /metrics listening");
     let app = Router::new()
         .route("/livez", get(|| async { (StatusCode::OK, "ok") }))
         .route("/readyz", get(readyz))
-        .with_state(ready);
+        .with_state(ready)
+        .merge(routes);
     axum::serve(listener, app).await
 }
 
 /// For a process whose feature gate is off: log that it does nothing, report ready, and only
-/// serve the probes.
-pub async fn serve_disabled(addr: SocketAddr, process: &str) -> anyhow::Result<()> {
+/// serve the probes and `routes`.
+pub async fn serve_disabled(addr: SocketAddr, process: &str, routes: Router) -> anyhow::Result<()> {
     use anyhow::Context;
     tracing::warn!("feature gate Egress is disabled: the {process} does nothing for Egress");
     let (_ready_tx, ready) = watch::channel(true);
-    serve(addr, ready)
+    serve(addr, ready, routes)
         .await
         .with_context(|| format!("serving health on {addr}"))
 }

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -22,6 +22,7 @@ pub const RESYNC: Duration = Duration::from_secs(60);
 pub struct Passes {
     changed: Arc<Notify>,
     wait: Duration,
+    woken: Instant,
 }
 
 impl Passes {
@@ -30,6 +31,7 @@ impl Passes {
         Passes {
             changed,
             wait: Duration::ZERO,
+            woken: Instant::now(),
         }
     }
 
@@ -41,8 +43,14 @@ impl Passes {
             result = other => Some(result),
             () = tokio::time::sleep(self.wait) => None,
         };
+        self.woken = Instant::now();
         tokio::time::sleep(DEBOUNCE).await;
         woken
+    }
+
+    /// When the current pass was woken (before the debounce): when its input change was seen.
+    pub fn woken_at(&self) -> Instant {
+        self.woken
     }
 
     /// The pass is over: the next one in [`RESYNC`] when it `completed`, else in [`RETRY`].

@@ -5,7 +5,9 @@
 //! the owned state stays as it was. Flows carry the current round in their cookie so that a
 //! restarted agent can install a full new round and then retire the previous one without the
 //! switch ever holding an empty table. It must never touch flows of rounds it was not told to
-//! retire, and never invokes a shell (argv only, flows on stdin, always `--no-names`).
+//! retire, and never invokes a shell (argv only, flows on stdin, always `--no-names`). Each
+//! committed bundle's duration and size, and the flows owned per table, go to the agent's
+//! metrics (atomics, after the bundle returned).
 //!
 //! Agent start-up, with the round kept in `Bridge.external_ids` by the caller:
 //! `round = next_round(stored)`; `p = FlowProgrammer::new(Ofctl::new("br-int"), round)`;
@@ -325,6 +327,9 @@ impl FlowProgrammer {
         }
         self.apply(&ops).await?;
         self.owned = wanted;
+        crate::metrics::agent::metrics().set_flows(crate::metrics::agent::flows_per_table(
+            self.owned.keys().map(|k| k.table),
+        ));
         Ok(change)
     }
 
@@ -412,7 +417,16 @@ impl FlowProgrammer {
             text.push_str(line);
             text.push('\n');
         }
-        match self.ofctl.bundle(&text).await {
+        let started = std::time::Instant::now();
+        let result = self.ofctl.bundle(&text).await;
+        if result.is_ok() {
+            let metrics = crate::metrics::agent::metrics();
+            metrics
+                .bundle_duration
+                .observe(started.elapsed().as_secs_f64());
+            metrics.bundle_flows.observe(ops.len() as f64);
+        }
+        match result {
             Err(OfctlError::Failed { stderr, .. }) => Err(OfctlError::Rejected {
                 target: self.ofctl.target.clone(),
                 changes: ops.len(),

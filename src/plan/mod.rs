@@ -19,7 +19,7 @@ pub mod status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{ClusterView, Egress, FailurePolicy};
 use crate::placement;
@@ -27,7 +27,7 @@ use membership::NamespaceLabels;
 pub use status::{Condition, ConditionStatus, EgressStatus, Reason};
 
 /// What one Node must program and report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePlan {
     pub node: String,
     /// Local Pods selected by at least one Egress, keyed `namespace/name`.
@@ -44,7 +44,7 @@ pub struct NodePlan {
 }
 
 /// The Egress of one local Pod.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodBinding {
     /// The Pod's IPs (`status.podIPs`).
     pub ips: Vec<IpAddr>,
@@ -62,7 +62,7 @@ pub struct PodBinding {
 }
 
 /// Whether an egress IP is held here (SNAT with `mark`) or elsewhere (tunnel to the IP).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "where", rename_all = "lowercase")]
 pub enum IpLocality {
     Local {
@@ -77,7 +77,7 @@ pub enum IpLocality {
 }
 
 /// `-m mark --mark <mark>/0xff -j SNAT --to-source <ip>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnatRule {
     pub ip: IpAddr,
     pub mark: u8,

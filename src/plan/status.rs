@@ -2,7 +2,7 @@
 //! condition) and whether that Node is the one that writes it. Reasons and messages are Antrea's
 //! (`pkg/apis/crd/v1beta1` of Antrea) so `kubectl get egress -o yaml` reads the same. Pure data; never talks to the API.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `IPAssigned` message on success, as Antrea writes it.
 pub const ASSIGNED_MESSAGE: &str = "EgressIP is successfully assigned to EgressNode";
@@ -10,7 +10,7 @@ pub const ASSIGNED_MESSAGE: &str = "EgressIP is successfully assigned to EgressN
 pub const ASSIGNMENT_ERROR_PREFIX: &str = "Failed to assign the IP to EgressNode: ";
 
 /// `status` of an Egress as this Node sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EgressStatus {
     /// `status.egressNode`: the Node holding the IP, empty when none (or unknown here).
     pub egress_node: String,
@@ -25,21 +25,21 @@ pub struct EgressStatus {
 }
 
 /// One status condition (type `IPAssigned`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Condition {
     pub status: ConditionStatus,
     pub reason: Reason,
     pub message: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConditionStatus {
     True,
     False,
 }
 
 /// The reasons of `IPAssigned`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reason {
     Assigned,
     AssignmentError,

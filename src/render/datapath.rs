@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::datapath::egress::snat_entries;
 use crate::host::iptables::{Cidr, SnatConfig, render_restore_text};
-use crate::model::ClusterView;
-use crate::pipeline::egress::{EgressOptions, egress_context, egress_flows};
+use crate::model::Node;
+use crate::pipeline::egress::{EgressContext, EgressOptions, egress_context, egress_flows};
 use crate::pipeline::{Mac, Style, render_sorted};
 use crate::plan::NodePlan;
 
@@ -27,7 +27,7 @@ pub const PLACEHOLDERS: &str = "Pod ofports are placeholders (100, 101, ... in P
      flows are not shown.";
 
 /// The Node's Egress flows and SNAT rules as text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderedDatapath {
     /// One flow per line, as `ovs-ofctl --names dump-flows` lays them out (round 1).
     pub flows: Vec<String>,
@@ -35,21 +35,22 @@ pub struct RenderedDatapath {
     pub iptables: String,
     /// What the flows could not express (local egress IPs without a mark).
     pub unprogrammed: Vec<String>,
-    pub placeholders: &'static str,
+    /// Which values are placeholders (the agent's `/plan` says which are real instead).
+    pub placeholders: String,
 }
 
-/// The flows and rules of `plan` on `node` of `view`.
+/// The flows and rules of `plan` on `node`, given the cluster's `nodes`, with placeholders for
+/// Pod ofports and the gateway MAC.
 pub fn render_datapath(
-    view: &ClusterView,
+    nodes: &[Node],
     node: &str,
     plan: &NodePlan,
     options: &EgressOptions,
 ) -> RenderedDatapath {
-    let this = view.nodes.iter().find(|n| n.name == node);
+    let this = nodes.iter().find(|n| n.name == node);
     let pod_ofports: BTreeMap<String, u32> =
         plan.pods.keys().cloned().zip(FIRST_POD_OFPORT..).collect();
-    let ctx = egress_context(&view.nodes, node, pod_ofports, GATEWAY_MAC, options);
-    let flows = egress_flows(plan, &ctx);
+    let ctx = egress_context(nodes, node, pod_ofports, GATEWAY_MAC, options);
     let config = SnatConfig {
         gateway: GATEWAY.to_string(),
         random_fully: false,
@@ -60,7 +61,20 @@ pub fn render_datapath(
             .into_iter()
             .collect(),
     };
-    let iptables = render_restore_text(&snat_entries(plan), &config)
+    datapath_of(plan, &ctx, &config, PLACEHOLDERS.to_string())
+}
+
+/// The flows of `plan` with the flow inputs `ctx` and its SNAT rules under `config`, as text;
+/// `placeholders` says which values are not the Node's real ones. The agent's `/plan` calls it
+/// with what it programmed.
+pub fn datapath_of(
+    plan: &NodePlan,
+    ctx: &EgressContext,
+    config: &SnatConfig,
+    placeholders: String,
+) -> RenderedDatapath {
+    let flows = egress_flows(plan, ctx);
+    let iptables = render_restore_text(&snat_entries(plan), config)
         .unwrap_or_else(|e| format!("# cannot render the SNAT rules: {e}\n"));
     RenderedDatapath {
         flows: render_sorted(&flows.flows, 1, Style::Names)
@@ -69,6 +83,6 @@ pub fn render_datapath(
             .collect(),
         iptables,
         unprogrammed: flows.unprogrammed.iter().map(ToString::to_string).collect(),
-        placeholders: PLACEHOLDERS,
+        placeholders,
     }
 }

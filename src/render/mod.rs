@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ipam;
 use crate::model::{ClusterView, Node};
@@ -87,7 +87,7 @@ pub enum RenderError {
 }
 
 /// The controller's allocation for one Egress naming a pool (its `IPAllocated` condition).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
     pub pool: String,
     pub ip: Option<IpAddr>,
@@ -96,7 +96,7 @@ pub struct Allocation {
 }
 
 /// Everything `render` prints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rendered {
     pub node: String,
     pub transport_ip: Option<IpAddr>,
@@ -147,7 +147,7 @@ pub fn render_with(
     );
     view.local_ips = local_ips(&this)?;
     let plan = plan::compute(&view, node, None);
-    let datapath = datapath::render_datapath(&view, node, &plan, options);
+    let datapath = datapath::render_datapath(&view.nodes, node, &plan, options);
     Ok(Rendered {
         node: node.to_string(),
         transport_ip: this.transport_ip,

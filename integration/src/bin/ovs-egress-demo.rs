@@ -3,7 +3,8 @@
 //! 10.10.0.104–106, so the guide's manifests apply verbatim. It creates `app=web` and `app=db`
 //! Pods in `prod` and `staging`, applies the examples with kubectl, has every Pod call the
 //! external host and prints the source address the host saw next to the one the guide
-//! promises, shows the EgressMark flows, and tears everything down (also on Ctrl-C).
+//! promises, shows the EgressMark flows and a few metrics of one agent (egress IPs held, last
+//! realization latency), and tears everything down (also on Ctrl-C).
 //! Exits non-zero if any Pod is seen with a wrong source.
 
 use std::collections::BTreeMap;
@@ -53,6 +54,13 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The metric lines the demo shows: egress IPs held and the last realization latency.
+fn demo_metric(line: &str) -> bool {
+    line.starts_with("ovs_egress_agent_egress_ip_held{")
+        || line.starts_with("ovs_egress_agent_last_realization_latency_seconds ")
+        || line.starts_with("ovs_egress_agent_snat_rules ")
 }
 
 async fn interrupted() {
@@ -130,6 +138,16 @@ async fn run() -> Result<usize> {
     for node in &cluster.nodes {
         println!("--- {} ---", node.name);
         print!("{}", strip_counters(&node.dump_flows(Some("EgressMark"))?));
+    }
+    if let Some(node) = cluster.nodes.first() {
+        step(&format!(
+            "Metrics of the agent of {} (curl http://127.0.0.1:10350/metrics, a few lines)",
+            node.name
+        ));
+        let (_, metrics) = node.agent_get("/metrics")?;
+        for line in metrics.lines().filter(|l| demo_metric(l)) {
+            println!("{line}");
+        }
     }
     for pod in &pods {
         cluster.delete_pod(pod).await?;

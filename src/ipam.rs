@@ -125,6 +125,11 @@ pub fn u128_to_ip(value: u128, ipv4: bool) -> IpAddr {
     }
 }
 
+/// Ranges one pool may have (`maxItems` of `spec.ipRanges` in the CRD, checked again by
+/// validation and `render`): enough for any real pool, few enough that every check over all
+/// pools stays cheap.
+pub const MAX_IP_RANGES: usize = 128;
+
 /// Addresses one range hands out at most, counted from its first address (Antrea's bitmap size).
 pub const MAX_RANGE_SIZE: u32 = 65536;
 
@@ -234,15 +239,9 @@ impl PoolAllocator {
     /// Ranges that do not parse, or that overlap an earlier range of the pool, are left out (as
     /// Antrea's controller skips ranges it cannot build); pool validation reports them.
     pub fn new(pool: &ExternalIpPool) -> Self {
-        let mut parsed: Vec<ParsedRange> = Vec::new();
-        for range in pool.ip_ranges.iter().filter_map(|r| parse_range(r).ok()) {
-            if !parsed.iter().any(|earlier| overlaps(earlier, &range)) {
-                parsed.push(range);
-            }
-        }
         Self {
             pool: pool.name.clone(),
-            ranges: parsed.iter().map(RangeAllocator::new).collect(),
+            ranges: kept_ranges(pool).iter().map(RangeAllocator::new).collect(),
         }
     }
 
@@ -316,11 +315,64 @@ impl PoolAllocator {
     }
 }
 
-/// Whether two ranges share an address, comparing full spans (network..broadcast for a CIDR).
-fn overlaps(a: &ParsedRange, b: &ParsedRange) -> bool {
-    a.span_start.is_ipv4() == b.span_start.is_ipv4()
-        && ip_to_u128(a.span_start) <= ip_to_u128(b.span_end)
-        && ip_to_u128(a.span_end) >= ip_to_u128(b.span_start)
+/// Disjoint spans (network..broadcast for a CIDR) by family and start: whether a new span meets
+/// one of them is two lookups, O(log n).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Spans<T = ()> {
+    by_start: BTreeMap<(bool, u128), (u128, T)>,
+}
+
+impl<T: Clone> Spans<T> {
+    /// The value of a kept span that shares an address with `range`'s span, if any.
+    pub(crate) fn overlapping(&self, range: &ParsedRange) -> Option<&T> {
+        let family = range.span_start.is_ipv6();
+        let (start, end) = (ip_to_u128(range.span_start), ip_to_u128(range.span_end));
+        // Spans are disjoint: only the last one starting at or before `end` can reach `start`.
+        self.by_start
+            .range((family, 0)..=(family, end))
+            .next_back()
+            .filter(|(_, (kept_end, _))| *kept_end >= start)
+            .map(|(_, (_, value))| value)
+    }
+
+    /// Keep `range`'s span with `value` unless it meets a kept one; whether it was kept.
+    pub(crate) fn insert_with(&mut self, range: &ParsedRange, value: T) -> bool {
+        if self.overlapping(range).is_some() {
+            return false;
+        }
+        let key = (range.span_start.is_ipv6(), ip_to_u128(range.span_start));
+        self.by_start
+            .insert(key, (ip_to_u128(range.span_end), value));
+        true
+    }
+}
+
+impl Spans<()> {
+    fn insert_if_disjoint(&mut self, range: &ParsedRange) -> bool {
+        self.insert_with(range, ())
+    }
+}
+
+/// The ranges of `pool` an allocator uses: those that parse and do not overlap an earlier one
+/// of the pool, in spec order.
+fn kept_ranges(pool: &ExternalIpPool) -> Vec<ParsedRange> {
+    let mut kept = Spans::default();
+    pool.ip_ranges
+        .iter()
+        .filter_map(|r| parse_range(r).ok())
+        .filter(|range| kept.insert_if_disjoint(range))
+        .collect()
+}
+
+/// A one-address range, to look `ip` up in [`Spans`].
+fn point(ip: IpAddr) -> ParsedRange {
+    ParsedRange {
+        key: ip.to_string(),
+        first: ip,
+        last: ip,
+        span_start: ip,
+        span_end: ip,
+    }
 }
 
 /// Why an Egress got no IP from its pool (becomes `IPAllocated=False/AllocationError`).
@@ -355,6 +407,14 @@ pub enum AllocationError {
     },
     #[error("cannot allocate an IP for Egress {egress}: ExternalIPPool {pool} is exhausted")]
     Exhausted { egress: String, pool: String },
+    #[error(
+        "cannot allocate an IP for Egress {egress}: ExternalIPPool {pool} is refused, {reason}"
+    )]
+    PoolRefused {
+        egress: String,
+        pool: String,
+        reason: String,
+    },
 }
 
 /// The controller's decision for the whole cluster.
@@ -364,84 +424,157 @@ pub struct Allocations {
     pub by_egress: BTreeMap<String, Result<IpAddr, AllocationError>>,
     /// Usage of every pool.
     pub usage: BTreeMap<String, Usage>,
+    /// Pools nothing is allocated from, with the reason (for the pool's status).
+    pub refused: BTreeMap<String, String>,
 }
 
-/// Deterministic allocation for every Egress naming a pool: first restore the IPs Egresses
-/// already have (oldest creationTimestamp, then name, keeps a contested IP), then allocate new
-/// IPs in the same order for Egresses without one. Independent of the order of the inputs.
+/// Deterministic allocation for every Egress naming a pool, with one holder per IP across the
+/// whole cluster, whatever the webhook let through:
+///
+/// 1. Pools are taken oldest first (creationTimestamp, then name); a pool with a range that
+///    shares an address with a range of an earlier taken pool is refused: nothing is allocated
+///    from it, and its Egresses get [`AllocationError::PoolRefused`].
+/// 2. Every IP an Egress already has (static or from a pool) is reserved, oldest Egress first;
+///    a later Egress with the same IP gets [`AllocationError::Conflict`] naming the holder, and
+///    a pool address a static Egress uses is never handed out.
+/// 3. Then Egresses without an IP get new ones, in the same order.
+///
+/// Independent of the order of the inputs.
 pub fn allocate_all(pools: &[ExternalIpPool], egresses: &[Egress]) -> Allocations {
-    let mut allocators: BTreeMap<&str, PoolAllocator> = pools
-        .iter()
-        .map(|pool| (pool.name.as_str(), PoolAllocator::new(pool)))
-        .collect();
-    let mut ordered: Vec<(&Egress, &str)> = egresses
-        .iter()
-        .filter_map(|egress| Some((egress, non_empty(&egress.external_ip_pool)?)))
-        .collect();
-    ordered.sort_by(|(a, _), (b, _)| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    let mut ordered_pools: Vec<&ExternalIpPool> = pools.iter().collect();
+    ordered_pools.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    // Every address of a taken pool's ranges, with the pool's name.
+    let mut taken: Spans<&str> = Spans::default();
+    let mut allocators: BTreeMap<&str, PoolAllocator> = BTreeMap::new();
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    for pool in ordered_pools {
+        let ranges = kept_ranges(pool);
+        let clash = ranges.iter().find_map(|r| {
+            let other = *taken.overlapping(r)?;
+            (other != pool.name).then(|| (r.key.clone(), other))
+        });
+        if let Some((range, other)) = clash {
+            refused.insert(
+                pool.name.clone(),
+                format!("its range [{range}] overlaps ExternalIPPool {other}"),
+            );
+        } else if !allocators.contains_key(pool.name.as_str()) {
+            for range in &ranges {
+                taken.insert_with(range, &pool.name);
+            }
+        }
+        allocators
+            .entry(pool.name.as_str())
+            .or_insert_with(|| PoolAllocator::new(pool));
+    }
 
+    let mut ordered: Vec<&Egress> = egresses.iter().collect();
+    ordered.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     let mut by_egress = BTreeMap::new();
-    // Who holds each restored IP, per pool, to name the winner in a conflict.
-    let mut holders: HashMap<(&str, IpAddr), &str> = HashMap::new();
-    for &(egress, pool) in &ordered {
+    // Who holds each IP, across the cluster.
+    let mut holders: HashMap<IpAddr, &str> = HashMap::new();
+    for &egress in &ordered {
         let Some(text) = non_empty(&egress.egress_ip) else {
             continue;
         };
-        let result = restore(&mut allocators, &mut holders, egress, pool, text);
-        by_egress.insert(egress.name.clone(), result);
+        let pool = non_empty(&egress.external_ip_pool);
+        let result =
+            pool.map(|pool| restore(&mut allocators, &refused, &holders, egress, pool, text));
+        // The IP is in the Egress's spec, so it is in use whether the controller likes it or
+        // not (static, outside its pool, refused pool, pool gone: until the controller's write
+        // clears it), unless an older Egress holds it.
+        let holds = !matches!(result, Some(Err(AllocationError::Conflict { .. })));
+        if let (true, Ok(ip)) = (holds, text.parse::<IpAddr>())
+            && !holders.contains_key(&ip)
+        {
+            holders.insert(ip, &egress.name);
+            if let Some(owner) = taken.overlapping(&point(ip))
+                && let Some(allocator) = allocators.get_mut(owner)
+                && !allocator.is_allocated(ip)
+            {
+                // Only fails for an address the allocator never hands out anyway.
+                let _ = allocator.allocate(ip);
+            }
+        }
+        if let Some(result) = result {
+            by_egress.insert(egress.name.clone(), result);
+        }
     }
-    for &(egress, pool) in &ordered {
+    for &egress in &ordered {
+        let Some(pool) = non_empty(&egress.external_ip_pool) else {
+            continue;
+        };
         if non_empty(&egress.egress_ip).is_some() {
             continue;
         }
-        let result = match allocators.get_mut(pool) {
-            None => Err(AllocationError::PoolNotFound(pool.to_string())),
-            Some(allocator) => allocator
-                .allocate_next()
-                .map_err(|_| AllocationError::Exhausted {
-                    egress: egress.name.clone(),
-                    pool: pool.to_string(),
-                }),
+        let result = match (allocators.get_mut(pool), refused.get(pool)) {
+            (None, _) => Err(AllocationError::PoolNotFound(pool.to_string())),
+            (Some(_), Some(reason)) => Err(refused_error(egress, pool, reason)),
+            (Some(allocator), None) => {
+                allocator
+                    .allocate_next()
+                    .map_err(|_| AllocationError::Exhausted {
+                        egress: egress.name.clone(),
+                        pool: pool.to_string(),
+                    })
+            }
         };
+        if let Ok(ip) = result {
+            holders.insert(ip, &egress.name);
+        }
         by_egress.insert(egress.name.clone(), result);
     }
     let usage = allocators
         .iter()
         .map(|(name, allocator)| (name.to_string(), allocator.usage()))
         .collect();
-    Allocations { by_egress, usage }
+    Allocations {
+        by_egress,
+        usage,
+        refused,
+    }
 }
 
-/// Mark the IP `egress` already has as allocated in its pool.
-fn restore<'a>(
+fn refused_error(egress: &Egress, pool: &str, reason: &str) -> AllocationError {
+    AllocationError::PoolRefused {
+        egress: egress.name.clone(),
+        pool: pool.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reserve the IP `egress` already has in its pool, unless another Egress holds it.
+fn restore(
     allocators: &mut BTreeMap<&str, PoolAllocator>,
-    holders: &mut HashMap<(&'a str, IpAddr), &'a str>,
-    egress: &'a Egress,
-    pool: &'a str,
+    refused: &BTreeMap<String, String>,
+    holders: &HashMap<IpAddr, &str>,
+    egress: &Egress,
+    pool: &str,
     text: &str,
 ) -> Result<IpAddr, AllocationError> {
     let allocator = allocators
         .get_mut(pool)
         .ok_or_else(|| AllocationError::PoolNotFound(pool.to_string()))?;
+    if let Some(reason) = refused.get(pool) {
+        return Err(refused_error(egress, pool, reason));
+    }
     let ip: IpAddr = text.parse().map_err(|_| AllocationError::InvalidIp {
         ip: text.to_string(),
         egress: egress.name.clone(),
         pool: pool.to_string(),
     })?;
-    match allocator.allocate(ip) {
-        Ok(()) => {
-            holders.insert((pool, ip), &egress.name);
-            Ok(ip)
-        }
-        Err(IpamError::AlreadyAllocated { .. }) => Err(AllocationError::Conflict {
+    if let Some(holder) = holders.get(&ip) {
+        return Err(AllocationError::Conflict {
             ip,
             egress: egress.name.clone(),
             pool: pool.to_string(),
-            // Only `restore` allocates before the second pass, and it records every holder.
-            holder: holders
-                .get(&(pool, ip))
-                .map_or_else(String::new, |h| h.to_string()),
-        }),
+            holder: holder.to_string(),
+        });
+    }
+    match allocator.allocate(ip) {
+        Ok(()) => Ok(ip),
+        // Every IP the allocator has set so far has a holder (checked above), so the only
+        // error left is an address outside the pool.
         Err(_) => Err(AllocationError::OutOfPool {
             ip,
             egress: egress.name.clone(),
@@ -700,7 +833,8 @@ mod tests {
         let pools = [pool("p", vec![cidr("10.0.0.0/30")])];
         let egresses = [
             egress("missing-pool", 1, Some("nope"), None),
-            egress("missing-pool-with-ip", 1, Some("nope"), Some("10.0.0.1")),
+            // Its IP stays reserved until the controller clears it: not one of p's.
+            egress("missing-pool-with-ip", 1, Some("nope"), Some("10.9.0.1")),
             egress("bad-ip", 1, Some("p"), Some("10.0.0.300")),
             egress("outside", 1, Some("p"), Some("10.0.0.3")),
             egress("first", 2, Some("p"), None),
@@ -748,7 +882,7 @@ mod tests {
     }
 
     #[test]
-    fn egresses_without_a_pool_take_no_part_and_unused_pools_report_usage() {
+    fn egresses_without_a_pool_get_no_result_but_keep_their_ip_and_unused_pools_report_usage() {
         let pools = [
             pool("p", vec![cidr("10.0.0.0/30")]),
             pool("idle", vec![cidr("10.1.0.0/24")]),
@@ -760,7 +894,8 @@ mod tests {
         ];
         let result = allocate_all(&pools, &egresses);
         assert_eq!(result.by_egress.keys().collect::<Vec<_>>(), ["pooled"]);
-        assert_eq!(result.by_egress["pooled"], Ok(ip("10.0.0.1")));
+        // 10.0.0.1 is the static Egresses' IP: the pool hands out the next one.
+        assert_eq!(result.by_egress["pooled"], Ok(ip("10.0.0.2")));
         assert_eq!(
             result.usage["idle"],
             Usage {
@@ -768,6 +903,78 @@ mod tests {
                 used: 0
             }
         );
+    }
+
+    #[test]
+    fn overlapping_pools_never_hand_out_one_ip_twice_and_the_newer_pool_is_refused() {
+        // Before: each pool allocated on its own, so a and b both handed out 10.0.0.1.
+        let pools = [
+            pool("b", vec![cidr("10.0.0.0/29")]),
+            ExternalIpPool {
+                created: -1,
+                ..pool("a", vec![span("10.0.0.1", "10.0.0.3")])
+            },
+        ];
+        let egresses = [
+            egress("from-a", 1, Some("a"), None),
+            egress("from-b", 2, Some("b"), None),
+        ];
+        let result = allocate_all(&pools, &egresses);
+        assert_eq!(result.by_egress["from-a"], Ok(ip("10.0.0.1")));
+        let error = result.by_egress["from-b"].clone().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot allocate an IP for Egress from-b: ExternalIPPool b is refused, its range \
+             [10.0.0.0/29] overlaps ExternalIPPool a"
+        );
+        assert_eq!(
+            result.refused.keys().collect::<Vec<_>>(),
+            ["b"],
+            "{:?}",
+            result.refused
+        );
+    }
+
+    #[test]
+    fn a_static_egress_ip_inside_a_pool_is_never_handed_out_and_wins_when_older() {
+        let pools = [pool("p", vec![cidr("10.0.0.0/29")])];
+        let egresses = [
+            egress("static", 1, None, Some("10.0.0.1")),
+            egress("new", 2, Some("p"), None),
+            egress("copy", 3, Some("p"), Some("10.0.0.1")),
+        ];
+        let result = allocate_all(&pools, &egresses);
+        // Before: "new" got 10.0.0.1, the static Egress's IP.
+        assert_eq!(result.by_egress["new"], Ok(ip("10.0.0.2")));
+        assert_eq!(
+            result.by_egress["copy"],
+            Err(AllocationError::Conflict {
+                ip: ip("10.0.0.1"),
+                egress: "copy".into(),
+                pool: "p".into(),
+                holder: "static".into()
+            })
+        );
+        assert!(!result.by_egress.contains_key("static"));
+        assert_eq!(result.usage["p"], Usage { total: 6, used: 2 });
+    }
+
+    #[test]
+    fn an_ip_an_egress_has_outside_its_pool_is_not_handed_out_by_the_pool_that_contains_it() {
+        let pools = [
+            pool("p", vec![cidr("10.0.0.0/30")]),
+            pool("q", vec![cidr("10.0.1.0/30")]),
+        ];
+        let egresses = [
+            egress("stray", 1, Some("p"), Some("10.0.1.1")),
+            egress("fresh", 2, Some("q"), None),
+        ];
+        let result = allocate_all(&pools, &egresses);
+        assert!(matches!(
+            result.by_egress["stray"],
+            Err(AllocationError::OutOfPool { .. })
+        ));
+        assert_eq!(result.by_egress["fresh"], Ok(ip("10.0.1.2")));
     }
 
     /// The allocatable addresses of a pool in allocation order, computed without the bitmap: a
@@ -876,6 +1083,51 @@ mod tests {
                 if let Some(Ok(address)) = expected.by_egress.get(&egress.name) {
                     let first = seen.insert((egress.external_ip_pool.clone(), *address));
                     prop_assert!(first, "{} allocated twice", address);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// Whatever pools overlap and whatever IPs Egresses already name, no IP is the result
+        /// of two Egresses, and no new allocation is an IP any other Egress names.
+        #[test]
+        fn allocate_all_never_yields_one_ip_twice_across_pools_and_static_egresses(
+            pools in prop::collection::vec(
+                (prop::collection::vec(small_range(), 1..3), 0i64..3), 1..4),
+            specs in prop::collection::vec(
+                (0i64..4, prop::option::of(0usize..5), prop::option::of(any::<u8>())), 0..40),
+        ) {
+            let pools: Vec<ExternalIpPool> = pools.into_iter().enumerate()
+                .map(|(i, (ranges, created))| ExternalIpPool {
+                    created,
+                    ..pool(&format!("p{i}"), ranges)
+                })
+                .collect();
+            let egresses: Vec<Egress> = specs.iter().enumerate()
+                .map(|(i, (created, pool, host))| {
+                    // Pool index 4 and above may not exist.
+                    let pool = pool.map(|p| format!("p{p}"));
+                    let address = host.map(|h| format!("10.0.{}.{}", h % 4, h.wrapping_mul(7)));
+                    egress(&format!("e{i}"), *created, pool.as_deref(), address.as_deref())
+                })
+                .collect();
+            let result = allocate_all(&pools, &egresses);
+            let mut seen = std::collections::BTreeMap::new();
+            for (name, outcome) in &result.by_egress {
+                if let Ok(address) = outcome {
+                    let other = seen.insert(*address, name.clone());
+                    prop_assert!(other.is_none(), "{} to {} and {:?}", address, name, other);
+                }
+            }
+            for e in &egresses {
+                let Some(Ok(address)) = result.by_egress.get(&e.name) else { continue };
+                if non_empty(&e.egress_ip).is_some() {
+                    continue;
+                }
+                for other in egresses.iter().filter(|o| o.name != e.name) {
+                    let named = non_empty(&other.egress_ip).and_then(|t| t.parse::<IpAddr>().ok());
+                    prop_assert_ne!(named, Some(*address), "{} got {}, which {} names", e.name, address, other.name);
                 }
             }
         }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller;
 pub mod datapath;
 pub mod host;
+pub mod inputs;
 pub mod ipam;
 pub mod kube;
 pub mod metrics;

@@ -170,6 +170,20 @@ impl AgentConfig {
 
     /// The first rule the config breaks, as (key, message).
     fn validate(&self) -> Result<(), (&'static str, String)> {
+        // These names reach OVSDB, netlink and iptables-restore input.
+        let names = [
+            ("ovsBridge", Some(&self.ovs_bridge)),
+            ("hostGateway", Some(&self.host_gateway)),
+            ("transportInterface", self.transport_interface.as_ref()),
+            ("egressDevice", self.egress_device.as_ref()),
+        ];
+        for (key, name) in names {
+            if let Some(name) = name
+                && let Err(rule) = crate::inputs::check_interface_name(name)
+            {
+                return Err((key, rule));
+            }
+        }
         if self.tunnel_type != "geneve" {
             return Err((
                 "tunnelType",
@@ -369,6 +383,21 @@ mod tests {
     fn datapath_type_must_be_system_or_netdev() {
         let error = parse("ovsDatapathType: dpdk\n").unwrap_err();
         assert!(error.contains("ovsDatapathType"), "{error}");
+    }
+
+    #[test]
+    fn interface_names_linux_refuses_are_refused_naming_the_key() {
+        // Before: a newline in a name reached iptables-restore input.
+        for (yaml, key) in [
+            ("ovsBridge: \"br\\nint\"\n", "ovsBridge"),
+            ("hostGateway: \"gw 0\"\n", "hostGateway"),
+            ("transportInterface: eth0/1\n", "transportInterface"),
+            ("egressDevice: a-very-long-device-name\n", "egressDevice"),
+            ("hostGateway: \"\"\n", "hostGateway"),
+        ] {
+            let error = parse(yaml).unwrap_err();
+            assert!(error.contains(&format!(": {key}: ")), "{yaml:?}: {error}");
+        }
     }
 
     #[test]

@@ -90,6 +90,19 @@ mod tests {
     }
 
     #[test]
+    fn pool_ip_ranges_are_bounded_by_max_items_in_both_versions() {
+        let crd = external_ip_pool_crd();
+        for version in ["v1alpha2", "v1beta1"] {
+            let ranges = &schema(&crd, version)["properties"]["spec"]["properties"]["ipRanges"];
+            assert_eq!(
+                ranges["maxItems"],
+                serde_json::json!(crate::ipam::MAX_IP_RANGES),
+                "{version}: {ranges}"
+            );
+        }
+    }
+
+    #[test]
     fn both_kinds_store_v1alpha2_and_serve_both_versions_cluster_scoped() {
         for (crd, plural, short) in [
             (egress_crd(), "egresses", "eg"),

@@ -69,11 +69,12 @@ pub struct EgressStatus {
     pub conditions: Vec<EgressCondition>,
 }
 
-/// One condition of an Egress: IPAllocated or IPAssigned.
+/// One condition of an Egress (IPAllocated or IPAssigned) or of an ExternalIPPool
+/// (Allocatable).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressCondition {
-    /// IPAllocated (written by the controller) or IPAssigned (written by the agent).
+    /// IPAllocated or Allocatable (written by the controller), IPAssigned (by the agent).
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
@@ -86,11 +87,16 @@ pub struct EgressCondition {
     pub message: Option<String>,
 }
 
-/// How many IPs of the pool exist and are allocated.
+/// How many IPs of the pool exist and are allocated, and whether the controller allocates from
+/// it at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ExternalIPPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<IpPoolUsage>,
+    /// `Allocatable=False` (reason `OverlapsPool`) while the controller refuses the pool
+    /// because its ranges overlap an older pool; absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<EgressCondition>,
 }
 
 /// The IP usage of a pool.

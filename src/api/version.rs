@@ -118,6 +118,7 @@ macro_rules! crd_version {
         #[serde(rename_all = "camelCase")]
         pub struct ExternalIPPoolSpec {
             #[serde(rename = "ipRanges")]
+            #[schemars(length(max = crate::ipam::MAX_IP_RANGES))]
             pub ip_ranges: Vec<IpRange>,
             pub node_selector: LabelSelector,
         }

@@ -263,8 +263,9 @@ impl NetConf {
                 ),
             ));
         }
-        if raw.name.is_empty() {
-            return Err(invalid_conf("network config field name is empty"));
+        // The name becomes a directory under /var/lib/cni/networks: never a path.
+        if let Err(rule) = crate::inputs::check_cni_network_name(&raw.name) {
+            return Err(invalid_conf(format!("network config field name {rule}")));
         }
         if raw.plugin_type.is_empty() {
             return Err(invalid_conf("network config field type is empty"));
@@ -288,8 +289,10 @@ impl NetConf {
             }
         };
         let ovs_bridge = raw.ovs_bridge.unwrap_or_else(|| "br-int".to_string());
-        if ovs_bridge.is_empty() {
-            return Err(invalid_conf("network config field ovsBridge is empty"));
+        if let Err(rule) = crate::inputs::check_interface_name(&ovs_bridge) {
+            return Err(invalid_conf(format!(
+                "network config field ovsBridge {rule}"
+            )));
         }
         let prev_result = raw
             .prev_result
@@ -336,6 +339,11 @@ fn parse_pod_cidr(text: &str, gateway: Option<IpAddr>) -> Result<PodCidr, CniErr
         .parse()
         .map_err(|_| invalid("has an invalid prefix length"))?;
     let bits: u8 = if network.is_ipv4() { 32 } else { 128 };
+    if prefix == 0 {
+        return Err(invalid(
+            "has prefix length 0: a Pod subnet cannot be every address",
+        ));
+    }
     // A Pod needs an address besides the network, gateway and (IPv4) broadcast addresses.
     let max_prefix = if network.is_ipv4() { 30 } else { 126 };
     if prefix > max_prefix {
@@ -346,6 +354,10 @@ fn parse_pod_cidr(text: &str, gateway: Option<IpAddr>) -> Result<PodCidr, CniErr
     let host_mask = (1u128 << (bits - prefix)) - 1;
     if ip_to_u128(network) & host_mask != 0 {
         return Err(invalid("has host bits set"));
+    }
+    let start = ip_to_u128(network);
+    if let Some(what) = crate::inputs::special_in(network.is_ipv6(), start, start | host_mask) {
+        return Err(invalid(&format!("contains {what} addresses")));
     }
     let mut cidr = PodCidr {
         network,
@@ -508,6 +520,51 @@ mod tests {
             let err = conf(extra).unwrap_err();
             assert_eq!(err.code, code, "{extra}");
             assert!(err.msg.contains(needle), "{}", err.msg);
+        }
+    }
+
+    #[test]
+    fn network_names_that_are_paths_or_break_the_spec_pattern_are_refused() {
+        // Before: the name was joined to /var/lib/cni/networks, so "/etc" or ".." escaped it.
+        for name in ["/etc", "..", "../../etc", "a/b", "-x", "a b", "a\n"] {
+            let text = serde_json::json!({"cniVersion": "1.0.0", "name": name,
+                "type": "ovs-egress", "podCIDR": "10.244.1.0/24"})
+            .to_string();
+            let err = NetConf::parse(text.as_bytes()).unwrap_err();
+            assert_eq!(err.code, Code::InvalidNetworkConfig, "{name:?}");
+            assert!(err.msg.contains("network config field name"), "{}", err.msg);
+        }
+        let ok = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod.net_1",
+            "type": "ovs-egress", "podCIDR": "10.244.1.0/24"})
+        .to_string();
+        assert!(NetConf::parse(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn bridge_names_that_linux_refuses_are_refused() {
+        for bridge in ["br\nint", "br int", "1234567890123456", "a/b", ""] {
+            let err = conf(&format!(",\"ovsBridge\":{}", serde_json::json!(bridge))).unwrap_err();
+            assert_eq!(err.code, Code::InvalidNetworkConfig, "{bridge:?}");
+            assert!(err.msg.contains("ovsBridge"), "{}", err.msg);
+        }
+    }
+
+    #[test]
+    fn prefix_zero_and_special_pod_cidrs_are_refused_without_panicking() {
+        // Before: "::/0" overflowed a shift (a panic in debug builds).
+        for (text, why) in [
+            ("::/0", "prefix length 0"),
+            ("0.0.0.0/0", "prefix length 0"),
+            ("127.0.0.0/24", "loopback"),
+            ("169.254.0.0/16", "link-local"),
+            ("224.0.0.0/24", "multicast"),
+            ("0.0.0.0/24", "this network"),
+            ("fe80::/64", "link-local"),
+            ("ff00::/64", "multicast"),
+            ("::/64", "unspecified"),
+        ] {
+            let err = parse_pod_cidr(text, None).unwrap_err();
+            assert!(err.msg.contains(why), "{text}: {}", err.msg);
         }
     }
 

@@ -264,6 +264,26 @@ impl Reconciler {
                     .await
                     .with_context(|| format!("ExternalIPPool {pool}: patching status.usage"))?;
             }
+            Write::PoolAllocatable {
+                pool,
+                current,
+                condition,
+            } => {
+                tracing::info!(pool, ?condition, "updating the Allocatable condition");
+                let conditions = writes::with_condition_of(
+                    writes::ALLOCATABLE,
+                    current,
+                    condition.as_ref(),
+                    Time(Timestamp::now()),
+                );
+                let patch = json!({"status": {"conditions": conditions}});
+                self.pools
+                    .patch_status(pool, &params, &Patch::Merge(patch))
+                    .await
+                    .with_context(|| {
+                        format!("ExternalIPPool {pool}: patching status.conditions")
+                    })?;
+            }
         }
         Ok(())
     }

@@ -3,27 +3,39 @@
 //! rules live in the pure core; this module only decodes, calls them with the pools the
 //! reflector knows, and encodes. DELETE is always allowed, as in Antrea.
 //!
-//! TLS material is read once at start from the mounted files; handshakes run one at a time
-//! with a 5 s limit, which is plenty for an API server's webhook calls.
+//! Anyone who can reach the port can open connections, so no client may hold up another: every
+//! connection (its TLS handshake included) runs in its own task, at most [`Limits::handshakes`]
+//! handshakes and [`Limits::connections`] connections at once, each handshake, request and idle
+//! period bounded in time. Validation runs on the blocking pool, never on the async workers.
+//! TLS material is read once at start from the mounted files.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{Request, Response, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::runtime::reflector::Store;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tokio_rustls::server::TlsStream;
 
 use crate::api::{v1beta1, validation};
 use crate::model::ExternalIpPool;
@@ -46,6 +58,36 @@ pub enum WebhookError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// How much one client may hold of the webhook, in connections and in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// TLS handshakes in progress at once; further connections wait in the kernel's backlog.
+    pub handshakes: usize,
+    /// Open connections at once (handshaking or not).
+    pub connections: usize,
+    /// Time from accepting the TCP connection to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time to read a request's headers, and to answer it once they are read.
+    pub request_timeout: Duration,
+    /// Time a connection may stay without reading or writing a byte.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// Far above what an API server needs (it reuses a few connections and answers in
+    /// milliseconds), far below what would let idle sockets starve it: the API server's own
+    /// webhook timeout is 10 s by default and at most 30 s.
+    fn default() -> Self {
+        Self {
+            handshakes: 256,
+            connections: 1024,
+            handshake_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The rustls server configuration for the PEM files `cert` (chain) and `key`.
@@ -87,48 +129,174 @@ pub async fn serve(
         .await
         .map_err(|source| WebhookError::Bind { addr, source })?;
     tracing::info!(%addr, "validating webhook listening (HTTPS)");
-    let listener = TlsListener {
-        tcp,
-        acceptor: TlsAcceptor::from(Arc::new(tls)),
-    };
+    serve_on(tcp, tls, pools, Limits::default()).await;
+    Ok(())
+}
+
+/// Serve the webhook on an bound listener with the given limits; never returns.
+pub async fn serve_on(
+    tcp: TcpListener,
+    tls: rustls::ServerConfig,
+    pools: Store<DynamicObject>,
+    limits: Limits,
+) {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
     let app = Router::new()
         .route("/validate/egress", post(egress))
         .route("/validate/externalippool", post(external_ip_pool))
         .with_state(pools);
-    // axum::serve only returns on an accept loop failure, which TlsListener never reports.
-    let _ = axum::serve(listener, app).await;
-    Ok(())
-}
-
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, peer) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "webhook: accepting a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, peer),
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "webhook: TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "webhook: TLS handshake timed out"),
+    let handshakes = Arc::new(Semaphore::new(limits.handshakes.max(1)));
+    let connections = Arc::new(Semaphore::new(limits.connections.max(1)));
+    loop {
+        // Waiting for a slot before accepting leaves further clients in the kernel's backlog
+        // until a slot frees, which the time limits guarantee.
+        let (Ok(connection), Ok(handshake)) = (
+            connections.clone().acquire_owned().await,
+            handshakes.clone().acquire_owned().await,
+        ) else {
+            return; // the semaphores are never closed
+        };
+        let (stream, peer) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "webhook: accepting a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
+        };
+        tokio::spawn(connection_task(
+            stream,
+            peer,
+            acceptor.clone(),
+            app.clone(),
+            limits,
+            (connection, handshake),
+        ));
+    }
+}
+
+/// One connection from accept to close: the TLS handshake, then HTTP/1.1 requests.
+async fn connection_task(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    limits: Limits,
+    (_connection, handshake): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "webhook: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "webhook: TLS handshake timed out");
+            return;
+        }
+    };
+    drop(handshake);
+    let request_timeout = limits.request_timeout;
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let mut app = app.clone();
+        async move {
+            let call = tower_service::Service::call(&mut app, request);
+            Ok::<_, Infallible>(match tokio::time::timeout(request_timeout, call).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => {
+                    tracing::debug!(%peer, "webhook: request timed out");
+                    timed_out()
+                }
+            })
+        }
+    });
+    let io = TokioIo::new(IdleTimeout::new(tls, limits.idle_timeout));
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .serve_connection(io, service)
+        .await;
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "webhook: connection ended");
+    }
+}
+
+fn timed_out() -> Response<Body> {
+    (StatusCode::SERVICE_UNAVAILABLE, "the request took too long").into_response()
+}
+
+/// A stream that fails with `TimedOut` once it has neither read nor written a byte for `idle`.
+struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+    /// After progress, push the deadline back; while pending, fail once it has passed.
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.deadline.as_mut().reset(Instant::now() + self.idle);
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                ready!(self.deadline.as_mut().poll(cx));
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "webhook connection idle for too long",
+                )))
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.check(cx, poll)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.check(cx, poll)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.check(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.check(cx, poll)
     }
 }
 
@@ -137,26 +305,26 @@ type Review = AdmissionReview<DynamicObject>;
 async fn egress(
     State(pools): State<Store<DynamicObject>>,
     Json(review): Json<Review>,
-) -> Json<Review> {
-    Json(answer(review, &pools, "Egress", |request, pools| {
-        let new: v1beta1::Egress = decode(request.object.as_ref(), "object")?;
-        let old: Option<v1beta1::Egress> = match &request.old_object {
-            Some(old) => Some(decode(Some(old), "oldObject")?),
-            None => None,
-        };
-        validation::validate_egress(&new, old.as_ref(), pools).map_err(join)
-    }))
+) -> Result<Json<Review>, StatusCode> {
+    off_workers(move || {
+        answer(review, &pools, "Egress", |request, pools| {
+            let new: v1beta1::Egress = decode(request.object.as_ref(), "object")?;
+            let old: Option<v1beta1::Egress> = match &request.old_object {
+                Some(old) => Some(decode(Some(old), "oldObject")?),
+                None => None,
+            };
+            validation::validate_egress(&new, old.as_ref(), pools).map_err(join)
+        })
+    })
+    .await
 }
 
 async fn external_ip_pool(
     State(pools): State<Store<DynamicObject>>,
     Json(review): Json<Review>,
-) -> Json<Review> {
-    Json(answer(
-        review,
-        &pools,
-        "ExternalIPPool",
-        |request, pools| {
+) -> Result<Json<Review>, StatusCode> {
+    off_workers(move || {
+        answer(review, &pools, "ExternalIPPool", |request, pools| {
             let new: v1beta1::ExternalIPPool = decode(request.object.as_ref(), "object")?;
             let old: Option<v1beta1::ExternalIPPool> = match &request.old_object {
                 Some(old) => Some(decode(Some(old), "oldObject")?),
@@ -164,8 +332,23 @@ async fn external_ip_pool(
             };
             let old = old.as_ref().map(ExternalIpPool::from);
             validation::validate_pool(&(&new).into(), old.as_ref(), pools).map_err(join)
-        },
-    ))
+        })
+    })
+    .await
+}
+
+/// Run `answer` on the blocking pool: decoding and validating a large object must not keep an
+/// async worker (and with it the probes and other connections) busy.
+async fn off_workers(
+    answer: impl FnOnce() -> Review + Send + 'static,
+) -> Result<Json<Review>, StatusCode> {
+    tokio::task::spawn_blocking(answer)
+        .await
+        .map(Json)
+        .map_err(|error| {
+            tracing::error!(%error, "webhook: validation task failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        })
 }
 
 /// Decode the review, run `validate` for CREATE and UPDATE, and wrap the verdict; counts the

@@ -9,6 +9,8 @@ use crate::api::{EgressCondition, IpPoolUsage, v1beta1};
 use crate::ipam::{AllocationError, Allocations};
 
 pub const IP_ALLOCATED: &str = "IPAllocated";
+/// The pool condition the controller sets (False) while it refuses to allocate from a pool.
+pub const ALLOCATABLE: &str = "Allocatable";
 
 /// The desired `IPAllocated` condition, without its timestamp.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +37,22 @@ pub enum Write {
     },
     /// Set the pool's `status.usage`.
     Usage { pool: String, usage: IpPoolUsage },
+    /// Set (`Some`) or remove (`None`) the pool's `Allocatable` condition; `current` are the
+    /// pool's conditions as the decision saw them.
+    PoolAllocatable {
+        pool: String,
+        current: Vec<EgressCondition>,
+        condition: Option<Condition>,
+    },
+}
+
+/// The pool condition for a pool the allocator refused (`Some(reason)`), or none.
+pub fn pool_condition(refused: Option<&String>) -> Option<Condition> {
+    refused.map(|reason| Condition {
+        status: "False",
+        reason: "OverlapsPool",
+        message: format!("no IP is allocated from this pool: {reason}"),
+    })
 }
 
 /// The condition Antrea's controller reports for an allocation result.
@@ -132,6 +150,30 @@ pub fn compute(
             });
         }
     }
+    for pool in pools {
+        let Some(name) = pool.metadata.name.as_deref() else {
+            continue;
+        };
+        let current: Vec<EgressCondition> = pool
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let existing = current.iter().find(|c| c.type_ == ALLOCATABLE);
+        let wanted = pool_condition(allocations.refused.get(name));
+        let differs = match (existing, &wanted) {
+            (None, None) => false,
+            (Some(existing), Some(wanted)) => !same(existing, wanted),
+            _ => true,
+        };
+        if differs {
+            usages.push(Write::PoolAllocatable {
+                pool: name.to_string(),
+                current,
+                condition: wanted,
+            });
+        }
+    }
     ips.into_iter().chain(conditions).chain(usages).collect()
 }
 
@@ -142,10 +184,20 @@ pub fn with_condition(
     wanted: Option<&Condition>,
     now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> Vec<EgressCondition> {
-    let previous = conditions.iter().find(|c| c.type_ == IP_ALLOCATED);
+    with_condition_of(IP_ALLOCATED, conditions, wanted, now)
+}
+
+/// [`with_condition`] for the condition type `type_`.
+pub fn with_condition_of(
+    type_: &str,
+    conditions: &[EgressCondition],
+    wanted: Option<&Condition>,
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Vec<EgressCondition> {
+    let previous = conditions.iter().find(|c| c.type_ == type_);
     let mut out: Vec<EgressCondition> = conditions
         .iter()
-        .filter(|c| c.type_ != IP_ALLOCATED)
+        .filter(|c| c.type_ != type_)
         .cloned()
         .collect();
     if let Some(wanted) = wanted {
@@ -154,7 +206,7 @@ pub fn with_condition(
             _ => Some(now),
         };
         out.push(EgressCondition {
-            type_: IP_ALLOCATED.to_string(),
+            type_: type_.to_string(),
             status: wanted.status.to_string(),
             last_transition_time,
             reason: Some(wanted.reason.to_string()),
@@ -197,6 +249,7 @@ mod tests {
         );
         pool.status = usage.map(|(total, used)| ExternalIPPoolStatus {
             usage: Some(IpPoolUsage { total, used }),
+            conditions: vec![],
         });
         pool
     }
@@ -217,6 +270,64 @@ mod tests {
             &status.conditions,
             Some(wanted),
             Time(Timestamp::UNIX_EPOCH),
+        );
+    }
+
+    #[test]
+    fn a_pool_overlapping_an_older_one_gets_allocatable_false_and_loses_it_when_fixed() {
+        let mut old = pool("old", "10.0.0.0/29", Some((6, 1)));
+        old.metadata.creation_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let mut newer = pool("newer", "10.0.0.4/30", Some((2, 0)));
+        newer.metadata.creation_timestamp = Some(Time(Timestamp::from_second(60).unwrap()));
+        let egresses = [
+            egress("a", Some("10.0.0.1"), Some("old")),
+            egress("b", None, Some("newer")),
+        ];
+        let writes = decide(&egresses, &[old.clone(), newer.clone()]);
+        let wanted = Condition {
+            status: "False",
+            reason: "OverlapsPool",
+            message: "no IP is allocated from this pool: its range [10.0.0.4/30] overlaps \
+                      ExternalIPPool old"
+                .to_string(),
+        };
+        assert!(
+            writes.contains(&Write::PoolAllocatable {
+                pool: "newer".to_string(),
+                current: vec![],
+                condition: Some(wanted.clone()),
+            }),
+            "{writes:#?}"
+        );
+        assert!(
+            !writes
+                .iter()
+                .any(|w| matches!(w, Write::EgressIp { egress, .. } if egress == "b"))
+        );
+        let b = writes.iter().find_map(|w| match w {
+            Write::Allocated { egress, condition } if egress == "b" => condition.clone(),
+            _ => None,
+        });
+        assert!(
+            b.is_some_and(
+                |c| c.status == "False" && c.message.contains("ExternalIPPool newer is refused")
+            ),
+            "{writes:#?}"
+        );
+        // Once applied nothing more is written for the pool; once the overlap is gone, the
+        // condition is removed.
+        newer.status.get_or_insert_with(Default::default).conditions =
+            with_condition_of(ALLOCATABLE, &[], Some(&wanted), Time(Timestamp::UNIX_EPOCH));
+        let writes = decide(&egresses, &[old.clone(), newer.clone()]);
+        assert!(
+            !writes
+                .iter()
+                .any(|w| matches!(w, Write::PoolAllocatable { .. }))
+        );
+        let writes = decide(&egresses, &[newer.clone()]);
+        assert!(
+            writes.iter().any(|w| matches!(w, Write::PoolAllocatable { pool, condition: None, .. } if pool == "newer")),
+            "{writes:#?}"
         );
     }
 

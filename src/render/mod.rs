@@ -6,6 +6,7 @@
 pub mod datapath;
 pub mod parse;
 pub mod text;
+pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -55,6 +56,11 @@ pub struct RenderArgs {
     /// `egress.exceptCIDRs` (IPv4 or IPv6): destinations that bypass Egress (repeatable).
     #[arg(long = "except-cidr")]
     pub except_cidrs: Vec<IpCidr>,
+    /// Render even when objects break the webhook's rules (a cluster would have refused them):
+    /// print the problems as warnings and render what the controller and agents would do if
+    /// such objects were stored (e.g. with the webhook bypassed).
+    #[arg(long)]
+    pub allow_invalid: bool,
 }
 
 /// `--datapath-type`.
@@ -219,10 +225,26 @@ fn local_ips(node: &Node) -> Result<BTreeSet<IpAddr>, RenderError> {
 /// The `render` subcommand: read the file, print warnings to stderr and the result to stdout.
 pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
     let path = args.file.display();
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {path}"))?;
+    let text = read_capped(&args.file).with_context(|| format!("reading {path}"))?;
     let parsed = parse_cluster(&text).with_context(|| format!("parsing {path}"))?;
     for warning in &parsed.warnings {
         eprintln!("warning: {path}: {warning}");
+    }
+    let invalid = validate::admission_errors(&parsed);
+    let level = if args.allow_invalid {
+        "warning"
+    } else {
+        "error"
+    };
+    for error in &invalid {
+        eprintln!("{level}: {path}: {error}");
+    }
+    if !invalid.is_empty() && !args.allow_invalid {
+        anyhow::bail!(
+            "{path}: {} problem(s) the validating webhook would refuse; fix them, or pass \
+             --allow-invalid to render what the cluster would do with such objects stored",
+            invalid.len()
+        );
     }
     let output = if args.list_nodes {
         node_names(&parsed.view)
@@ -247,6 +269,23 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
         _ => Ok(()),
     }
+}
+
+/// The file's text, refusing files larger than [`validate::MAX_INPUT_BYTES`] before parsing.
+fn read_capped(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let limit = validate::MAX_INPUT_BYTES;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        anyhow::bail!(
+            "the input is larger than {} MiB, the most render reads",
+            limit >> 20
+        );
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use crate::api::{AppliedTo, IpRange, LabelSelector};
+use crate::api::{AppliedTo, IpRange, LabelSelector, v1beta1};
 use crate::model::{
     ClusterView, Egress, ExternalIpPool, FAILURE_POLICY_ANNOTATION, FailurePolicy, Labels,
     Namespace, Node, Pod, PodPhase, Timestamp,
@@ -38,6 +38,8 @@ pub struct ParseError {
 pub struct Parsed {
     /// The objects; `local_ips`, `alive` and `config` are left at their defaults.
     pub view: ClusterView,
+    /// The Egresses as the API types the webhook's rules take, in file order.
+    pub egress_objects: Vec<v1beta1::Egress>,
     pub warnings: Vec<String>,
 }
 
@@ -55,6 +57,7 @@ pub fn parse_cluster(text: &str) -> Result<Parsed, ParseError> {
     }
     Ok(Parsed {
         view: builder.view,
+        egress_objects: builder.egress_objects,
         warnings: builder.warnings,
     })
 }
@@ -62,6 +65,7 @@ pub fn parse_cluster(text: &str) -> Result<Parsed, ParseError> {
 #[derive(Default)]
 struct Builder {
     view: ClusterView,
+    egress_objects: Vec<v1beta1::Egress>,
     warnings: Vec<String>,
     /// (kind, key) → where it was first seen, to reject duplicates.
     seen: BTreeMap<(String, String), String>,
@@ -157,6 +161,9 @@ impl Builder {
             "Egress" => {
                 expect_version(&CRD_VERSIONS)?;
                 self.view.egresses.push(parse_egress(&obj, name)?);
+                let object = serde_yaml::from_value(value.clone())
+                    .map_err(|e| obj.error("", format!("not a valid Egress: {e}")))?;
+                self.egress_objects.push(object);
                 name.to_string()
             }
             "ExternalIPPool" => {

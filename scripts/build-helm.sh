@@ -5,8 +5,8 @@
 # Built only when missing: the binary lives in a machine-wide cache, one directory per Helm
 # release, <cache>/helm-<version>/helm, and is rebuilt when the binary there was built by another
 # Go version or from other dependencies than the module pins (checked from its build info), so
-# a fresh clone on the same machine reuses it. A first build takes long (about 25 min on 2 cores
-# with a cold Go build cache).
+# a fresh clone on the same machine reuses it. A build with a cold Go build cache takes long
+# (tens of minutes on 2 cores); after build-go-tools.sh, which shares most packages, seconds.
 #   cache: $OVS_EGRESS_HELM_CACHE (default /var/cache/ovs-egress)
 #   --print-path: print the binary's path on stdout (everything else goes to stderr); the tests
 #   take it from $OVS_EGRESS_HELM, else they run this script themselves.

@@ -408,3 +408,153 @@ async fn every_rendered_object_is_accepted_by_the_real_api_server() {
         );
     }
 }
+
+/// `kubectl get KIND NAME -o json` (namespaced in [`NAMESPACE`]); `None` when not found.
+fn get(kubeconfig: &Path, kind: &str, name: &str) -> Option<Value> {
+    use ovs_egress_integration::chart::kubectl;
+    let out = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            kind,
+            name,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "json",
+            "--ignore-not-found",
+        ],
+        None,
+    )
+    .unwrap();
+    (!out.trim().is_empty()).then(|| serde_json::from_str(&out).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_upgrade_and_uninstall_on_the_real_api_server() {
+    use ovs_egress_integration::apiserver::ApiServer;
+    let helm = home("install");
+    let server = ApiServer::start(helm.path()).unwrap();
+    let kubeconfig = server.kubeconfig.display().to_string();
+    let chart = chart_dir().display().to_string();
+    let k = server.kubeconfig.as_path();
+    let helm_ok = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--namespace", NAMESPACE, "--kubeconfig", &kubeconfig]);
+        helm.ok(&all).unwrap_or_else(|e| panic!("{e:#}"))
+    };
+
+    helm_ok(&["install", RELEASE, &chart]);
+    for crd in ["egresses.crd.antrea.io", "externalippools.crd.antrea.io"] {
+        assert!(get(k, "crd", crd).is_some(), "helm installed CRD {crd}");
+    }
+    let agent_conf = |k: &Path| {
+        let config = get(k, "configmap", &format!("{RELEASE}-config")).unwrap();
+        AgentConfig::parse(
+            Path::new("agent.conf"),
+            config["data"]["ovs-egress-agent.conf"].as_str().unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(agent_conf(k).egress.except_cidrs.is_empty());
+    let membership = |k: &Path| {
+        get(k, "secret", &format!("{RELEASE}-membership-key")).unwrap()["data"]["keys"].clone()
+    };
+    let webhook_tls =
+        |k: &Path| get(k, "secret", &format!("{RELEASE}-webhook-tls")).unwrap()["data"].clone();
+    let ca_bundles = |k: &Path| {
+        let config = get(
+            k,
+            "validatingwebhookconfiguration",
+            &format!("{RELEASE}-crdvalidator"),
+        )
+        .unwrap();
+        config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["clientConfig"]["caBundle"].clone())
+            .collect::<Vec<_>>()
+    };
+    let pod_checksum = |k: &Path| {
+        get(k, "daemonset", &format!("{RELEASE}-agent")).unwrap()["spec"]["template"]["metadata"]
+            ["annotations"]["checksum/config"]
+            .clone()
+    };
+    let (key, tls, bundles, checksum) = (
+        membership(k),
+        webhook_tls(k),
+        ca_bundles(k),
+        pod_checksum(k),
+    );
+    assert!(key.is_string() && tls["ca.crt"].is_string());
+    assert_eq!(
+        bundles,
+        vec![tls["ca.crt"].clone(); 2],
+        "the webhook trusts the Secret's CA"
+    );
+    for (kind, name) in [
+        ("deployment", "controller"),
+        ("service", "controller"),
+        ("poddisruptionbudget", "controller"),
+        ("serviceaccount", "agent"),
+        ("serviceaccount", "controller"),
+        ("clusterrole", "agent"),
+        ("clusterrolebinding", "controller"),
+    ] {
+        assert!(
+            get(k, kind, &format!("{RELEASE}-{name}")).is_some(),
+            "{kind} {name}"
+        );
+    }
+
+    // An upgrade with another except CIDR reaches the agents' config (and restarts them);
+    // the webhook's CA and the membership key stay as they are.
+    helm_ok(&[
+        "upgrade",
+        RELEASE,
+        &chart,
+        "--set",
+        "egress.exceptCIDRs={10.0.0.0/8,fd00::/8}",
+    ]);
+    assert_eq!(
+        agent_conf(k).egress.except_cidrs,
+        ["10.0.0.0/8", "fd00::/8"]
+    );
+    assert_ne!(pod_checksum(k), checksum, "the agent Pods roll");
+    assert_eq!(
+        membership(k),
+        key,
+        "the membership key survives the upgrade"
+    );
+    assert_eq!(
+        webhook_tls(k),
+        tls,
+        "the webhook's CA and certificate survive the upgrade"
+    );
+    assert_eq!(ca_bundles(k), bundles);
+
+    helm_ok(&["uninstall", RELEASE]);
+    for (kind, name) in [
+        ("configmap", "config"),
+        ("secret", "membership-key"),
+        ("secret", "webhook-tls"),
+        ("daemonset", "agent"),
+        ("deployment", "controller"),
+        ("service", "controller"),
+        ("poddisruptionbudget", "controller"),
+        ("serviceaccount", "agent"),
+        ("clusterrole", "agent"),
+        ("clusterrole", "controller"),
+        ("clusterrolebinding", "agent"),
+        ("validatingwebhookconfiguration", "crdvalidator"),
+    ] {
+        assert!(
+            get(k, kind, &format!("{RELEASE}-{name}")).is_none(),
+            "{kind} {RELEASE}-{name} is left after uninstall"
+        );
+    }
+    for crd in ["egresses.crd.antrea.io", "externalippools.crd.antrea.io"] {
+        assert!(get(k, "crd", crd).is_some(), "helm keeps CRD {crd}");
+    }
+}

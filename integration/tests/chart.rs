@@ -558,3 +558,14 @@ async fn install_upgrade_and_uninstall_on_the_real_api_server() {
         assert!(get(k, "crd", crd).is_some(), "helm keeps CRD {crd}");
     }
 }
+
+#[test]
+fn chart_version_and_app_version_are_the_crates() {
+    let chart: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(chart["apiVersion"], "v2");
+    // The integration crate shares the workspace's version with ovs-egress.
+    assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+}

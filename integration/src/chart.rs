@@ -80,7 +80,13 @@ impl HelmHome {
     /// `helm template` of the chart as release [`RELEASE`] in [`NAMESPACE`] with the values
     /// file `values` (relative to `charts/ovs-egress/tests/`) and `--set` arguments.
     pub fn template(&self, values: Option<&str>, set: &[&str]) -> Result<String> {
-        let args = template_args(values, set);
+        self.template_as(RELEASE, values, set)
+    }
+
+    /// [`Self::template`] as release `release`.
+    pub fn template_as(&self, release: &str, values: Option<&str>, set: &[&str]) -> Result<String> {
+        let mut args = template_args(values, set);
+        args[1] = release.to_string();
         self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 

@@ -569,3 +569,154 @@ fn chart_version_and_app_version_are_the_crates() {
     assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
 }
+
+/// The flags of `ovs-egress agent` and `ovs-egress controller`, as the binary parses them.
+#[derive(clap::Parser)]
+struct AgentFlags {
+    #[command(flatten)]
+    args: ovs_egress::agent::config::AgentArgs,
+}
+
+#[derive(clap::Parser)]
+struct ControllerFlags {
+    #[command(flatten)]
+    args: ovs_egress::config::ControllerArgs,
+}
+
+/// The container `name` of the Pod template of workload `kind`/`name`.
+fn container<'a>(docs: &'a [Value], kind: &str, workload: &str, name: &str) -> &'a Value {
+    object(docs, kind, workload).unwrap()["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {kind} {workload}"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The directory where container `c` mounts volume `volume`.
+fn mount_path(c: &Value, volume: &str) -> PathBuf {
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    let mount = mounts.iter().find(|m| m["name"] == volume);
+    PathBuf::from(
+        mount.unwrap_or_else(|| panic!("no mount of {volume}"))["mountPath"]
+            .as_str()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn rendered_command_lines_parse_with_the_binarys_flags_and_name_mounted_files() {
+    use clap::Parser;
+    let helm = home("flags");
+    for (case, values) in CASES {
+        let docs = documents(&helm.template(*values, &[]).unwrap()).unwrap();
+        let agent = container(&docs, "DaemonSet", &format!("{RELEASE}-agent"), "agent");
+        assert_eq!(strings(&agent["command"]), ["ovs-egress", "agent"]);
+        // NODE_NAME comes from the Pod's spec.nodeName (env); given here as its flag.
+        let mut argv = vec!["agent".to_string(), "--node-name=node-a".to_string()];
+        argv.extend(strings(&agent["args"]));
+        let flags = AgentFlags::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{case}: agent {argv:?}: {e}"))
+            .args;
+        let config = flags.config.unwrap();
+        assert_eq!(
+            config.parent().unwrap(),
+            mount_path(agent, "config"),
+            "{case}"
+        );
+        assert_eq!(config.file_name().unwrap(), "ovs-egress-agent.conf");
+        assert_eq!(flags.ovs_rundir, mount_path(agent, "ovs-run"), "{case}");
+        assert_eq!(
+            i64::from(flags.health_listen.port()),
+            agent["ports"][0]["containerPort"].as_i64().unwrap(),
+            "{case}: the probes' port"
+        );
+
+        let controller = container(
+            &docs,
+            "Deployment",
+            &format!("{RELEASE}-controller"),
+            "controller",
+        );
+        assert_eq!(
+            strings(&controller["command"]),
+            ["ovs-egress", "controller"]
+        );
+        let mut argv = vec!["controller".to_string()];
+        argv.extend(strings(&controller["args"]));
+        let flags = ControllerFlags::try_parse_from(&argv)
+            .unwrap_or_else(|e| panic!("{case}: controller {argv:?}: {e}"))
+            .args;
+        assert!(flags.in_cluster);
+        assert_eq!(flags.lease_name, format!("{RELEASE}-controller"));
+        let config = flags.config.unwrap();
+        assert_eq!(
+            config.parent().unwrap(),
+            mount_path(controller, "config"),
+            "{case}"
+        );
+        assert_eq!(config.file_name().unwrap(), "ovs-egress-controller.conf");
+        match (&flags.tls_cert_file, &flags.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let dir = mount_path(controller, "webhook-tls");
+                assert_eq!(cert, &dir.join("tls.crt"), "{case}");
+                assert_eq!(key, &dir.join("tls.key"), "{case}");
+            }
+            _ => assert_eq!(*case, "egress-off", "only without the webhook: no TLS"),
+        }
+    }
+}
+
+#[test]
+fn another_release_name_names_every_reference_consistently() {
+    let helm = home("release");
+    let docs = documents(&helm.template_as("net", None, &[]).unwrap()).unwrap();
+    let secret = "net-membership-key";
+    object(&docs, "Secret", secret).unwrap();
+    let role = object(&docs, "ClusterRole", "net-ovs-egress-agent").unwrap();
+    assert!(
+        role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resourceNames"] == serde_json::json!([secret])),
+        "the agents may read {secret}: {role}"
+    );
+    for (kind, name) in [("DaemonSet", "agent"), ("Deployment", "controller")] {
+        let workload = object(&docs, kind, &format!("net-ovs-egress-{name}")).unwrap();
+        let spec = &workload["spec"]["template"]["spec"];
+        assert_eq!(spec["serviceAccountName"], format!("net-ovs-egress-{name}"));
+        object(&docs, "ServiceAccount", &format!("net-ovs-egress-{name}")).unwrap();
+        let volumes = spec["volumes"].as_array().unwrap();
+        for volume in volumes {
+            if let Some(map) = volume["configMap"]["name"].as_str() {
+                object(&docs, "ConfigMap", map).unwrap();
+            }
+            if let Some(secret) = volume["secret"]["secretName"].as_str() {
+                object(&docs, "Secret", secret).unwrap();
+            }
+        }
+    }
+    let service = object(&docs, "Service", "net-ovs-egress-controller").unwrap();
+    let config = object(
+        &docs,
+        "ValidatingWebhookConfiguration",
+        "net-ovs-egress-crdvalidator",
+    )
+    .unwrap();
+    for hook in config["webhooks"].as_array().unwrap() {
+        assert_eq!(
+            hook["clientConfig"]["service"]["name"],
+            service["metadata"]["name"]
+        );
+    }
+}

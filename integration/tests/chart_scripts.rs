@@ -360,3 +360,48 @@ fn start_ovs_sets_flow_restore_wait_keeps_the_database_and_stops_on_sigterm() {
     );
     stop(child, &dir.0);
 }
+
+#[test]
+fn start_ovs_fails_when_a_daemon_dies_and_stops_the_other() {
+    let ns = Netns::new("ovsdie").unwrap();
+    let dir = Dir(std::env::temp_dir().join(format!("{}-start-ovs", ns.name())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let mut child = start_ovs(&ns, &dir.0);
+    wait_healthy(&ns, &dir.0);
+    let pid = |daemon: &str| -> i32 {
+        std::fs::read_to_string(dir.0.join(format!("run/{daemon}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (vswitchd, ovsdb) = (pid("ovs-vswitchd"), pid("ovsdb-server"));
+    // SAFETY: kill(2) on the ovs-vswitchd this test's script started.
+    unsafe { libc::kill(vswitchd, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "start-ovs still runs 20 s after ovs-vswitchd died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        !status.success(),
+        "start-ovs must fail (the kubelet restarts it):\n{log}"
+    );
+    assert!(log.contains("ovs-vswitchd is gone"), "{log}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(ovsdb) {
+        assert!(
+            Instant::now() < deadline,
+            "ovsdb-server still runs after start-ovs failed:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -57,5 +57,8 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 # and kubectl of the same Kubernetes release, built from integration/apiserver only when the
 # machine-wide cache lacks this version (see the script).
 "$(dirname "$0")/build-go-tools.sh"
+# Helm for the chart's tests, built from the Go module proxy at the release integration/helm
+# pins, only when the machine-wide cache lacks it (see the script).
+"$(dirname "$0")/build-helm.sh"
 
 echo "install-deps: ok"

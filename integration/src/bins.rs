@@ -104,3 +104,39 @@ pub fn go_tool(name: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// The `helm` binary, once per process: `$OVS_EGRESS_HELM` when set, else the one
+/// `scripts/build-helm.sh --print-path` builds (only when its machine-wide cache lacks the
+/// release `integration/helm` pins).
+pub fn helm() -> Result<PathBuf> {
+    static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let helm = HELM.get_or_init(|| {
+        if let Some(path) = std::env::var_os("OVS_EGRESS_HELM") {
+            return Ok(PathBuf::from(path));
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-helm.sh");
+        let output = Command::new(&script)
+            .arg("--print-path")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} failed ({}); it names what is missing above",
+                script.display(),
+                output.status
+            ));
+        }
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        ))
+    });
+    let path = helm.clone().map_err(anyhow::Error::msg)?;
+    if !path.exists() {
+        bail!(
+            "helm ({}) is missing: run scripts/build-helm.sh (or unset OVS_EGRESS_HELM)",
+            path.display()
+        );
+    }
+    Ok(path)
+}

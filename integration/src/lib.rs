@@ -5,6 +5,7 @@
 pub mod apiserver;
 pub mod bench;
 pub mod bins;
+pub mod chart;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;

@@ -13,6 +13,7 @@ pub mod datapath;
 pub mod host;
 pub mod ipam;
 pub mod kube;
+pub mod membership;
 pub mod model;
 pub mod ovs;
 pub mod pipeline;

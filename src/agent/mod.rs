@@ -35,6 +35,7 @@ use crate::api::v1beta1;
 use crate::host::local_ips;
 use crate::kube::passes::Passes;
 use crate::kube::{events, health, reflect, status};
+use crate::membership;
 use crate::plan::{self, EgressStatus, NodePlan};
 use config::{AgentArgs, AgentConfig};
 use view::Stores;
@@ -70,6 +71,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         nodes,
         decided,
         datapath_ready,
+        // Status-only mode claims no IP, so it needs no membership: every Node counts alive.
+        membership: !args.no_datapath,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -84,6 +87,7 @@ pub async fn run_with(
         nodes: watch::channel(Vec::new()).0,
         decided: watch::channel(BTreeSet::new()).0,
         datapath_ready: watch::channel(true).1,
+        membership: false,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -95,6 +99,8 @@ struct Outputs {
     /// The local Pods the applied plan has decided, published after it is applied.
     decided: watch::Sender<BTreeSet<String>>,
     datapath_ready: watch::Receiver<bool>,
+    /// Whether to run the membership (else every Node counts alive).
+    membership: bool,
 }
 
 /// [`run_with`] with the datapath's side channels.
@@ -111,6 +117,7 @@ async fn run_inner(
         nodes,
         decided,
         datapath_ready,
+        membership,
     } = outputs;
     let (ready_tx, ready_rx) = watch::channel(false);
     let (applied_tx, applied_rx) = watch::channel(false);
@@ -122,6 +129,13 @@ async fn run_inner(
         .context("watching this Node's IP addresses")?;
 
     let changed = Arc::new(Notify::new());
+    let membership = membership.then(|| {
+        let secret = &config.membership.key_secret;
+        let keys = membership::secret::watch_keys(client.clone(), &secret.namespace, &secret.name);
+        let settings = config.membership_settings(&args.node_name);
+        tracing::info!(?settings, secret = %format!("{}/{}", secret.namespace, secret.name), "membership");
+        membership::start(settings, nodes.subscribe(), keys, changed.clone())
+    });
     let all = watcher::Config::default;
     let stores = Stores {
         egresses: reflect::spawn::<v1beta1::Egress>(client.clone(), all(), changed.clone()),
@@ -143,6 +157,7 @@ async fn run_inner(
         nodes,
         decided,
         applied: applied_tx,
+        membership,
     };
     tokio::select! {
         result = health => result.context("health server task")?
@@ -164,6 +179,8 @@ struct Loop {
     decided: watch::Sender<BTreeSet<String>>,
     /// Whether the last plan handed over was applied (half of `/readyz`).
     applied: watch::Sender<bool>,
+    /// The Nodes alive for placement; `None`: every Node.
+    membership: Option<watch::Receiver<membership::State>>,
 }
 
 impl Loop {
@@ -185,7 +202,10 @@ impl Loop {
                 result.context("the local IP watch stopped")?;
             }
             let ips = local_ips.borrow_and_update().clone();
-            let snapshot = stores.snapshot(ips, &self.config);
+            let mut snapshot = stores.snapshot(ips, &self.config);
+            if let Some(membership) = &self.membership {
+                snapshot.view.alive = Some(membership.borrow().alive.clone());
+            }
             self.nodes.send_if_modified(|nodes| {
                 let changed = *nodes != snapshot.view.nodes;
                 if changed {
@@ -219,7 +239,20 @@ impl Loop {
             let before = held.get_or_insert_with(|| {
                 events::held_in_api(&self.node, &snapshot.statuses, &snapshot.uids)
             });
-            for change in events::changes(before, &now_held) {
+            let changes = events::changes(before, &now_held);
+            if let Some(alive) = &snapshot.view.alive {
+                let taken = events::taken_over(&self.node, &changes, &snapshot.statuses, alive);
+                for change in changes.iter().filter(|c| taken.contains_key(&c.egress)) {
+                    let old = &taken[&change.egress];
+                    let unassigned = events::Change {
+                        assigned: false,
+                        ..change.clone()
+                    };
+                    tracing::info!(egress = %change.egress, from = %old, "taking over an egress IP");
+                    self.events.publish_for(&unassigned, old).await;
+                }
+            }
+            for change in changes {
                 self.events.publish(&change).await;
             }
             held = Some(now_held);

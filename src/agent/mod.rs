@@ -9,6 +9,11 @@
 //! turns them into ports), so the datapath acknowledges their ports to the CNI plugin only when
 //! their Egress flows are in place.
 //!
+//! With the real datapath the agent runs the Node membership ([`crate::membership`], keys from
+//! the Secret of `membership.keySecret`): its alive set is the view's `alive`, so placement moves
+//! IPs away from Nodes that are gone, and its changes wake the loop. When a Node takes an IP from
+//! one that is gone it also emits the `IPUnassigned` event for that Node.
+//!
 //! `/readyz` is true while the last plan handed over was applied and the datapath reports
 //! ready (OVS up, flows installed): it goes false while OVS is away or an apply failed, and
 //! true again once repaired.

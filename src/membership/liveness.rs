@@ -12,8 +12,12 @@
 //!   agent applies the same rule, so the next holder takes over only after the old holder's
 //!   lease has run out.
 //!
-//! This Node counts itself alive while it has a valid key and the membership has not declared
-//! it down; an agent without a key claims nothing.
+//! This Node counts itself alive while it has a valid key and is not isolated: in a cluster of
+//! three or more Nodes, an agent that sees no other Node up is starting (it joins within a few
+//! milliseconds), cut off (its link, its key) or the last one standing, and claims no IP rather
+//! than hold one beside a successor the others chose. (With three Nodes that is a majority rule; larger
+//! partitions are not covered. With two Nodes an agent cannot tell a dead peer from its own
+//! isolation and keeps its IPs.) An agent without a key claims nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -126,10 +130,15 @@ impl Liveness {
             })
             .map(|(name, _)| name.clone())
             .collect();
-        if me_ok {
+        if me_ok && !self.isolated() {
             alive.insert(self.me.clone());
         }
         alive
+    }
+
+    /// Whether this Node hears nobody although there are at least two other Nodes.
+    pub fn isolated(&self) -> bool {
+        self.peers.len() >= 2 && !self.peers.values().any(|p| matches!(p, Peer::Up { .. }))
     }
 
     /// The next instant after `now` at which [`Self::alive`] changes by time alone.
@@ -164,11 +173,36 @@ mod tests {
     }
 
     #[test]
+    fn an_isolated_node_of_three_or_more_counts_itself_out_and_one_of_two_does_not() {
+        let t0 = Instant::now();
+        let mut live = three(t0);
+        live.up("b", 1, t0);
+        live.up("c", 1, t0);
+        let cut = t0 + Duration::from_secs(10);
+        live.down("b", 1, cut);
+        assert!(live.alive(cut, true).contains("a"), "c is still up");
+        live.down("c", 1, cut);
+        assert!(live.isolated());
+        assert_eq!(live.alive(cut, true), set(&["b", "c"]));
+        // Never heard from anyone (starting, or a wrong key): claims nothing, the others count
+        // during their grace.
+        let lonely = three(t0);
+        assert_eq!(lonely.alive(t0, true), set(&["b", "c"]));
+        // Two Nodes: the survivor keeps its IPs.
+        let mut pair = Liveness::new("a", GRACE, LEASE);
+        pair.set_nodes(["a", "b"], t0);
+        pair.up("b", 1, t0);
+        pair.down("b", 1, cut);
+        assert_eq!(pair.alive(cut + LEASE, true), set(&["a"]));
+    }
+
+    #[test]
     fn unknown_nodes_are_alive_during_the_grace_only() {
         let t0 = Instant::now();
         let mut live = three(t0);
-        assert_eq!(live.alive(t0, true), set(&["a", "b", "c"]));
+        assert_eq!(live.alive(t0, true), set(&["b", "c"]));
         live.up("b", 1, t0 + Duration::from_millis(10));
+        assert_eq!(live.alive(t0, true), set(&["a", "b", "c"]));
         assert_eq!(live.next_change(t0), Some(t0 + GRACE));
         assert_eq!(live.alive(t0 + GRACE, true), set(&["a", "b"]));
         assert_eq!(live.next_change(t0 + GRACE), None);
@@ -225,6 +259,7 @@ mod tests {
     fn a_node_never_heard_from_can_be_declared_down() {
         let t0 = Instant::now();
         let mut live = three(t0);
+        live.up("b", 1, t0);
         live.down("c", 1, t0);
         assert_eq!(live.alive(t0 + LEASE, true), set(&["a", "b"]));
         live.heard("b", t0);

@@ -156,6 +156,10 @@ struct Task {
     changed: Arc<Notify>,
     /// Sealed datagrams to send: (destination, bytes).
     outbox: Vec<(SocketAddr, Vec<u8>)>,
+    /// Whether this Node was isolated at the last publish (for the log).
+    isolated: bool,
+    /// Whether this Node has seen another one up since it started (for the log).
+    joined: bool,
 }
 
 impl Task {
@@ -181,6 +185,8 @@ impl Task {
             out,
             changed,
             outbox: Vec::new(),
+            isolated: false,
+            joined: false,
         }
     }
 
@@ -353,7 +359,11 @@ impl Task {
         let plain = match opener.open(datagram, now_ms()) {
             Ok(plain) => plain,
             Err(reason) => {
-                tracing::debug!(%from, %reason, "membership datagram dropped");
+                if self.drops.total() == 0 {
+                    tracing::warn!(%from, %reason, "first membership datagram dropped");
+                } else {
+                    tracing::debug!(%from, %reason, "membership datagram dropped");
+                }
                 self.drops.count(reason);
                 return;
             }
@@ -479,6 +489,22 @@ impl Task {
     }
 
     fn publish(&mut self) {
+        let isolated = self.liveness.isolated();
+        if isolated != self.isolated {
+            if isolated && self.joined {
+                tracing::warn!(
+                    "no other Node is up: this Node is cut off and releases its egress IPs"
+                );
+            } else if isolated {
+                tracing::info!(
+                    "no other Node is up yet: this Node claims no egress IP until one is"
+                );
+            } else {
+                tracing::info!("another Node is up: this Node may hold egress IPs");
+                self.joined = true;
+            }
+            self.isolated = isolated;
+        }
         let problem = self.key_problem.clone().or(self.socket_problem.clone());
         let state = State {
             alive: self.liveness.alive(Instant::now(), problem.is_none()),

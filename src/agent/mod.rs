@@ -208,9 +208,6 @@ impl Loop {
             }
             let ips = local_ips.borrow_and_update().clone();
             let mut snapshot = stores.snapshot(ips, &self.config);
-            if let Some(membership) = &self.membership {
-                snapshot.view.alive = Some(membership.borrow().alive.clone());
-            }
             self.nodes.send_if_modified(|nodes| {
                 let changed = *nodes != snapshot.view.nodes;
                 if changed {
@@ -218,6 +215,16 @@ impl Loop {
                 }
                 changed
             });
+            if let Some(membership) = &self.membership {
+                let state = membership.borrow().clone();
+                if !state.settled {
+                    // Keep what the datapath holds until the membership has heard from the
+                    // other Nodes (or the join grace is over); its change wakes this loop.
+                    passes.done(false);
+                    continue;
+                }
+                snapshot.view.alive = Some(state.alive);
+            }
             let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
             if previous.as_deref() != Some(&plan) || applied.is_none() {
                 let plan = Arc::new(plan);

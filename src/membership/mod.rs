@@ -68,6 +68,10 @@ pub struct State {
     pub alive: BTreeSet<String>,
     /// Why this Node may not hold IPs (no valid key, no socket), if so.
     pub problem: Option<String>,
+    /// Whether the alive set can be acted on: this Node has heard from another one, or has no
+    /// one to hear from, or the join grace since it started is over. Until then the agent keeps
+    /// what its datapath holds (a restarted agent does not drop its IPs while it rejoins).
+    pub settled: bool,
     /// Datagrams dropped so far, by reason.
     pub drops: DropCounts,
 }
@@ -130,6 +134,7 @@ pub fn start(
     let initial = State {
         alive: liveness.alive(now, false),
         problem: Some("membership not started yet".into()),
+        settled: false,
         drops: DropCounts::default(),
     };
     let (tx, rx) = watch::channel(initial);
@@ -158,8 +163,12 @@ struct Task {
     outbox: Vec<(SocketAddr, Vec<u8>)>,
     /// Whether this Node was isolated at the last publish (for the log).
     isolated: bool,
-    /// Whether this Node has seen another one up since it started (for the log).
+    /// Whether this Node has seen another one up since it started.
     joined: bool,
+    /// When this membership started (for the join grace).
+    started: Instant,
+    /// Whether the Node list has been received.
+    have_nodes: bool,
 }
 
 impl Task {
@@ -187,6 +196,8 @@ impl Task {
             outbox: Vec::new(),
             isolated: false,
             joined: false,
+            started: Instant::now(),
+            have_nodes: false,
         }
     }
 
@@ -243,7 +254,12 @@ impl Task {
             let now = Instant::now();
             let next_timer = self.timers.keys().next().map(|(at, _)| *at);
             let next_change = self.liveness.next_change(now);
-            let wake = [next_timer, next_change].into_iter().flatten().min();
+            let grace_over = self.started + self.settings.join_grace;
+            let settle = (now < grace_over).then_some(grace_over);
+            let wake = [next_timer, next_change, settle]
+                .into_iter()
+                .flatten()
+                .min();
             let far = now + Duration::from_secs(3600);
             tokio::select! {
                 received = async {
@@ -285,6 +301,7 @@ impl Task {
 
     fn set_nodes(&mut self, list: &[crate::model::Node]) {
         let now = Instant::now();
+        self.have_nodes |= !list.is_empty();
         self.nodes = list
             .iter()
             .filter_map(|n| Some((n.name.clone(), n.transport_ip?)))
@@ -506,7 +523,12 @@ impl Task {
             self.isolated = isolated;
         }
         let problem = self.key_problem.clone().or(self.socket_problem.clone());
+        let settled = self.have_nodes
+            && (!isolated
+                || self.joined
+                || Instant::now() >= self.started + self.settings.join_grace);
         let state = State {
+            settled,
             alive: self.liveness.alive(Instant::now(), problem.is_none()),
             problem,
             drops: self.drops,
@@ -516,7 +538,9 @@ impl Task {
             if *old == state {
                 return false;
             }
-            alive_changed = old.alive != state.alive || old.problem != state.problem;
+            alive_changed = old.alive != state.alive
+                || old.problem != state.problem
+                || old.settled != state.settled;
             *old = state;
             true
         });

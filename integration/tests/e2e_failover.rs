@@ -554,3 +554,98 @@ async fn forged_datagrams_are_dropped_and_counted_and_an_agent_with_the_wrong_ke
         );
     }
 }
+
+/// Median and max of `gaps`.
+fn median_max(gaps: &mut [Duration]) -> (Duration, Duration) {
+    gaps.sort();
+    let median = gaps.get(gaps.len() / 2).copied().unwrap_or_default();
+    (median, gaps.last().copied().unwrap_or_default())
+}
+
+/// One failover round: the holder's agent is killed while the Pod calls out; returns the gap
+/// between good connections around the kill. The killed agent is restarted and the IP moves
+/// back before the next round.
+async fn failover_round(ha: &mut Ha) -> Duration {
+    let start = Instant::now();
+    let caller = Caller::start(&ha.c, ha.pod.netns.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ha.signal_agent(&ha.holder, libc::SIGKILL);
+    let killed = Instant::now();
+    wait_assigned(&ha.c, "eg-ha", &ha.next).await;
+    if let Err(e) = ha.c.wait_source(&ha.pod, ha.ip, TIMEOUT).await {
+        panic!("{e}\n{}", ha.c.logs());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    caller.finish();
+    let seen = ha.c.server.seen_since(start);
+    assert!(seen.iter().all(|(_, s)| *s == ha.ip), "a wrong source");
+    let mut times: Vec<Instant> = seen.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    let gap = times
+        .windows(2)
+        .filter(|w| w[1] >= killed)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let holder = ha.holder.clone();
+    ha.c.restart_agent(&holder)
+        .await
+        .expect("restarting the agent");
+    wait_assigned(&ha.c, "eg-ha", &holder).await;
+    if let Err(e) = ha.c.wait_source(&ha.pod, ha.ip, TIMEOUT).await {
+        panic!("{e}\n{}", ha.c.logs());
+    }
+    gap
+}
+
+/// `scripts/bench-failover.sh`: OE_BENCH_ROUNDS (default 20) SIGKILL failovers with the
+/// default lease, then as many with `ipLeaseSeconds: 0` (no fencing: the baseline of what the
+/// membership and the apply alone cost) on the same box; prints the median and max gap between
+/// good connections of each and the ratio of the medians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-failover.sh"]
+async fn bench_failover_sigkill_gaps() {
+    let rounds: usize = std::env::var("OE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut ha = Ha::start("10.10.0.64").await;
+    ha.apply_egress(&ha.holder.clone()).await;
+    let mut results = Vec::new();
+    for (mode, extra) in [
+        ("lease 1 s (default)", None),
+        ("no lease (baseline)", Some("egress: {ipLeaseSeconds: 0}\n")),
+    ] {
+        if let Some(extra) = extra {
+            for name in ha.names.clone() {
+                let config = ha.c.dir.join(format!("agent-{name}.conf"));
+                let mut text = std::fs::read_to_string(&config).unwrap();
+                text.push_str(extra);
+                std::fs::write(&config, text).unwrap();
+                ha.c.restart_agent(&name)
+                    .await
+                    .expect("restarting an agent");
+            }
+            wait_assigned(&ha.c, "eg-ha", &ha.holder.clone()).await;
+        }
+        let mut gaps = Vec::new();
+        for round in 0..rounds {
+            let gap = failover_round(&mut ha).await;
+            eprintln!("{mode}: round {round}: gap {:.3} s", gap.as_secs_f64());
+            gaps.push(gap);
+        }
+        let (median, max) = median_max(&mut gaps);
+        eprintln!(
+            "{mode}: {rounds} SIGKILL failovers: gap median {:.3} s, max {:.3} s",
+            median.as_secs_f64(),
+            max.as_secs_f64()
+        );
+        results.push((mode, median, max));
+    }
+    if let [(_, fenced, _), (_, baseline, _)] = results[..] {
+        eprintln!(
+            "median gap with the lease / without: {:.2}",
+            fenced.as_secs_f64() / baseline.as_secs_f64().max(1e-3)
+        );
+    }
+}

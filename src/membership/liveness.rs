@@ -109,6 +109,11 @@ impl Liveness {
         }
     }
 
+    /// Whether `name` is one of the Nodes this agent tracks.
+    pub fn knows(&self, name: &str) -> bool {
+        self.peers.contains_key(name)
+    }
+
     pub fn last_heard(&self, name: &str) -> Option<Instant> {
         self.last_heard.get(name).copied()
     }

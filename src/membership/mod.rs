@@ -302,10 +302,19 @@ impl Task {
     fn set_nodes(&mut self, list: &[crate::model::Node]) {
         let now = Instant::now();
         self.have_nodes |= !list.is_empty();
-        self.nodes = list
+        let nodes: BTreeMap<String, IpAddr> = list
             .iter()
             .filter_map(|n| Some((n.name.clone(), n.transport_ip?)))
             .collect();
+        for node in list.iter().filter(|n| n.transport_ip.is_none()) {
+            if self.nodes.contains_key(&node.name) || !self.liveness.knows(&node.name) {
+                tracing::warn!(
+                    node = %node.name,
+                    "Node has no InternalIP: it cannot join the membership and holds no egress IP"
+                );
+            }
+        }
+        self.nodes = nodes;
         self.liveness
             .set_nodes(list.iter().map(|n| n.name.as_str()), now);
     }

@@ -260,7 +260,7 @@ impl Addresses {
 
     /// Adds `ip` as /32 (/128, no DAD) on `link`, marked as ours, valid for `lease` seconds
     /// when given (the kernel removes it unless [`Self::renew`] extends it). An address of ours
-    /// already there gets the new lifetime. Idempotent.
+    /// already there gets the new lifetime (without a lease it is left as it is). Idempotent.
     pub async fn add_leased(
         &self,
         link: &Link,
@@ -282,7 +282,9 @@ impl Addresses {
                 if !ours {
                     return Ok(Added::AlreadyStatic);
                 }
-                self.request(link, ip, lease, true).await.map_err(failed)?;
+                if lease.is_some() {
+                    self.request(link, ip, lease, true).await.map_err(failed)?;
+                }
                 Ok(Added::AlreadyOwned)
             }
             Err(source) => Err(failed(source)),

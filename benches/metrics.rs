@@ -71,6 +71,7 @@ fn snapshot(node: &str) -> PlanSnapshot {
                 } else {
                     Vec::new()
                 },
+                drop_external: false,
             },
         );
     }

@@ -14,6 +14,7 @@ pub mod host;
 pub mod inputs;
 pub mod ipam;
 pub mod kube;
+pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod ovs;

@@ -65,7 +65,46 @@ pub fn node_name(index: u8) -> String {
 /// The agent config every Node gets (antrea-agent.conf style).
 const AGENT_CONFIG: &str = "featureGates: {Egress: true}\novsBridge: br-int\n\
     ovsDatapathType: netdev\ntrafficEncapMode: encap\ntransportInterface: br-phy\n\
-    egressDevice: br-phy\nserviceCIDR: 10.96.0.0/12\n";
+    egressDevice: br-phy\nserviceCIDR: 10.96.0.0/12\n\
+    membership: {keySecret: {namespace: kube-system, name: ovs-egress-membership-keys}}\n";
+
+/// Where the box keeps the agents' membership keys (the agent config above points at it; the
+/// agent's RBAC rule names it).
+pub const MEMBERSHIP_SECRET: (&str, &str) = ("kube-system", "ovs-egress-membership-keys");
+
+/// A fresh random membership key, base64 (one line of the Secret's `keys`).
+pub fn random_membership_key() -> Result<String> {
+    use base64::Engine;
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+/// Creates or replaces the membership key Secret with `keys` (one base64 key per line).
+pub async fn write_membership_keys(client: &kube::Client, keys: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let (namespace, name) = MEMBERSHIP_SECRET;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let object: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"keys": keys},
+    }))?;
+    if secrets.get_opt(name).await?.is_some() {
+        secrets
+            .replace(name, &PostParams::default(), &object)
+            .await
+            .with_context(|| format!("replacing Secret {namespace}/{name}"))?;
+    } else {
+        secrets
+            .create(&PostParams::default(), &object)
+            .await
+            .with_context(|| format!("creating Secret {namespace}/{name}"))?;
+    }
+    Ok(())
+}
 
 /// One Node: its namespace and OVS, its agent, the relay to the API.
 pub struct BoxNode {
@@ -211,6 +250,7 @@ impl ClusterBox {
             identity.install(&client).await?;
         }
         ensure_default_service_account(&client, "default").await?;
+        write_membership_keys(&client, &format!("{}\n", random_membership_key()?)).await?;
         let underlay = Underlay::new()?;
         let server = ExtServer::start(&underlay, SERVER_IP)?;
         let controller_kubeconfig = dir.join("kubeconfig-controller");

@@ -1,7 +1,8 @@
 //! Egress IPs on a device, their advertisement and the local-IP watch, against the real kernel
 //! inside namespaces each test creates: ownership tracking leaves static addresses alone, the
 //! gratuitous ARP / unsolicited NA are on the wire and update a peer's neighbour entry, and
-//! address changes made by someone else show up as events.
+//! address changes made by someone else show up as events; a leased address stays while renewed
+//! and is removed by the kernel once renewals stop.
 
 mod host_support;
 
@@ -90,6 +91,60 @@ fn egress_ips_are_added_as_host_routes_tracked_and_removed_but_static_ones_never
     assert!(
         !shown.contains("10.9.0.7") && !shown.contains("10.9.0.8"),
         "{shown}"
+    );
+}
+
+/// The lease: a leased address carries its lifetime, stays while renewed, and the kernel removes
+/// it by itself about a second after the last renewal (whole seconds, checked at least a second
+/// apart); renewing leaves a static address alone and reports the gone ones.
+#[test]
+fn a_leased_egress_ip_stays_while_renewed_and_the_kernel_removes_it_once_renewals_stop() {
+    let (a, _b) = veth_pair("lease").unwrap();
+    a.exec(&["ip", "addr", "add", "10.9.1.50/32", "dev", "va"])
+        .unwrap();
+    let probe = a.clone();
+    in_netns(&a, move || async move {
+        let nl = Addresses::connect().unwrap();
+        let va = nl.link("va").await.unwrap();
+        let leased = ip("10.9.1.7");
+        assert_eq!(
+            nl.add_leased(&va, leased, Some(1)).await.unwrap(),
+            Added::New
+        );
+        let line = addrs(&probe, "va");
+        let line = line
+            .lines()
+            .find(|l| l.contains("10.9.1.7"))
+            .unwrap()
+            .to_string();
+        assert!(line.contains("valid_lft 1sec"), "{line}");
+        let held = BTreeSet::from([leased, ip("10.9.1.50")]);
+        let started = std::time::Instant::now();
+        let mut last_renewal = started;
+        while started.elapsed() < Duration::from_millis(2500) {
+            assert!(addrs(&probe, "va").contains("10.9.1.7/32"), "renewed");
+            last_renewal = std::time::Instant::now();
+            assert_eq!(nl.renew(&va, &held, 1).await.unwrap(), Vec::<IpAddr>::new());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        while addrs(&probe, "va").contains("10.9.1.7/32") {
+            assert!(
+                last_renewal.elapsed() < Duration::from_millis(2100),
+                "the kernel did not remove the address within its lease bound (1 s + 1 s)"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let gone_after = last_renewal.elapsed();
+        assert!(
+            gone_after >= Duration::from_millis(950),
+            "gone after {gone_after:?}"
+        );
+        assert_eq!(nl.renew(&va, &held, 1).await.unwrap(), vec![leased]);
+        eprintln!("lease of 1 s: address gone {gone_after:?} after the last renewal");
+    });
+    assert!(
+        addrs(&a, "va").contains("inet 10.9.1.50/32 "),
+        "the static address stays"
     );
 }
 

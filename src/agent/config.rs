@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -57,6 +58,95 @@ pub struct AgentConfig {
     pub transport_interface: Option<String>,
     #[serde(default)]
     pub egress_device: Option<String>,
+    /// UDP port of the agents' membership on every Node's transport IP (Antrea's `clusterPort`).
+    #[serde(default = "default_cluster_port")]
+    pub cluster_port: u16,
+    #[serde(default)]
+    pub membership: MembershipConfig,
+}
+
+/// The `membership` section: SWIM timing and where the keys are.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MembershipConfig {
+    /// Each agent probes one member per period.
+    #[serde(default = "default_probe_period")]
+    pub probe_period: ConfigDuration,
+    /// How long to wait for a direct ack before asking others to probe; below the period.
+    #[serde(default = "default_probe_timeout")]
+    pub probe_timeout: ConfigDuration,
+    /// How long a member stays suspect before it is declared down.
+    #[serde(default = "default_suspicion_timeout")]
+    pub suspicion_timeout: ConfigDuration,
+    /// The Secret holding the keys (data key `keys`, one base64 32-byte key per line).
+    #[serde(default)]
+    pub key_secret: SecretRef,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            probe_period: default_probe_period(),
+            probe_timeout: default_probe_timeout(),
+            suspicion_timeout: default_suspicion_timeout(),
+            key_secret: SecretRef::default(),
+        }
+    }
+}
+
+/// A Secret by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretRef {
+    #[serde(default = "default_secret_namespace")]
+    pub namespace: String,
+    #[serde(default = "default_secret_name")]
+    pub name: String,
+}
+
+impl Default for SecretRef {
+    fn default() -> Self {
+        Self {
+            namespace: default_secret_namespace(),
+            name: default_secret_name(),
+        }
+    }
+}
+
+/// A duration written as `<number>ms` or `<number>s` (decimals allowed), e.g. `100ms`, `1.5s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl std::str::FromStr for ConfigDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+            (n, 1e-3)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1.0)
+        } else {
+            return Err(format!(
+                "{text:?} is not a duration (write e.g. 100ms or 1.5s)"
+            ));
+        };
+        let value: f64 = number
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration (write e.g. 100ms or 1.5s)"))?;
+        if !value.is_finite() || value < 0.0 || value * scale > 3600.0 {
+            return Err(format!("{text:?} is out of range (0 to 1h)"));
+        }
+        Ok(ConfigDuration(Duration::from_secs_f64(value * scale)))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// The `egress` section.
@@ -70,6 +160,11 @@ pub struct EgressConfig {
     pub max_egress_ips_per_node: u32,
     #[serde(default)]
     pub snat_fully_random_ports: bool,
+    /// Valid lifetime (seconds) of the egress IP addresses this Node holds, renewed every
+    /// quarter of it: a frozen or killed agent's addresses disappear by themselves. 0 turns the
+    /// lease (and the wait for it on failover) off.
+    #[serde(default = "default_ip_lease_seconds", rename = "ipLeaseSeconds")]
+    pub ip_lease_seconds: u32,
 }
 
 impl Default for EgressConfig {
@@ -78,6 +173,7 @@ impl Default for EgressConfig {
             except_cidrs: Vec::new(),
             max_egress_ips_per_node: MAX_EGRESS_IPS_PER_NODE,
             snat_fully_random_ports: false,
+            ip_lease_seconds: default_ip_lease_seconds(),
         }
     }
 }
@@ -94,6 +190,36 @@ fn default_tunnel_type() -> String {
 fn default_encap_mode() -> String {
     "encap".to_string()
 }
+fn default_cluster_port() -> u16 {
+    DEFAULT_CLUSTER_PORT
+}
+fn default_probe_period() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(100))
+}
+fn default_probe_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(40))
+}
+fn default_suspicion_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(200))
+}
+fn default_secret_namespace() -> String {
+    "kube-system".to_string()
+}
+fn default_secret_name() -> String {
+    DEFAULT_KEY_SECRET.to_string()
+}
+fn default_ip_lease_seconds() -> u32 {
+    1
+}
+
+/// `clusterPort` when unset (as Antrea's).
+pub const DEFAULT_CLUSTER_PORT: u16 = 10351;
+/// The membership key Secret's name when unset (the one the agent's RBAC rule names).
+pub const DEFAULT_KEY_SECRET: &str = "ovs-egress-membership-keys";
+/// How long after its last renewal the kernel may still keep an address whose valid lifetime
+/// ran out: IPv4 and IPv6 lifetimes are whole seconds, checked by a timer that runs at least a
+/// second apart (Linux `check_lifetime` / `addrconf_verify`).
+pub const KERNEL_LIFETIME_SLACK: Duration = Duration::from_secs(1);
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -110,6 +236,8 @@ impl Default for AgentConfig {
             service_cidr: None,
             transport_interface: None,
             egress_device: None,
+            cluster_port: DEFAULT_CLUSTER_PORT,
+            membership: MembershipConfig::default(),
         }
     }
 }
@@ -221,7 +349,64 @@ impl AgentConfig {
         {
             return Err(("serviceCIDR", format!("{cidr} is not a valid CIDR")));
         }
+        if self.cluster_port == 0 {
+            return Err(("clusterPort", "0 is not a port".into()));
+        }
+        let m = &self.membership;
+        for (key, value) in [
+            ("membership.probePeriod", m.probe_period),
+            ("membership.probeTimeout", m.probe_timeout),
+            ("membership.suspicionTimeout", m.suspicion_timeout),
+        ] {
+            if value.0.is_zero() {
+                return Err((key, "must be more than 0".into()));
+            }
+        }
+        if m.probe_timeout.0 >= m.probe_period.0 {
+            return Err((
+                "membership.probeTimeout",
+                format!(
+                    "{:?} is not shorter than membership.probePeriod ({:?})",
+                    m.probe_timeout.0, m.probe_period.0
+                ),
+            ));
+        }
+        if m.key_secret.name.is_empty() || m.key_secret.namespace.is_empty() {
+            return Err((
+                "membership.keySecret",
+                "needs a namespace and a name".into(),
+            ));
+        }
+        if self.egress.ip_lease_seconds > 3600 {
+            return Err((
+                "egress.ipLeaseSeconds",
+                format!("{} is more than 3600", self.egress.ip_lease_seconds),
+            ));
+        }
         Ok(())
+    }
+
+    /// How long after it was declared down a Node may still hold its egress IPs: the address
+    /// lifetime plus the kernel's check interval (zero without a lease).
+    pub fn lease_bound(&self) -> Duration {
+        match self.egress.ip_lease_seconds {
+            0 => Duration::ZERO,
+            secs => Duration::from_secs(u64::from(secs)) + KERNEL_LIFETIME_SLACK,
+        }
+    }
+
+    /// The membership settings of Node `node`.
+    pub fn membership_settings(&self, node: &str) -> crate::membership::Settings {
+        let lease_bound = self.lease_bound();
+        crate::membership::Settings {
+            node: node.to_string(),
+            port: self.cluster_port,
+            probe_period: self.membership.probe_period.0,
+            probe_timeout: self.membership.probe_timeout.0,
+            suspicion_timeout: self.membership.suspicion_timeout.0,
+            lease_bound,
+            join_grace: lease_bound.max(Duration::from_secs(1)) + Duration::from_secs(1),
+        }
     }
 
     /// The except CIDRs, parsed (valid after [`AgentConfig::parse`]).
@@ -398,6 +583,61 @@ mod tests {
             let error = parse(yaml).unwrap_err();
             assert!(error.contains(&format!(": {key}: ")), "{yaml:?}: {error}");
         }
+    }
+
+    #[test]
+    fn membership_defaults_detect_a_dead_node_in_about_half_a_second() {
+        let config = parse("").unwrap();
+        assert_eq!(config.cluster_port, 10351);
+        let m = &config.membership;
+        assert_eq!(m.probe_period.0, Duration::from_millis(100));
+        assert_eq!(m.probe_timeout.0, Duration::from_millis(40));
+        assert_eq!(m.suspicion_timeout.0, Duration::from_millis(200));
+        assert_eq!(m.key_secret.namespace, "kube-system");
+        assert_eq!(m.key_secret.name, DEFAULT_KEY_SECRET);
+        assert_eq!(config.egress.ip_lease_seconds, 1);
+        assert_eq!(config.lease_bound(), Duration::from_secs(2));
+        // Worst case on 3 Nodes: probed within two periods, one period to fail the probe, then
+        // the suspicion.
+        let detect = m.probe_period.0 * 3 + m.suspicion_timeout.0;
+        assert!(detect <= Duration::from_millis(500), "{detect:?}");
+    }
+
+    #[test]
+    fn membership_keys_are_read() {
+        let config = parse(
+            "clusterPort: 10400\nmembership:\n  probePeriod: 1s\n  probeTimeout: 250ms\n  \
+             suspicionTimeout: 1.5s\n  keySecret: {namespace: ovs, name: keys}\n\
+             egress: {ipLeaseSeconds: 0}\n",
+        )
+        .unwrap();
+        let settings = config.membership_settings("n1");
+        assert_eq!(settings.port, 10400);
+        assert_eq!(settings.probe_period, Duration::from_secs(1));
+        assert_eq!(settings.probe_timeout, Duration::from_millis(250));
+        assert_eq!(settings.suspicion_timeout, Duration::from_millis(1500));
+        assert_eq!(settings.lease_bound, Duration::ZERO);
+        assert_eq!(config.membership.key_secret.name, "keys");
+    }
+
+    #[test]
+    fn a_probe_timeout_not_below_the_period_is_refused_naming_both_keys() {
+        let error = parse("membership: {probePeriod: 100ms, probeTimeout: 100ms}\n").unwrap_err();
+        assert!(
+            error.contains(
+                "membership.probeTimeout: 100ms is not shorter than membership.probePeriod (100ms)"
+            ),
+            "{error}"
+        );
+        let error = parse("membership: {probePeriod: 100}\n").unwrap_err();
+        assert!(error.contains("not a duration"), "{error}");
+        let error = parse("membership: {suspicionTimeout: 0ms}\n").unwrap_err();
+        assert!(
+            error.contains("membership.suspicionTimeout: must be more than 0"),
+            "{error}"
+        );
+        let error = parse("membership: {probePeriod: 1s, probeTimout: 2s}\n").unwrap_err();
+        assert!(error.contains("unknown field `probeTimout`"), "{error}");
     }
 
     #[test]

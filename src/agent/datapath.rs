@@ -258,6 +258,8 @@ struct Inputs {
 enum RuntimeChange {
     Ports,
     Status,
+    /// Egress IPs whose lease ran out.
+    LeaseLost(Vec<IpAddr>),
 }
 
 /// The running datapath of this Node.
@@ -277,6 +279,9 @@ struct Running {
     snat: SnatConfig,
     /// What was programmed for `plan` (for `/plan`).
     programmed: watch::Sender<Option<Arc<Programmed>>>,
+    /// Egress IPs whose lease ran out before it was renewed (the agent was frozen): the last
+    /// plan is applied again, which adds and advertises them again.
+    lost: Option<mpsc::Receiver<Vec<IpAddr>>>,
 }
 
 async fn serve(
@@ -336,12 +341,25 @@ async fn serve(
                     Some(rt) => tokio::select! {
                         r = rt.ports.changed() => r.ok().map(|()| RuntimeChange::Ports),
                         r = rt.status.changed() => r.ok().map(|()| RuntimeChange::Status),
+                        Some(lost) = async {
+                            match rt.lost.as_mut() {
+                                Some(lost) => lost.recv().await,
+                                None => std::future::pending().await,
+                            }
+                        } => Some(RuntimeChange::LeaseLost(lost)),
                     },
                     None => std::future::pending().await,
                 }
             } => {
-                if let (RuntimeChange::Ports, Some(rt)) = (change, &mut running) {
-                    rt.refresh_flows();
+                match (change, &mut running) {
+                    (RuntimeChange::Ports, Some(rt)) => rt.refresh_flows(),
+                    (RuntimeChange::LeaseLost(lost), Some(rt)) => {
+                        if let Some(plan) = rt.plan.clone() {
+                            tracing::warn!(node, ?lost, "egress IP lease lost; applying the plan again");
+                            rt.apply(plan).await;
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -408,7 +426,17 @@ impl Running {
             // Only used when the kernel has no dummy driver; an unset one fails by name.
             transport: config.transport_interface.clone().unwrap_or_default(),
         };
-        let mut host = EgressHost::new(snat.clone(), device);
+        let mut host =
+            EgressHost::new(snat.clone(), device).with_lease(config.egress.ip_lease_seconds);
+        let lost = match host.start_lease_renewal() {
+            Ok(lost) => lost,
+            Err(error) => {
+                // Without renewals a leased address would vanish: hold IPs forever instead.
+                tracing::error!(node, %error, "egress IP leases cannot be renewed; adding IPs without a lease");
+                host = host.with_lease(0);
+                None
+            }
+        };
         if datapath_type == DatapathType::Netdev {
             host = host.with_tunnel_neighbours(TunnelNeighbours::new(ovs_rundir));
             host.set_remote_transport_ips(remote_transport_ips(&nodes, node));
@@ -427,6 +455,7 @@ impl Running {
             plan: None,
             snat,
             programmed,
+            lost,
         })
     }
 

@@ -13,6 +13,11 @@
 //! releases and times each realization, input change seen → plan applied) and `/plan`
 //! ([`inspect`]: the applied plan as `render --json` prints it).
 //!
+//! With the real datapath the agent runs the Node membership ([`crate::membership`], keys from
+//! the Secret of `membership.keySecret`): its alive set is the view's `alive`, so placement moves
+//! IPs away from Nodes that are gone, and its changes wake the loop. When a Node takes an IP from
+//! one that is gone it also emits the `IPUnassigned` event for that Node.
+//!
 //! `/readyz` is true while the last plan handed over was applied and the datapath reports
 //! ready (OVS up, flows installed): it goes false while OVS is away or an apply failed, and
 //! true again once repaired.
@@ -41,6 +46,7 @@ use crate::api::v1beta1;
 use crate::host::local_ips;
 use crate::kube::passes::Passes;
 use crate::kube::{events, health, reflect, status};
+use crate::membership;
 use crate::plan::{self, EgressStatus, NodePlan};
 use config::{AgentArgs, AgentConfig};
 use view::Stores;
@@ -82,6 +88,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         decided,
         datapath_ready: started.ready,
         programmed: started.programmed,
+        // Status-only mode claims no IP, so it needs no membership: every Node counts alive.
+        membership: !args.no_datapath,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -97,6 +105,7 @@ pub async fn run_with(
         decided: watch::channel(BTreeSet::new()).0,
         datapath_ready: watch::channel(true).1,
         programmed: watch::channel(None).1,
+        membership: false,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -110,6 +119,8 @@ struct Outputs {
     datapath_ready: watch::Receiver<bool>,
     /// What the datapath programmed for the last plan (for `/plan`).
     programmed: watch::Receiver<Option<Arc<datapath::Programmed>>>,
+    /// Whether to run the membership (else every Node counts alive).
+    membership: bool,
 }
 
 /// [`run_with`] with the datapath's side channels.
@@ -128,6 +139,7 @@ async fn run_inner(
         decided,
         datapath_ready,
         programmed,
+        membership,
     } = outputs;
     let (ready_tx, ready_rx) = watch::channel(false);
     let (applied_tx, applied_rx) = watch::channel(false);
@@ -145,6 +157,13 @@ async fn run_inner(
         .context("watching this Node's IP addresses")?;
 
     let changed = Arc::new(Notify::new());
+    let membership = membership.then(|| {
+        let secret = &config.membership.key_secret;
+        let keys = membership::secret::watch_keys(client.clone(), &secret.namespace, &secret.name);
+        let settings = config.membership_settings(&args.node_name);
+        tracing::info!(?settings, secret = %format!("{}/{}", secret.namespace, secret.name), "membership");
+        membership::start(settings, nodes.subscribe(), keys, changed.clone())
+    });
     let all = watcher::Config::default;
     let reflectors = reflect::Reflectors {
         client: client.clone(),
@@ -168,6 +187,7 @@ async fn run_inner(
         decided,
         applied: applied_tx,
         published: published_tx,
+        membership,
     };
     tokio::select! {
         result = health => result.context("health server task")?
@@ -191,6 +211,8 @@ struct Loop {
     applied: watch::Sender<bool>,
     /// The last applied plan with its view, for `/plan`.
     published: watch::Sender<Option<Arc<inspect::AppliedPlan>>>,
+    /// The Nodes alive for placement; `None`: every Node.
+    membership: Option<watch::Receiver<membership::State>>,
 }
 
 impl Loop {
@@ -215,7 +237,7 @@ impl Loop {
                 result.context("the local IP watch stopped")?;
             }
             let ips = local_ips.borrow_and_update().clone();
-            let snapshot = stores.snapshot(ips, &self.config);
+            let mut snapshot = stores.snapshot(ips, &self.config);
             self.nodes.send_if_modified(|nodes| {
                 let changed = *nodes != snapshot.view.nodes;
                 if changed {
@@ -223,6 +245,16 @@ impl Loop {
                 }
                 changed
             });
+            if let Some(membership) = &self.membership {
+                let state = membership.borrow().clone();
+                if !state.settled {
+                    // Keep what the datapath holds until the membership has heard from the
+                    // other Nodes (or the join grace is over); its change wakes this loop.
+                    passes.done(false);
+                    continue;
+                }
+                snapshot.view.alive = Some(state.alive);
+            }
             let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
             if previous.as_deref() != Some(&plan) || applied.is_none() {
                 let seen = *unrealized_since.get_or_insert(passes.woken_at());
@@ -255,13 +287,29 @@ impl Loop {
             let before = held.get_or_insert_with(|| {
                 events::held_in_api(&self.node, &snapshot.statuses, &snapshot.uids)
             });
-            for change in events::changes(before, &now_held) {
+            let changes = events::changes(before, &now_held);
+            let mut taken = BTreeMap::new();
+            if let Some(alive) = &snapshot.view.alive {
+                taken = events::taken_over(&self.node, &changes, &snapshot.statuses, alive);
+                for change in changes.iter().filter(|c| taken.contains_key(&c.egress)) {
+                    let old = &taken[&change.egress];
+                    let unassigned = events::Change {
+                        assigned: false,
+                        ..change.clone()
+                    };
+                    tracing::info!(egress = %change.egress, from = %old, "taking over an egress IP");
+                    self.events.publish_for(&unassigned, old).await;
+                }
+            }
+            for change in changes {
                 let exists = snapshot
                     .view
                     .egresses
                     .iter()
                     .any(|e| e.name == change.egress);
-                let reason = crate::metrics::agent::change_reason(change.assigned, exists);
+                let taken_over = taken.contains_key(&change.egress);
+                let reason =
+                    crate::metrics::agent::change_reason(change.assigned, exists, taken_over);
                 metrics.count_change(change.assigned, reason);
                 self.events.publish(&change).await;
             }

@@ -121,6 +121,10 @@ pub struct EgressHost {
     entries: Vec<SnatEntry>,
     /// OVS's tunnel neighbour cache, kept right on the userspace datapath only.
     tunnels: Option<TunnelNeighbours>,
+    /// Valid lifetime (seconds) of the egress IPs this Node adds; `None`: forever.
+    lease: Option<u32>,
+    /// The IPs the last apply held, whose leases the renewal task extends.
+    held: tokio::sync::watch::Sender<BTreeSet<IpAddr>>,
 }
 
 /// Proof that [`EgressHost::prepare`] ran: the caller installs the plan's flows, then hands
@@ -138,7 +142,65 @@ impl EgressHost {
             device,
             entries: Vec::new(),
             tunnels: None,
+            lease: None,
+            held: tokio::sync::watch::channel(BTreeSet::new()).0,
         }
+    }
+
+    /// Adds egress IPs with a valid lifetime of `seconds` (0: forever), to be renewed with
+    /// [`EgressHost::renew_leases`].
+    pub fn with_lease(mut self, seconds: u32) -> EgressHost {
+        self.lease = (seconds > 0).then_some(seconds);
+        self
+    }
+
+    /// Starts the task that renews the lease of every egress IP the last apply held, every
+    /// quarter of the lifetime, apart from applies (a long apply must not let leases run out).
+    /// It reports the IPs found gone (their lease ran out while this agent could not renew it,
+    /// e.g. frozen) on the returned channel; it never adds one. `None` without a lease. Must be
+    /// called on a thread in the Node's network namespace, inside a tokio runtime.
+    pub fn start_lease_renewal(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<Vec<IpAddr>>>, AddressError> {
+        let Some(lease) = self.lease else {
+            return Ok(None);
+        };
+        let addresses = Addresses::connect()?;
+        let device = self.device.clone();
+        let mut held = self.held.subscribe();
+        let (lost_tx, lost_rx) = tokio::sync::mpsc::channel(4);
+        let every = std::time::Duration::from_millis(u64::from(lease) * 250);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let ips = held.borrow_and_update().clone();
+                if ips.is_empty() {
+                    continue;
+                }
+                let renewed = async {
+                    let link = addresses
+                        .choose_device(device.configured.as_deref(), &device.transport)
+                        .await?;
+                    addresses.renew(&link, &ips, lease).await
+                };
+                match renewed.await {
+                    Ok(missing) if missing.is_empty() => {}
+                    Ok(missing) => {
+                        tracing::warn!(?missing, "egress IP lease ran out before it was renewed");
+                        if lost_tx.send(missing).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "egress IP leases not renewed"),
+                }
+                if lost_tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(lost_rx))
     }
 
     /// Also keeps `tunnels` right after every apply and check (the userspace datapath, where OVS
@@ -211,6 +273,14 @@ impl EgressHost {
                 source,
             })?;
         self.entries = wanted;
+        let held: BTreeSet<IpAddr> = plan
+            .hold_ips
+            .iter()
+            .filter(|ip| !report.ip_errors.contains_key(ip))
+            .copied()
+            .collect();
+        self.held
+            .send_if_modified(|old| std::mem::replace(old, held.clone()) != held);
         for (ip, error) in &report.ip_errors {
             tracing::warn!(node = %plan.node, %ip, %error, "egress IP not applied");
         }
@@ -238,7 +308,7 @@ impl EgressHost {
             }
         };
         for ip in &plan.hold_ips {
-            match addresses.add(&link, *ip).await {
+            match addresses.add_leased(&link, *ip, self.lease).await {
                 Ok(Added::New) => report.added.push(*ip),
                 Ok(Added::AlreadyOwned | Added::AlreadyStatic) => {}
                 Err(e) => {

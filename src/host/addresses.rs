@@ -8,6 +8,11 @@
 //! module removes only addresses carrying that protocol: a static address the admin configured
 //! (protocol 0, or anything else) is never removed, even when it equals an egress IP.
 //!
+//! Leases: an address may carry a valid (and preferred) lifetime in whole seconds; the agent
+//! renews it well before it runs out ([`Addresses::renew`]), so when the agent is frozen or
+//! killed the kernel removes the address by itself, at most the lifetime plus about one second
+//! (the kernel's check interval) after the last renewal.
+//!
 //! Choosing the device: the configured one; otherwise a dummy `ovs-egress0` (created, never set
 //! up, as Antrea's `antrea-egress0`); otherwise, when the kernel has no dummy driver, the
 //! transport interface (the userspace datapath only terminates tunnels addressed to IPs on the
@@ -18,7 +23,7 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol,
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressProtocol, CacheInfo,
 };
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkDummy};
@@ -214,8 +219,21 @@ impl Addresses {
             .collect())
     }
 
-    /// Adds `ip` as /32 (/128, no DAD) on `link`, marked as ours. Idempotent.
+    /// Adds `ip` as /32 (/128, no DAD) on `link`, marked as ours, without a lifetime.
+    /// Idempotent.
     pub async fn add(&self, link: &Link, ip: IpAddr) -> Result<Added, AddressError> {
+        self.add_leased(link, ip, None).await
+    }
+
+    /// A request for `ip` on `link`, ours, with a valid and preferred lifetime of `lease`
+    /// seconds (none: forever); `replace` updates an existing address in place.
+    async fn request(
+        &self,
+        link: &Link,
+        ip: IpAddr,
+        lease: Option<u32>,
+        replace: bool,
+    ) -> Result<(), rtnetlink::Error> {
         let prefix = if ip.is_ipv4() { 32 } else { 128 };
         let mut req = self.handle.address().add(link.index, ip, prefix);
         let msg = req.message_mut();
@@ -223,29 +241,108 @@ impl Addresses {
             .push(AddressAttribute::Protocol(AddressProtocol::Other(
                 OWNED_PROTO,
             )));
+        if let Some(seconds) = lease {
+            let mut info = CacheInfo::default();
+            info.ifa_preferred = seconds;
+            info.ifa_valid = seconds;
+            msg.attributes.push(AddressAttribute::CacheInfo(info));
+        }
         if ip.is_ipv6() {
             // Advertise at once: a tentative address cannot send the unsolicited NA.
             msg.header.flags |= AddressHeaderFlags::Nodad;
         }
-        match req.execute().await {
+        if replace {
+            req.replace().execute().await
+        } else {
+            req.execute().await
+        }
+    }
+
+    /// Adds `ip` as /32 (/128, no DAD) on `link`, marked as ours, valid for `lease` seconds
+    /// when given (the kernel removes it unless [`Self::renew`] extends it). An address of ours
+    /// already there gets the new lifetime (without a lease it is left as it is). Idempotent.
+    pub async fn add_leased(
+        &self,
+        link: &Link,
+        ip: IpAddr,
+        lease: Option<u32>,
+    ) -> Result<Added, AddressError> {
+        let failed = |source| AddressError::Netlink {
+            device: link.name.clone(),
+            what: format!("add address {ip}"),
+            source,
+        };
+        match self.request(link, ip, lease, false).await {
             Ok(()) => Ok(Added::New),
             Err(e) if errno(&e) == Some(libc::EEXIST) => {
                 let existing = self.dump(link).await?;
                 let ours = existing
                     .iter()
                     .any(|m| message_ip(m) == Some(ip) && is_owned(m));
-                Ok(if ours {
-                    Added::AlreadyOwned
-                } else {
-                    Added::AlreadyStatic
-                })
+                if !ours {
+                    return Ok(Added::AlreadyStatic);
+                }
+                if lease.is_some() {
+                    self.request(link, ip, lease, true).await.map_err(failed)?;
+                }
+                Ok(Added::AlreadyOwned)
             }
-            Err(source) => Err(AddressError::Netlink {
-                device: link.name.clone(),
-                what: format!("add address {ip}/{prefix}"),
-                source,
-            }),
+            Err(source) => Err(failed(source)),
         }
+    }
+
+    /// Extends the lifetime of our addresses among `ips` on `link` to `lease` seconds from now;
+    /// returns those of `ips` that are no longer there (their lease ran out, or someone removed
+    /// them). A static address equal to one of `ips` is left alone. Never adds an address.
+    pub async fn renew(
+        &self,
+        link: &Link,
+        ips: &BTreeSet<IpAddr>,
+        lease: u32,
+    ) -> Result<Vec<IpAddr>, AddressError> {
+        let present = self.dump(link).await?;
+        let mut missing = Vec::new();
+        for ip in ips {
+            let mut same_ip = present.iter().filter(|m| message_ip(m) == Some(*ip));
+            let Some(first) = same_ip.next() else {
+                missing.push(*ip);
+                continue;
+            };
+            if !is_owned(first) && !same_ip.any(is_owned) {
+                continue; // a static address: not ours to lease
+            }
+            self.request(link, *ip, Some(lease), true)
+                .await
+                .map_err(|source| AddressError::Netlink {
+                    device: link.name.clone(),
+                    what: format!("renew the lease of address {ip}"),
+                    source,
+                })?;
+        }
+        Ok(missing)
+    }
+
+    /// The remaining valid lifetime (seconds) of our address `ip` on `link`; `None` when it is
+    /// not there, `Some(u32::MAX)` for forever.
+    pub async fn valid_lifetime(
+        &self,
+        link: &Link,
+        ip: IpAddr,
+    ) -> Result<Option<u32>, AddressError> {
+        Ok(self.dump(link).await?.iter().find_map(|m| {
+            if message_ip(m) != Some(ip) || !is_owned(m) {
+                return None;
+            }
+            Some(
+                m.attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        AddressAttribute::CacheInfo(info) => Some(info.ifa_valid),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::MAX),
+            )
+        }))
     }
 
     /// Removes `ip` from `link` if this agent added it. Idempotent.

@@ -94,6 +94,32 @@ pub fn changes(
     out
 }
 
+/// The Egresses this Node has just taken (`changes` with `assigned`) from another Node that can
+/// no longer say so itself (not in `alive`): Egress name → that Node, from the statuses the API
+/// held before. The new holder writes their `IPUnassigned` for them.
+pub fn taken_over(
+    node: &str,
+    changes: &[Change],
+    api: &BTreeMap<String, crate::api::EgressStatus>,
+    alive: &std::collections::BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    changes
+        .iter()
+        .filter(|c| c.assigned)
+        .filter_map(|c| {
+            let before = api.get(&c.egress)?;
+            let old = before.egress_node.as_deref()?;
+            let held = before
+                .conditions
+                .iter()
+                .any(|k| k.type_ == "IPAssigned" && k.status == "True");
+            let same_ip = before.egress_ip.as_deref() == Some(c.ip.as_str());
+            (old != node && held && same_ip && !alive.contains(old))
+                .then(|| (c.egress.clone(), old.to_string()))
+        })
+        .collect()
+}
+
 /// Publishes the agent's events as `ovs-egress-agent`, instance = the Node name.
 pub struct Events {
     recorder: Recorder,
@@ -112,14 +138,20 @@ impl Events {
         }
     }
 
-    /// Publish one event; failures are logged.
+    /// Publish one event about this Node; failures are logged.
     pub async fn publish(&self, change: &Change) {
+        self.publish_for(change, &self.node).await;
+    }
+
+    /// Publish one event about Node `node` (this one, or an old holder that cannot); failures
+    /// are logged.
+    pub async fn publish_for(&self, change: &Change, node: &str) {
         let (reason, note) = if change.assigned {
             (
                 "IPAssigned",
                 format!(
                     "Assigned Egress {} with IP {} on Node {}",
-                    change.egress, change.ip, self.node
+                    change.egress, change.ip, node
                 ),
             )
         } else {
@@ -127,7 +159,7 @@ impl Events {
                 "IPUnassigned",
                 format!(
                     "Unassigned Egress {} with IP {} from Node {}",
-                    change.egress, change.ip, self.node
+                    change.egress, change.ip, node
                 ),
             )
         };
@@ -161,6 +193,36 @@ mod tests {
             .iter()
             .map(|(n, ip)| (n.to_string(), (ip.to_string(), None)))
             .collect()
+    }
+
+    #[test]
+    fn the_new_holder_unassigns_only_for_an_old_holder_that_is_gone() {
+        let api_status = |node: &str| crate::api::EgressStatus {
+            egress_node: Some(node.to_string()),
+            egress_ip: Some("10.0.0.1".to_string()),
+            conditions: vec![crate::api::EgressCondition {
+                type_: "IPAssigned".into(),
+                status: "True".into(),
+                last_transition_time: None,
+                reason: None,
+                message: None,
+            }],
+        };
+        let api = BTreeMap::from([
+            ("gone".to_string(), api_status("dead")),
+            ("moved".to_string(), api_status("living")),
+            ("mine".to_string(), api_status("me")),
+        ]);
+        let change = |egress: &str| Change {
+            egress: egress.into(),
+            uid: None,
+            ip: "10.0.0.1".into(),
+            assigned: true,
+        };
+        let changes = [change("gone"), change("moved"), change("mine")];
+        let alive = ["me", "living"].map(String::from).into();
+        let taken = taken_over("me", &changes, &api, &alive);
+        assert_eq!(taken, BTreeMap::from([("gone".into(), "dead".into())]));
     }
 
     #[test]

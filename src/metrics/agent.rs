@@ -130,11 +130,13 @@ pub struct PlanSnapshot {
     pub pools: BTreeMap<String, String>,
 }
 
-/// The reason label of an assignment (`assigned`) or release: a release of an Egress that no
-/// longer exists is `deleted`; everything else is `placement` until the high-availability work
-/// tells failovers, drains and fencing apart.
-pub fn change_reason(assigned: bool, egress_exists: bool) -> &'static str {
-    if !assigned && !egress_exists {
+/// The reason label of an assignment (`assigned`) or release: an IP taken over from a Node the
+/// membership declared gone is `failover`, a release of an Egress that no longer exists is
+/// `deleted`; everything else is `placement` (drains and fencing are not told apart yet).
+pub fn change_reason(assigned: bool, egress_exists: bool, taken_over: bool) -> &'static str {
+    if assigned && taken_over {
+        "failover"
+    } else if !assigned && !egress_exists {
         "deleted"
     } else {
         "placement"
@@ -394,6 +396,7 @@ mod tests {
             egress: egress.into(),
             egress_ip: None,
             losers: losers.iter().map(|l| l.to_string()).collect(),
+            drop_external: false,
         }
     }
 
@@ -420,10 +423,12 @@ mod tests {
 
     #[test]
     fn only_a_release_of_a_deleted_egress_has_the_deleted_reason() {
-        assert_eq!(change_reason(false, false), "deleted");
-        assert_eq!(change_reason(false, true), "placement");
-        assert_eq!(change_reason(true, true), "placement");
-        assert!(REASONS.contains(&change_reason(true, false)));
+        assert_eq!(change_reason(false, false, false), "deleted");
+        assert_eq!(change_reason(false, true, false), "placement");
+        assert_eq!(change_reason(true, true, false), "placement");
+        assert_eq!(change_reason(true, true, true), "failover");
+        assert!(REASONS.contains(&change_reason(true, false, false)));
+        assert!(REASONS.contains(&change_reason(true, true, true)));
     }
 
     #[test]

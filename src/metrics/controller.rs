@@ -18,12 +18,13 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::ipam::{AllocationError, Allocations};
 
 /// The allocation error reasons, as labelled.
-pub const ERROR_REASONS: [&str; 5] = [
+pub const ERROR_REASONS: [&str; 6] = [
     "pool_not_found",
     "invalid_ip",
     "out_of_pool",
     "conflict",
     "exhausted",
+    "pool_refused",
 ];
 
 /// The label of an allocation error.
@@ -34,6 +35,7 @@ pub fn error_reason(error: &AllocationError) -> &'static str {
         AllocationError::OutOfPool { .. } => "out_of_pool",
         AllocationError::Conflict { .. } => "conflict",
         AllocationError::Exhausted { .. } => "exhausted",
+        AllocationError::PoolRefused { .. } => "pool_refused",
     }
 }
 
@@ -229,7 +231,15 @@ mod tests {
                 pool: pool.clone(),
                 holder: "h".into(),
             },
-            AllocationError::Exhausted { egress, pool },
+            AllocationError::Exhausted {
+                egress: egress.clone(),
+                pool: pool.clone(),
+            },
+            AllocationError::PoolRefused {
+                egress,
+                pool,
+                reason: "it overlaps an older pool".into(),
+            },
         ];
         let reasons: Vec<_> = errors.iter().map(error_reason).collect();
         assert_eq!(reasons, ERROR_REASONS);

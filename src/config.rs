@@ -72,6 +72,37 @@ impl ControllerConfig {
     }
 }
 
+/// How a process retries its watches of the API server (the agent's and the controller's flag).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ApiRetryArgs {
+    /// Cap, in milliseconds, of the wait before a failed watch of the API server is tried again
+    /// (it starts at 100 ms and doubles; each wait gets a random jitter of up to itself). The
+    /// default brings the process back within about a second of an API outage's end; large
+    /// clusters may raise it to spread the reconnections of many processes.
+    #[arg(
+        long,
+        env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS",
+        default_value_t = crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
+        value_parser = clap::value_parser!(u64).range(100..=60_000)
+    )]
+    pub api_retry_max_delay_ms: u64,
+}
+
+impl Default for ApiRetryArgs {
+    fn default() -> Self {
+        Self {
+            api_retry_max_delay_ms: crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
+        }
+    }
+}
+
+impl ApiRetryArgs {
+    /// The cap of the retry wait.
+    pub fn max_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.api_retry_max_delay_ms)
+    }
+}
+
 /// Flags of `ovs-egress controller`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ControllerArgs {
@@ -100,17 +131,8 @@ pub struct ControllerArgs {
     /// Seconds between renewals (and between attempts to acquire the Lease).
     #[arg(long, default_value_t = 5.0)]
     pub lease_renew_seconds: f64,
-    /// Cap, in milliseconds, of the wait before a failed watch of the API server is tried again
-    /// (it starts at 100 ms and doubles; each wait gets a random jitter of up to itself). The
-    /// default brings the process back within about a second of an API outage's end; large
-    /// clusters may raise it to spread the reconnections of many processes.
-    #[arg(
-        long,
-        env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS",
-        default_value_t = crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
-        value_parser = clap::value_parser!(u64).range(100..=60_000)
-    )]
-    pub api_retry_max_delay_ms: u64,
+    #[command(flatten)]
+    pub api_retry: ApiRetryArgs,
     /// Address of the validating webhook (HTTPS); served only with --tls-cert-file and --tls-key-file.
     #[arg(long, default_value = "0.0.0.0:9443")]
     pub webhook_listen: SocketAddr,

@@ -261,7 +261,7 @@ async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_ap
         health_listen: health,
         ovs_rundir: "/nonexistent".into(),
         no_datapath: false,
-        api_retry_max_delay_ms: ovs_egress::kube::reflect::DEFAULT_RETRY_MAX_MS,
+        api_retry: Default::default(),
     };
     let agent = tokio::spawn(run_with(args, AgentConfig::default(), datapath));
     let readyz = || async move {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::FeatureGates;
+use crate::config::{ApiRetryArgs, FeatureGates};
 use crate::host::iptables::Cidr;
 
 /// `egress.maxEgressIPsPerNode` when unset or 0, and its upper bound (one mark per IP).
@@ -435,17 +435,8 @@ pub struct AgentArgs {
     /// Address of the plain-HTTP health endpoints `/livez` and `/readyz`.
     #[arg(long, default_value = "0.0.0.0:10350")]
     pub health_listen: SocketAddr,
-    /// Cap, in milliseconds, of the wait before a failed watch of the API server is tried again
-    /// (it starts at 100 ms and doubles; each wait gets a random jitter of up to itself). The
-    /// default brings the process back within about a second of an API outage's end; large
-    /// clusters may raise it to spread the reconnections of many processes.
-    #[arg(
-        long,
-        env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS",
-        default_value_t = crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
-        value_parser = clap::value_parser!(u64).range(100..=60_000)
-    )]
-    pub api_retry_max_delay_ms: u64,
+    #[command(flatten)]
+    pub api_retry: ApiRetryArgs,
     /// Directory of OVS's sockets (`db.sock`, `<bridge>.mgmt`).
     #[arg(long, default_value = "/var/run/openvswitch")]
     pub ovs_rundir: PathBuf,

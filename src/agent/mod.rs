@@ -34,7 +34,6 @@ pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -168,7 +167,7 @@ async fn run_inner(
     let reflectors = reflect::Reflectors {
         client: client.clone(),
         changed: changed.clone(),
-        retry_max: Duration::from_millis(args.api_retry_max_delay_ms),
+        retry_max: args.api_retry.max_delay(),
     };
     let stores = Stores {
         egresses: reflectors.spawn::<v1beta1::Egress>(all()),

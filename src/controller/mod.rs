@@ -63,7 +63,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let reflectors = reflect::Reflectors {
         client: client.clone(),
         changed: changed.clone(),
-        retry_max: Duration::from_millis(args.api_retry_max_delay_ms),
+        retry_max: args.api_retry.max_delay(),
     };
     let egresses = reflectors.spawn::<v1beta1::Egress>(watcher::Config::default());
     let pools = reflectors.spawn::<v1beta1::ExternalIPPool>(watcher::Config::default());

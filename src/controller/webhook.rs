@@ -133,7 +133,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serve the webhook on an bound listener with the given limits; never returns.
+/// Serve the webhook on a bound listener with the given limits; never returns.
 pub async fn serve_on(
     tcp: TcpListener,
     tls: rustls::ServerConfig,

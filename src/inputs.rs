@@ -105,9 +105,67 @@ pub fn special_spans(ipv6: bool, first: u128, last: u128) -> impl Iterator<Item 
         .map(move |(_, start, end, _)| ((*start).max(first), (*end).min(last)))
 }
 
+/// A Node's `spec.podCIDR`: `ADDRESS/PREFIX` of one family, prefix 1 to 32 (IPv4) or 128
+/// (IPv6), no special addresses in it. Other Nodes route and bypass Egress by it, so
+/// `0.0.0.0/0` would quietly send everything around Egress.
+pub fn check_pod_cidr(text: &str) -> Result<(), String> {
+    let (addr, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not ADDRESS/PREFIX"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?} has an invalid address"))?;
+    let bits: u32 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u32 = match prefix.parse() {
+        Ok(p) if prefix.bytes().all(|b| b.is_ascii_digit()) && (1..=bits).contains(&p) => p,
+        _ => {
+            return Err(format!(
+                "{text:?} needs a prefix length from 1 to {bits} (0 would be every address)"
+            ));
+        }
+    };
+    let host_mask = if prefix == bits {
+        0
+    } else {
+        u128::MAX >> (128 - bits + prefix)
+    };
+    let start = ip_to_u128(addr) & !host_mask;
+    match special_in(addr.is_ipv6(), start, start | host_mask) {
+        Some(what) => Err(format!("{text:?} contains {what} addresses")),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_cidrs_need_a_nonzero_prefix_and_no_special_addresses() {
+        for good in [
+            "10.244.1.0/24",
+            "fd00:10::/64",
+            "10.0.0.1/32",
+            "2001:db8::/128",
+        ] {
+            assert_eq!(check_pod_cidr(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("0.0.0.0/0", "prefix length"),
+            ("::/0", "prefix length"),
+            ("10.0.0.0/33", "prefix length"),
+            ("10.0.0.0/+8", "prefix length"),
+            ("10.0.0.0", "ADDRESS/PREFIX"),
+            ("x/8", "invalid address"),
+            ("127.0.0.0/8", "loopback"),
+            ("224.1.0.0/16", "multicast"),
+            ("fe80::/64", "link-local"),
+            ("0.0.0.0/8", "this network"),
+        ] {
+            let error = check_pod_cidr(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn interface_names_follow_linux_rules() {

@@ -1,12 +1,14 @@
 //! IP pools: parsing `ipRanges` and allocating egress IPs exactly as Antrea does (ranges in spec
 //! order, lowest free address first, a CIDR skips its network address and, for IPv4, its
-//! broadcast address, start/end inclusive, at most 65536 addresses per range). Pure: it never
+//! broadcast address, start/end inclusive, at most 65536 addresses per range; special addresses
+//! such as `0.0.0.1` or `::1` are never handed out). Pure: it never
 //! talks to the API server; the controller writes what [`allocate_all`] decides.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::api::IpRange;
+use crate::inputs;
 use crate::model::{Egress, ExternalIpPool};
 
 /// A validated range: the first and last allocatable address (inclusive) and the span used for
@@ -164,6 +166,9 @@ struct RangeAllocator {
     /// word is full exactly when it equals `u64::MAX`.
     words: Vec<u64>,
     used: u32,
+    /// Addresses of the range that are never handed out (special addresses: their bits are set
+    /// from the start and they count as neither total nor used).
+    excluded: u32,
     /// Every word before this index is full: the search for the lowest free address starts here.
     first_free_word: usize,
 }
@@ -181,12 +186,22 @@ impl RangeAllocator {
         {
             *last = !0u64 << tail;
         }
+        let ipv4 = range.first.is_ipv4();
+        let last = first + u128::from(size - 1);
+        let mut excluded = 0;
+        for (from, to) in inputs::special_spans(!ipv4, first, last) {
+            for offset in (from - first) as usize..=(to - first) as usize {
+                words[offset / 64] |= 1 << (offset % 64);
+                excluded += 1;
+            }
+        }
         Self {
             first,
             size,
-            ipv4: range.first.is_ipv4(),
+            ipv4,
             words,
             used: 0,
+            excluded,
             first_free_word: 0,
         }
     }
@@ -196,7 +211,8 @@ impl RangeAllocator {
             return None;
         }
         let offset = ip_to_u128(ip).checked_sub(self.first)?;
-        (offset < u128::from(self.size)).then_some(offset as usize)
+        (offset < u128::from(self.size) && inputs::special_address(ip).is_none())
+            .then_some(offset as usize)
     }
 
     fn is_set(&self, offset: usize) -> bool {
@@ -298,7 +314,7 @@ impl PoolAllocator {
         self.ranges
             .iter()
             .fold(Usage::default(), |usage, range| Usage {
-                total: usage.total + u64::from(range.size),
+                total: usage.total + u64::from(range.size - range.excluded),
                 used: usage.used + u64::from(range.used),
             })
     }
@@ -903,6 +919,26 @@ mod tests {
                 used: 0
             }
         );
+    }
+
+    #[test]
+    fn special_addresses_are_never_handed_out_nor_counted() {
+        // Before: a pool containing them handed out 0.0.0.1, ::1 and :: first.
+        let mut v4 = PoolAllocator::new(&pool("v4", vec![span("0.0.0.0", "0.0.0.3")]));
+        assert_eq!(v4.usage().total, 0);
+        assert!(v4.allocate_next().is_err());
+        assert!(v4.allocate(ip("0.0.0.1")).is_err() && v4.release(ip("0.0.0.1")).is_err());
+        let mut edge =
+            PoolAllocator::new(&pool("edge", vec![span("126.255.255.254", "127.0.0.2")]));
+        assert_eq!(edge.usage().total, 2);
+        assert_eq!(edge.allocate_next(), Ok(ip("126.255.255.254")));
+        assert_eq!(edge.allocate_next(), Ok(ip("126.255.255.255")));
+        assert!(edge.allocate_next().is_err());
+        let mut v6 = PoolAllocator::new(&pool("v6", vec![span("::", "::3")]));
+        assert_eq!(v6.usage().total, 2);
+        assert_eq!(v6.allocate_next(), Ok(ip("::2")));
+        assert_eq!(v6.allocate_next(), Ok(ip("::3")));
+        assert!(!v6.contains(ip("::1")));
     }
 
     #[test]

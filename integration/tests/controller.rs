@@ -89,6 +89,65 @@ async fn egress_naming_a_missing_pool_gets_an_allocation_error_naming_the_pool()
 }
 
 #[tokio::test]
+async fn a_pool_overlapping_an_older_one_is_refused_in_its_status_and_never_hands_out_its_ips() {
+    let cluster = Cluster::start().await;
+    let controller = cluster.controller("only", None, &[]);
+    controller.wait_ready().await;
+    cluster.wait_leader("only").await;
+    // No webhook here: the overlapping pool is stored, as with the webhook bypassed.
+    create_pool(&cluster, pool("older", &[("10.10.0.0/28", "")])).await;
+    create_egress(&cluster, egress("a", "older", None)).await;
+    wait_allocated(&cluster, "a", "10.10.0.1", 10.0).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create_pool(&cluster, pool("newer", &[("10.10.0.1", "10.10.0.3")])).await;
+    create_egress(&cluster, egress("b", "newer", None)).await;
+
+    let message = wait_allocation_error(&cluster, "b").await;
+    assert!(
+        message.contains("ExternalIPPool newer is refused")
+            && message.contains("overlaps ExternalIPPool older"),
+        "{message}"
+    );
+    assert_eq!(allocation(&cluster, "b").await.0, None);
+    let condition = eventually("the refused pool says so in its status", 10.0, || async {
+        let pool = cluster.pools().get("newer").await.ok()?;
+        pool.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Allocatable")
+    })
+    .await;
+    assert_eq!(condition.status, "False");
+    assert_eq!(condition.reason.as_deref(), Some("OverlapsPool"));
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("[10.10.0.1-10.10.0.3] overlaps ExternalIPPool older")),
+        "{condition:?}"
+    );
+
+    // Once the older pool is gone, the newer one is used and its condition removed; the IP
+    // Egress a still names until the controller clears it is not handed out.
+    cluster
+        .pools()
+        .delete("older", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_allocated(&cluster, "b", "10.10.0.2", 10.0).await;
+    eventually("the condition is removed", 10.0, || async {
+        let pool = cluster.pools().get("newer").await.ok()?;
+        let status = pool.status.unwrap_or_default();
+        status
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Allocatable")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn deleting_the_pool_clears_spec_egress_ip_and_recreating_it_allocates_again() {
     let cluster = Cluster::start().await;
     let controller = cluster.controller("only", None, &[]);

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use super::selector::{LabelSelector, Operator};
 use super::{non_empty, v1beta1};
+use crate::inputs;
 use crate::ipam::{MAX_IP_RANGES, ParsedRange, ip_to_u128, parse_range};
 use crate::model::{ExternalIpPool, FAILURE_POLICY_ANNOTATION, FailurePolicy};
 
@@ -50,9 +51,9 @@ pub fn validate_pool(
     }
     let mut parsed: Vec<(usize, ParsedRange)> = Vec::new();
     for (i, range) in new.ip_ranges.iter().enumerate() {
-        match parse_range(range) {
+        match parse_range(range).map_err(|e| e.0).and_then(ordinary_range) {
             Ok(p) => parsed.push((i, p)),
-            Err(e) => errors.push(error(format!("spec.ipRanges[{i}]"), e.0)),
+            Err(rule) => errors.push(error(format!("spec.ipRanges[{i}]"), rule)),
         }
     }
     let theirs: Vec<(&str, ParsedRange)> = others
@@ -91,6 +92,30 @@ pub fn validate_pool(
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// A range that holds only addresses an egress IP can have: not a whole family (prefix 0),
+/// nothing unspecified, loopback, link-local, multicast or broadcast.
+fn ordinary_range(range: ParsedRange) -> Result<ParsedRange, String> {
+    let (first, last) = (ip_to_u128(range.span_start), ip_to_u128(range.span_end));
+    let whole = if range.span_start.is_ipv4() {
+        u128::from(u32::MAX)
+    } else {
+        u128::MAX
+    };
+    if first == 0 && last == whole {
+        return Err(format!(
+            "range [{}] is every address of its family (prefix length 0)",
+            range.key
+        ));
+    }
+    match inputs::special_in(range.span_start.is_ipv6(), first, last) {
+        Some(what) => Err(format!(
+            "range [{}] contains {what} addresses, which cannot be egress IPs",
+            range.key
+        )),
+        None => Ok(range),
     }
 }
 
@@ -150,6 +175,21 @@ pub fn validate_egress(
         non_empty(&spec.egress_ip),
         non_empty(&spec.external_ip_pool),
     );
+    if let Some(text) = &ip {
+        match text.parse::<IpAddr>() {
+            Err(_) if pool.is_none() => {
+                errors.push(error("spec.egressIP", format!("IP {text} is not valid")));
+            }
+            Ok(addr) => {
+                if let Some(what) = inputs::special_address(addr) {
+                    let rule = format!("IP {text} is {what}, not usable as an egress IP");
+                    errors.push(error("spec.egressIP", rule));
+                }
+            }
+            // With a pool, the pool rules below say it.
+            Err(_) => {}
+        }
+    }
     let changed = old.is_none_or(|o| {
         non_empty(&o.spec.egress_ip) != ip || non_empty(&o.spec.external_ip_pool) != pool
     });
@@ -559,6 +599,64 @@ mod tests {
             }
             proptest::prop_assert_eq!(flagged, expected);
         }
+    }
+
+    #[test]
+    fn pools_with_prefix_zero_or_special_addresses_are_rejected_with_the_reason() {
+        let new = pool(
+            "a",
+            vec![
+                cidr("0.0.0.0/0"),
+                span("0.0.0.1", "0.0.0.9"),
+                cidr("127.0.0.0/24"),
+                span("223.255.255.250", "224.0.0.2"),
+                cidr("169.254.0.0/24"),
+                cidr("::/0"),
+                cidr("fe80::/120"),
+                span("::", "::5"),
+                cidr("10.0.0.0/24"),
+            ],
+        );
+        assert_eq!(
+            rules(validate_pool(&new, None, &[])),
+            [
+                "ExternalIPPool a: spec.ipRanges[0]: range [0.0.0.0/0] is every address of its family (prefix length 0)",
+                "ExternalIPPool a: spec.ipRanges[1]: range [0.0.0.1-0.0.0.9] contains \"this network\" (0.0.0.0/8) addresses, which cannot be egress IPs",
+                "ExternalIPPool a: spec.ipRanges[2]: range [127.0.0.0/24] contains loopback (127.0.0.0/8) addresses, which cannot be egress IPs",
+                "ExternalIPPool a: spec.ipRanges[3]: range [223.255.255.250-224.0.0.2] contains multicast (224.0.0.0/4) addresses, which cannot be egress IPs",
+                "ExternalIPPool a: spec.ipRanges[4]: range [169.254.0.0/24] contains link-local (169.254.0.0/16) addresses, which cannot be egress IPs",
+                "ExternalIPPool a: spec.ipRanges[5]: range [::/0] is every address of its family (prefix length 0)",
+                "ExternalIPPool a: spec.ipRanges[6]: range [fe80::/120] contains link-local (fe80::/10) addresses, which cannot be egress IPs",
+                "ExternalIPPool a: spec.ipRanges[7]: range [::-::5] contains unspecified (::) addresses, which cannot be egress IPs",
+            ]
+        );
+    }
+
+    #[test]
+    fn special_egress_ips_are_rejected_with_or_without_a_pool() {
+        for (ip, what) in [
+            ("127.0.0.1", "loopback"),
+            ("0.0.0.1", "\"this network\""),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("ff02::1", "multicast"),
+            ("169.254.0.7", "link-local"),
+        ] {
+            let errors = rules(validate_egress(&egress(Some(ip), None), None, &[]));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].starts_with(&format!("Egress web: spec.egressIP: IP {ip} is {what}")),
+                "{errors:?}"
+            );
+        }
+        assert_eq!(
+            rules(validate_egress(
+                &egress(Some("10.0.0.300"), None),
+                None,
+                &[]
+            )),
+            ["Egress web: spec.egressIP: IP 10.0.0.300 is not valid"]
+        );
     }
 
     #[test]

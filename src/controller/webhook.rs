@@ -133,7 +133,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serve the webhook on an bound listener with the given limits; never returns.
+/// Serve the webhook on a bound listener with the given limits; never returns.
 pub async fn serve_on(
     tcp: TcpListener,
     tls: rustls::ServerConfig,
@@ -453,6 +453,113 @@ mod tests {
         .response
         .unwrap();
         (response.allowed, response.result.message)
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            prop::sample::select(
+                &[
+                    "10.0.0.1",
+                    "::1",
+                    "0.0.0.0/0",
+                    "p",
+                    "Egress",
+                    "crd.antrea.io/v1beta1",
+                    "",
+                    "10.0.0.9",
+                    "fast",
+                    "100M",
+                ][..]
+            )
+            .prop_map(serde_json::Value::from),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            let keys = prop::sample::select(
+                &[
+                    "apiVersion",
+                    "kind",
+                    "metadata",
+                    "name",
+                    "spec",
+                    "appliedTo",
+                    "egressIP",
+                    "externalIPPool",
+                    "egressIPs",
+                    "bandwidth",
+                    "rate",
+                    "burst",
+                    "ipRanges",
+                    "cidr",
+                    "start",
+                    "end",
+                    "nodeSelector",
+                    "podSelector",
+                    "matchExpressions",
+                ][..],
+            );
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map(keys, inner, 0..5).prop_map(|m| {
+                    serde_json::Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+
+        /// Whatever object an AdmissionReview carries, both handlers' validation answers it
+        /// (allowed or denied, same uid) and never panics.
+        #[test]
+        fn any_admission_review_object_is_answered_without_panicking(
+            object in json_value(), spec in json_value(), update in proptest::prelude::any::<bool>(),
+        ) {
+            let mut object = object;
+            if let serde_json::Value::Object(map) = &mut object {
+                map.insert("spec".to_string(), spec);
+            }
+            let operation = if update { "UPDATE" } else { "CREATE" };
+            let store = reflector::store::Writer::<DynamicObject>::new(ApiResource::erase::<
+                v1beta1::ExternalIPPool,
+            >(&()))
+            .as_reader();
+            for pool in [false, true] {
+                let Ok(review): Result<Review, _> = serde_json::from_value(json!({
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {
+                        "uid": "u1",
+                        "kind": {"group": "crd.antrea.io", "version": "v1beta1", "kind": "Egress"},
+                        "resource": {"group": "crd.antrea.io", "version": "v1beta1", "resource": "egresses"},
+                        "name": "x", "operation": operation, "userInfo": {},
+                        "object": object, "oldObject": object,
+                    }
+                })) else {
+                    continue; // not a review the HTTP layer would accept either
+                };
+                let answered = if pool {
+                    answer(review, &store, |request, pools| {
+                        let new: v1beta1::ExternalIPPool = decode(request.object.as_ref(), "object")?;
+                        validation::validate_pool(&(&new).into(), None, pools).map_err(join)
+                    })
+                } else {
+                    answer(review, &store, |request, pools| {
+                        let new: v1beta1::Egress = decode(request.object.as_ref(), "object")?;
+                        validation::validate_egress(&new, None, pools).map_err(join)
+                    })
+                };
+                let response = answered.response.expect("every review gets a response");
+                proptest::prop_assert_eq!(response.uid, "u1");
+            }
+        }
     }
 
     #[test]

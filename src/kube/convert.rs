@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 
 use crate::model::{self, PodPhase};
 
-/// Name, labels, annotations, the first parsable `InternalIP` as transport IP, `spec.podCIDR`.
+/// Name, labels, annotations, the first parsable `InternalIP` as transport IP, `spec.podCIDR`
+/// (when `inputs::check_pod_cidr` accepts it).
 pub fn node(node: &Node) -> model::Node {
     let transport_ip = node
         .status
@@ -24,7 +25,12 @@ pub fn node(node: &Node) -> model::Node {
         labels: node.metadata.labels.clone().unwrap_or_default(),
         annotations: node.metadata.annotations.clone().unwrap_or_default(),
         transport_ip,
-        pod_cidr: node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
+        // A podCIDR no Node can have (prefix 0, special addresses) is treated as absent.
+        pod_cidr: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.clone())
+            .filter(|cidr| crate::inputs::check_pod_cidr(cidr).is_ok()),
     }
 }
 
@@ -95,6 +101,17 @@ mod tests {
         assert_eq!(node.pod_cidr.as_deref(), Some("10.244.4.0/24"));
         assert_eq!(node.labels["zone"], "a");
         assert_eq!(node.annotations["node.antrea.io/max-egress-ips"], "3");
+    }
+
+    #[test]
+    fn a_pod_cidr_no_node_can_have_is_absent() {
+        for cidr in ["0.0.0.0/0", "::/0", "127.0.0.0/8", "nonsense"] {
+            let object: Node = serde_json::from_value(json!({
+                "metadata": {"name": "n"}, "spec": {"podCIDR": cidr}
+            }))
+            .unwrap();
+            assert_eq!(node(&object).pod_cidr, None, "{cidr}");
+        }
     }
 
     #[test]

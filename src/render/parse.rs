@@ -209,7 +209,14 @@ fn parse_node(obj: &Obj<'_>, name: &str) -> Result<Node, ParseError> {
         labels: obj.string_map("metadata.labels")?,
         annotations: obj.string_map("metadata.annotations")?,
         transport_ip,
-        pod_cidr: obj.optional_str("spec.podCIDR")?.map(str::to_string),
+        pod_cidr: match obj.optional_str("spec.podCIDR")? {
+            Some(cidr) => {
+                crate::inputs::check_pod_cidr(cidr)
+                    .map_err(|rule| obj.error("spec.podCIDR", rule))?;
+                Some(cidr.to_string())
+            }
+            None => None,
+        },
     })
 }
 

@@ -37,6 +37,15 @@ fn node_transport_ip_is_the_first_internal_ip_and_pod_cidr_comes_from_spec() {
 }
 
 #[test]
+fn a_pod_cidr_of_prefix_zero_or_special_addresses_is_an_error_naming_the_field() {
+    for cidr in ["::/0", "0.0.0.0/0", "127.0.0.0/8"] {
+        let error = error_of(&NODE.replace("10.244.1.0/24", &format!("\"{cidr}\"")));
+        assert_eq!(error.field, "spec.podCIDR", "{error}");
+        assert!(error.object.contains("Node node-1"), "{error}");
+    }
+}
+
+#[test]
 fn user_guide_pool_list_and_egress_documents_are_accepted_as_written() {
     let text = "
 - apiVersion: crd.antrea.io/v1alpha2

@@ -546,12 +546,12 @@ mod tests {
                     continue; // not a review the HTTP layer would accept either
                 };
                 let answered = if pool {
-                    answer(review, &store, |request, pools| {
+                    answer(review, &store, "ExternalIPPool", |request, pools| {
                         let new: v1beta1::ExternalIPPool = decode(request.object.as_ref(), "object")?;
                         validation::validate_pool(&(&new).into(), None, pools).map_err(join)
                     })
                 } else {
-                    answer(review, &store, |request, pools| {
+                    answer(review, &store, "Egress", |request, pools| {
                         let new: v1beta1::Egress = decode(request.object.as_ref(), "object")?;
                         validation::validate_egress(&new, None, pools).map_err(join)
                     })

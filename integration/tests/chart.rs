@@ -198,6 +198,7 @@ fn custom_values_reach_the_config_files() {
     assert_eq!(agent.egress.except_cidrs, ["192.168.0.0/16", "fd00::/8"]);
     assert_eq!(agent.egress.max_egress_ips_per_node, 10);
     assert!(agent.egress.snat_fully_random_ports);
+    assert_eq!(agent.cluster_port, 7946);
     let cni = plugin_conf(text(&data, "ovs-egress-cni.conflist"), "10.244.1.0/24");
     assert_eq!(cni.mtu, 1400);
     assert_eq!(
@@ -269,7 +270,7 @@ fn rendered_cluster_roles_are_the_rules_the_api_server_tests_prove() {
         for rule in &mut expected {
             for name in rule.resource_names.iter_mut().flatten() {
                 if name == "ovs-egress-membership-keys" {
-                    *name = format!("{RELEASE}-membership-key");
+                    *name = format!("{RELEASE}-membership-keys");
                 }
             }
         }
@@ -292,7 +293,7 @@ fn membership_key_secret_holds_one_32_byte_key() {
     let b64 = base64::engine::general_purpose::STANDARD;
     let helm = home("membership");
     let docs = documents(&helm.template(None, &[]).unwrap()).unwrap();
-    let secret = object(&docs, "Secret", &format!("{RELEASE}-membership-key")).unwrap();
+    let secret = object(&docs, "Secret", &format!("{RELEASE}-membership-keys")).unwrap();
     let keys = b64
         .decode(secret["data"]["keys"].as_str().unwrap())
         .unwrap();
@@ -458,7 +459,7 @@ async fn install_upgrade_and_uninstall_on_the_real_api_server() {
     };
     assert!(agent_conf(k).egress.except_cidrs.is_empty());
     let membership = |k: &Path| {
-        get(k, "secret", &format!("{RELEASE}-membership-key")).unwrap()["data"]["keys"].clone()
+        get(k, "secret", &format!("{RELEASE}-membership-keys")).unwrap()["data"]["keys"].clone()
     };
     let webhook_tls =
         |k: &Path| get(k, "secret", &format!("{RELEASE}-webhook-tls")).unwrap()["data"].clone();
@@ -537,7 +538,7 @@ async fn install_upgrade_and_uninstall_on_the_real_api_server() {
     helm_ok(&["uninstall", RELEASE]);
     for (kind, name) in [
         ("configmap", "config"),
-        ("secret", "membership-key"),
+        ("secret", "membership-keys"),
         ("secret", "webhook-tls"),
         ("daemonset", "agent"),
         ("deployment", "controller"),
@@ -680,8 +681,22 @@ fn rendered_command_lines_parse_with_the_binarys_flags_and_name_mounted_files() 
 fn another_release_name_names_every_reference_consistently() {
     let helm = home("release");
     let docs = documents(&helm.template_as("net", None, &[]).unwrap()).unwrap();
-    let secret = "net-membership-key";
+    let secret = "net-membership-keys";
     object(&docs, "Secret", secret).unwrap();
+    let config = object(&docs, "ConfigMap", "net-ovs-egress-config").unwrap();
+    let agent = AgentConfig::parse(
+        Path::new("a"),
+        config["data"]["ovs-egress-agent.conf"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            agent.membership.key_secret.namespace.as_str(),
+            agent.membership.key_secret.name.as_str()
+        ),
+        (NAMESPACE, secret),
+        "the agents read the Secret the chart generates and their role allows"
+    );
     let role = object(&docs, "ClusterRole", "net-ovs-egress-agent").unwrap();
     assert!(
         role["rules"]

@@ -27,8 +27,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "ovs-egress.controller" -}}{{ include "ovs-egress.fullname" . }}-controller{{- end -}}
 {{- define "ovs-egress.config" -}}{{ include "ovs-egress.fullname" . }}-config{{- end -}}
 {{- define "ovs-egress.webhookTLS" -}}{{ include "ovs-egress.fullname" . }}-webhook-tls{{- end -}}
-{{/* The membership key Secret: <release>-membership-key (the agents' config and RBAC name it). */}}
-{{- define "ovs-egress.membershipSecret" -}}{{ .Release.Name }}-membership-key{{- end -}}
+{{/* The membership key Secret: <release>-membership-keys (the agents' config and RBAC name it). */}}
+{{- define "ovs-egress.membershipSecret" -}}{{ .Release.Name }}-membership-keys{{- end -}}
 
 {{- define "ovs-egress.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}

@@ -57,7 +57,7 @@ pub struct PodBinding {
     pub losers: Vec<String>,
     /// No egress IP and the Egress's failure policy is `drop`: the Pod's external traffic is
     /// dropped rather than leave with the Node's IP.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop_external: bool,
 }
 

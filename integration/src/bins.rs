@@ -66,29 +66,37 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `$<variable>` when set, else the one line `scripts/<script> <flag>` prints (the script
+/// builds what its machine-wide cache lacks and names on stderr what is missing).
+fn from_env_or_script(variable: &str, script: &str, flag: &str) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(path));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
+    let output = Command::new(&script)
+        .arg(flag)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}); it names what is missing above",
+            script.display(),
+            output.status
+        ));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+    ))
+}
+
 /// The directory of the Go tools, once per process.
 fn go_bin_dir() -> Result<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("OVS_EGRESS_GO_BIN") {
-            return Ok(PathBuf::from(dir));
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-go-tools.sh");
-        let output = Command::new(&script)
-            .arg("--print-dir")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "{} failed ({}); it names what is missing above",
-                script.display(),
-                output.status
-            ));
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        ))
+        from_env_or_script("OVS_EGRESS_GO_BIN", "build-go-tools.sh", "--print-dir")
     });
     dir.clone().map_err(anyhow::Error::msg)
 }
@@ -110,27 +118,8 @@ pub fn go_tool(name: &str) -> Result<PathBuf> {
 /// release `integration/helm` pins).
 pub fn helm() -> Result<PathBuf> {
     static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let helm = HELM.get_or_init(|| {
-        if let Some(path) = std::env::var_os("OVS_EGRESS_HELM") {
-            return Ok(PathBuf::from(path));
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-helm.sh");
-        let output = Command::new(&script)
-            .arg("--print-path")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "{} failed ({}); it names what is missing above",
-                script.display(),
-                output.status
-            ));
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        ))
-    });
+    let helm =
+        HELM.get_or_init(|| from_env_or_script("OVS_EGRESS_HELM", "build-helm.sh", "--print-path"));
     let path = helm.clone().map_err(anyhow::Error::msg)?;
     if !path.exists() {
         bail!(

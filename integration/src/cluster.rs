@@ -453,6 +453,30 @@ impl ClusterBox {
             .with_context(|| format!("reading Egress {name}"))
     }
 
+    /// Polls `check` every `every` until it succeeds; after `timeout` panics with its last
+    /// error and the box's logs.
+    pub async fn poll_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut check: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match check().await {
+                Ok(value) => return value,
+                Err(last) if Instant::now() > deadline => {
+                    panic!(
+                        "{what}: not after {timeout:?}; last: {last}\n{}",
+                        self.logs()
+                    )
+                }
+                Err(_) => tokio::time::sleep(every).await,
+            }
+        }
+    }
+
     /// Polls Egress `name` until `done` holds for it, at most `timeout`; the error shows the
     /// last object seen.
     pub async fn wait_egress(

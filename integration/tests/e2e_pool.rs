@@ -63,25 +63,14 @@ fn apply_pool_egress(c: &ClusterBox, name: &str, pool: &str, app: &str) {
 async fn eventually<T>(
     c: &ClusterBox,
     what: &str,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
+    check: impl AsyncFnMut() -> Result<T, String>,
 ) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() > deadline => {
-                panic!("{what}: not after {TIMEOUT:?}; last: {last}\n{}", c.logs())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    c.poll_until(what, TIMEOUT, Duration::from_millis(100), check)
+        .await
 }
 
 async fn egress(c: &ClusterBox, name: &str) -> Result<v1beta1::Egress, String> {
-    let api: Api<v1beta1::Egress> = Api::all(c.client.clone());
-    api.get(name)
-        .await
-        .map_err(|e| format!("getting Egress {name}: {e}"))
+    c.egress(name).await.map_err(|e| format!("{e:#}"))
 }
 
 /// `(status, reason, message)` of condition `kind` of an Egress.

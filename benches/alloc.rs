@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use ovs_egress::api::{AppliedTo, IpRange, LabelSelector};
-use ovs_egress::ipam::allocate_all;
-use ovs_egress::model::{ClusterView, Egress, ExternalIpPool, Node, PlanConfig};
-use ovs_egress::placement::{ip_key, place, rank};
+use ovs_egress_core::api::{AppliedTo, IpRange, LabelSelector};
+use ovs_egress_core::ipam::allocate_all;
+use ovs_egress_core::model::{ClusterView, Egress, ExternalIpPool, Node, PlanConfig};
+use ovs_egress_core::placement::{ip_key, place, rank};
 use xxhash_rust::xxh3::xxh3_64;
 
 const RUNS: usize = 11;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use ovs_egress::metrics::agent::{self, PlanSnapshot, flows_per_table};
 use ovs_egress::metrics::{OPENMETRICS_CONTENT_TYPE, exposition};
-use ovs_egress::pipeline::table::Table;
-use ovs_egress::plan::{Condition, EgressStatus, IpLocality, NodePlan, PodBinding, SnatRule};
+use ovs_egress_core::pipeline::table::Table;
+use ovs_egress_core::plan::{Condition, EgressStatus, IpLocality, NodePlan, PodBinding, SnatRule};
 
 const IPS: usize = 255;
 const PODS: usize = 1_000;

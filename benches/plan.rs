@@ -11,10 +11,10 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use ovs_egress::api::{AppliedTo, IpRange, LabelSelector};
-use ovs_egress::model::{ClusterView, Egress, ExternalIpPool, Namespace, Node, Pod, PodPhase};
-use ovs_egress::placement;
-use ovs_egress::plan::{self, membership};
+use ovs_egress_core::api::{AppliedTo, IpRange, LabelSelector};
+use ovs_egress_core::model::{ClusterView, Egress, ExternalIpPool, Namespace, Node, Pod, PodPhase};
+use ovs_egress_core::placement;
+use ovs_egress_core::plan::{self, membership};
 
 const NODES: usize = 5_000;
 const PODS: usize = 150_000;

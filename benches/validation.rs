@@ -9,10 +9,10 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use ovs_egress::api::validation::validate_pool;
-use ovs_egress::api::{IpRange, LabelSelector};
-use ovs_egress::ipam::{MAX_IP_RANGES, ParsedRange, ip_to_u128, parse_range};
-use ovs_egress::model::ExternalIpPool;
+use ovs_egress_core::api::validation::validate_pool;
+use ovs_egress_core::api::{IpRange, LabelSelector};
+use ovs_egress_core::ipam::{MAX_IP_RANGES, ParsedRange, ip_to_u128, parse_range};
+use ovs_egress_core::model::ExternalIpPool;
 
 const RUNS: usize = 5;
 const OTHER_POOLS: usize = 1_000;

@@ -47,7 +47,7 @@ fi
 if [ "${1:-}" = "--rootfs-only" ]; then echo "$rootfs"; exit 0; fi
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -1)
-(cd "$root" && cargo build --release --locked -p ovs-egress --bin ovs-egress) >&2
+(cd "$root" && cargo build --release --locked -p ovs-egress --bin ovs-egress -p ovs-egress-cni --bin ovs-egress-cni) >&2
 binary="$root/target/release/ovs-egress"
 
 out="$root/target/image"
@@ -61,6 +61,7 @@ mnt=$(bah mount "$ctr")
 cp -a "$rootfs/." "$mnt/"
 rm -f "$mnt/.complete"
 install -m 0755 "$binary" "$mnt/usr/local/bin/ovs-egress"
+install -m 0755 "$root/target/release/ovs-egress-cni" "$mnt/usr/local/bin/ovs-egress-cni"
 for script in "$root"/images/scripts/*; do
   install -m 0755 "$script" "$mnt/usr/local/bin/$(basename "$script")"
 done

@@ -10,5 +10,5 @@ scripts/install-deps.sh
 # The API server and kubectl the tests and the demo run (built by install-deps).
 OVS_EGRESS_GO_BIN="$(scripts/build-go-tools.sh --print-dir)"
 export OVS_EGRESS_GO_BIN
-cargo build --release --locked --bins -p ovs-egress -p ovs-egress-integration
+cargo build --release --locked --bins -p ovs-egress -p ovs-egress-cni -p ovs-egress-integration
 exec ./target/release/ovs-egress-demo

@@ -82,7 +82,7 @@ pub struct ApiRetryArgs {
     #[arg(
         long,
         env = "OVS_EGRESS_API_RETRY_MAX_DELAY_MS",
-        default_value_t = crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
+        default_value_t = ovs_egress_kube::reflect::DEFAULT_RETRY_MAX_MS,
         value_parser = clap::value_parser!(u64).range(100..=60_000)
     )]
     pub api_retry_max_delay_ms: u64,
@@ -91,7 +91,7 @@ pub struct ApiRetryArgs {
 impl Default for ApiRetryArgs {
     fn default() -> Self {
         Self {
-            api_retry_max_delay_ms: crate::kube::reflect::DEFAULT_RETRY_MAX_MS,
+            api_retry_max_delay_ms: ovs_egress_kube::reflect::DEFAULT_RETRY_MAX_MS,
         }
     }
 }

@@ -25,12 +25,9 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Print what one Node would program and report for a cluster given as YAML (offline).
-    Render(ovs_egress::render::RenderArgs),
+    Render(ovs_egress::render_cmd::RenderArgs),
     /// Print what a running agent holds and programs (its `/plan`), in `render`'s text form.
     Inspect(ovs_egress::agent::inspect::InspectArgs),
-    /// CNI 1.0.0 plugin: reads CNI_* variables and the network config on stdin (as the kubelet
-    /// calls it), prints the Result or a CNI error on stdout.
-    Cni,
     /// Allocate egress IPs from ExternalIPPools, keep Egress and pool status current, and serve
     /// the validating webhook (one replica reconciles, elected with a Lease).
     Controller(Box<ovs_egress::config::ControllerArgs>),
@@ -42,9 +39,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { dir } => crds(dir),
-        Command::Render(args) => ovs_egress::render::run(&args),
+        Command::Render(args) => ovs_egress::render_cmd::run(&args),
         Command::Inspect(args) => ovs_egress::agent::inspect::run(&args),
-        Command::Cni => std::process::exit(ovs_egress::cni::main()),
         Command::Controller(args) => {
             init_logging();
             tokio::runtime::Runtime::new()
@@ -72,7 +68,7 @@ fn init_logging() {
 }
 
 fn crds(dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let files = ovs_egress::api::crd_yaml().context("serializing the CRDs to YAML")?;
+    let files = ovs_egress_core::api::crd_yaml().context("serializing the CRDs to YAML")?;
     for (name, yaml) in files {
         match &dir {
             Some(dir) => {

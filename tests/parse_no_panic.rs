@@ -3,8 +3,8 @@
 //! from the fields it reads. The parser alone gets 10,000 cases per input shape; rendering
 //! every Node is slower and gets 512.
 
-use ovs_egress::render::validate::admission_errors;
-use ovs_egress::render::{node_names, parse_cluster, render};
+use ovs_egress_core::render::validate::admission_errors;
+use ovs_egress_core::render::{node_names, parse_cluster, render};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

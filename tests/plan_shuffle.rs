@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ovs_egress::api::{AppliedTo, IpRange, LabelSelector};
-use ovs_egress::model::{
+use ovs_egress_core::api::{AppliedTo, IpRange, LabelSelector};
+use ovs_egress_core::model::{
     ClusterView, Egress, ExternalIpPool, FailurePolicy, Namespace, Node, Pod, PodPhase,
 };
-use ovs_egress::plan::compute;
+use ovs_egress_core::plan::compute;
 use proptest::prelude::*;
 
 const STATIC_IPS: [&str; 4] = ["10.0.0.1", "10.0.0.2", "10.9.9.9", "bogus"];

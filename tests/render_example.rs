@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::Command;
 
-use ovs_egress::plan::{Condition, IpLocality};
-use ovs_egress::render::{DOWN_ANNOTATION, Rendered, node_names, parse_cluster, render};
+use ovs_egress_core::plan::{Condition, IpLocality};
+use ovs_egress_core::render::{DOWN_ANNOTATION, Rendered, node_names, parse_cluster, render};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster.yaml");
 

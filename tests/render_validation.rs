@@ -104,7 +104,7 @@ fn render_accepts_a_valid_file_without_warnings() {
 
 #[test]
 fn render_refuses_input_above_the_size_cap_before_parsing() {
-    let limit = ovs_egress::render::validate::MAX_INPUT_BYTES as usize;
+    let limit = ovs_egress_core::render::validate::MAX_INPUT_BYTES as usize;
     let mut text = cluster("", "").into_bytes();
     text.resize(limit + 1, b'#');
     let file = TempFile::new("big", &text);

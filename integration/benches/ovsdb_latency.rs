@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use ovs_egress::ovs::ovsdb::{Client, ClientOptions, Operation, Row, Value};
 use ovs_egress_integration::bench::env_or;
 use ovs_egress_integration::{Netns, OvsInstance};
+use ovs_egress_ovsdb::{Client, ClientOptions, Operation, Row, Value};
 
 const BRIDGE: &str = "br-bench";
 

@@ -228,8 +228,8 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
 pub async fn apply_crds(client: &kube::Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [
-        ovs_egress::api::egress_crd(),
-        ovs_egress::api::external_ip_pool_crd(),
+        ovs_egress_core::api::egress_crd(),
+        ovs_egress_core::api::external_ip_pool_crd(),
     ] {
         let name = crd.metadata.name.clone().unwrap_or_default();
         crds.create(&PostParams::default(), &crd)
@@ -244,8 +244,8 @@ pub async fn apply_crds_and_wait(client: &kube::Client) -> Result<()> {
     apply_crds(client).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [
-        ovs_egress::api::egress_crd(),
-        ovs_egress::api::external_ip_pool_crd(),
+        ovs_egress_core::api::egress_crd(),
+        ovs_egress_core::api::external_ip_pool_crd(),
     ] {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let established = kube::runtime::conditions::is_crd_established();

@@ -1,4 +1,5 @@
-//! Locating this build's binaries (`ovs-egress`) for the test bed and the demo.
+//! Locating this build's binaries (`ovs-egress`, `ovs-egress-cni`) for the test bed and the
+//! demo.
 //! Under `cargo test` (cargo sets `CARGO`) they are built once per process in the test's
 //! profile, since cargo does not build another package's binaries for an integration test;
 //! run directly (the demo) they are expected next to the running executable.
@@ -24,14 +25,22 @@ fn profile_dir() -> Result<PathBuf> {
     })
 }
 
-/// Builds `ovs-egress` in the running profile, once per process.
+/// Builds `ovs-egress` and `ovs-egress-cni` in the running profile, once per process.
 fn build_once(profile_dir: &Path) -> Result<()> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build
-            .args(["build", "-q", "--bins", "-p", "ovs-egress"])
+            .args([
+                "build",
+                "-q",
+                "--bins",
+                "-p",
+                "ovs-egress",
+                "-p",
+                "ovs-egress-cni",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         // The CARGO_* variables cargo sets for a test process would change the nested build's
         // fingerprints and force a rebuild of every dependency.
@@ -43,14 +52,14 @@ fn build_once(profile_dir: &Path) -> Result<()> {
         }
         match build.status() {
             Ok(s) if s.success() => Ok(()),
-            Ok(s) => Err(format!("cargo build of ovs-egress: {s}")),
+            Ok(s) => Err(format!("cargo build of ovs-egress and ovs-egress-cni: {s}")),
             Err(e) => Err(format!("running cargo build: {e}")),
         }
     });
     built.clone().map_err(anyhow::Error::msg)
 }
 
-/// The path of binary `name` of this build (`ovs-egress`).
+/// The path of binary `name` of this build (`ovs-egress`, `ovs-egress-cni`).
 pub fn binary(name: &str) -> Result<PathBuf> {
     let dir = profile_dir()?;
     if std::env::var_os("CARGO").is_some() {

@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Node as KubeNode, Pod as KubePod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use ovs_egress::api::v1beta1;
+use ovs_egress_core::api::v1beta1;
 use serde_json::json;
 
 use crate::apiserver::{self, ApiServer};

@@ -18,7 +18,7 @@ use crate::node::Node;
 /// The `ovs-egress` binary of this build profile (see [`crate::bins`]).
 pub fn plugin_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| crate::bins::binary("ovs-egress").expect("the ovs-egress binary"))
+    BIN.get_or_init(|| crate::bins::binary("ovs-egress-cni").expect("the ovs-egress-cni binary"))
 }
 
 /// A Pod sandbox: its network namespace and the identity the runtime passes to the plugin.
@@ -52,8 +52,7 @@ impl Pod {
 /// Starts the plugin in `node` with `env` and `stdin` written; stdout and stderr are piped.
 pub fn spawn_plugin(node: &Netns, env: &[(&str, &str)], stdin: &[u8]) -> Result<Child> {
     let mut cmd = node.command(plugin_binary().to_str().context("binary path")?);
-    cmd.arg("cni")
-        .envs(env.iter().copied())
+    cmd.envs(env.iter().copied())
         .env("CNI_PATH", "/opt/cni/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

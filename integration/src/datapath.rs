@@ -14,8 +14,8 @@ use anyhow::{Context, Result, anyhow};
 use ovs_egress::datapath::{
     DatapathConfig, DatapathHandle, DatapathInputs, DatapathStatus, NodeDatapath, RemoteNodeSpec,
 };
-use ovs_egress::ovs::bridge::DatapathType;
-use ovs_egress::pipeline::{Ipv4Cidr, Mac};
+use ovs_egress_core::pipeline::{Ipv4Cidr, Mac};
+use ovs_egress_ovsdb::bridge::DatapathType;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 

@@ -3,7 +3,7 @@
 //! documentation): the
 //! uplink `eth0` is a port of a netdev bridge `br-phy` (standalone, NORMAL) and the Node IP lives
 //! on br-phy's own tap interface, so OVS terminates Geneve addressed to it. `br-int` is not made
-//! here: that is the agent's job (`ovs_egress::ovs::bridge`).
+//! here: that is the agent's job (`ovs_egress_ovsdb::bridge`).
 //!
 //! Addressing for Node `i` (1..=99): IP `172.30.0.<10+i>/24` unless given
 //! ([`Node::start_at`]), br-phy MAC `02:30:00:00:00:<last byte of the IP>`, Pod CIDR

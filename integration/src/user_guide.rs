@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use ovs_egress::api::v1beta1;
+use ovs_egress_core::api::v1beta1;
 
 use crate::cluster::ClusterBox;
 

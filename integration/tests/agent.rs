@@ -75,7 +75,7 @@ async fn static_egress_with_a_local_ip_is_reported_datapath_disabled_without_eve
 }
 
 /// What a status-only agent reports for an IP the plan puts on its Node.
-fn assert_datapath_disabled(status: &ovs_egress::api::EgressStatus) {
+fn assert_datapath_disabled(status: &ovs_egress_core::api::EgressStatus) {
     let condition = ip_assigned(status).unwrap();
     assert_eq!(condition.status, "False");
     assert_eq!(condition.reason.as_deref(), Some("AssignmentError"));
@@ -233,7 +233,7 @@ fn agent_refuses_a_non_encap_traffic_mode_naming_the_key() {
 async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_apply_while_metrics_answer()
  {
     use ovs_egress::agent::{PlanRequest, config::AgentArgs, config::AgentConfig, run_with};
-    use ovs_egress::plan::Condition;
+    use ovs_egress_core::plan::Condition;
     let bed = Bed::start().await;
     one_node(&bed).await;
     bed.add_ip("10.10.0.50");
@@ -324,7 +324,7 @@ async fn datapath_failures_reach_the_status_and_readiness_waits_for_the_first_ap
     // nothing it could tell); the IP the datapath failed is not counted as held.
     let (code, body) = get("/plan").await;
     assert_eq!(code, 200, "{body}");
-    let rendered: ovs_egress::render::Rendered = serde_json::from_str(&body).unwrap();
+    let rendered: ovs_egress_core::render::Rendered = serde_json::from_str(&body).unwrap();
     assert_eq!(rendered.node, "node-a");
     assert!(rendered.plan.statuses.contains_key("static"), "{body}");
     assert!(

@@ -124,7 +124,7 @@ async fn agent_programs_the_egress_mark_flow_and_snat_rule_of_a_local_static_egr
     );
 
     // Someone flushes our chain: the agent puts the rule back.
-    let chain = ovs_egress::host::iptables::Table::Nat.chain();
+    let chain = ovs_egress_host::iptables::Table::Nat.chain();
     ns.exec(&["iptables", "-t", "nat", "-F", chain]).unwrap();
     let flushed = ns.exec(&["iptables", "-t", "nat", "-S", chain]).unwrap();
     assert!(!flushed.contains(EGRESS_IP), "{flushed}");

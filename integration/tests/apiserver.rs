@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use ovs_egress::api::v1beta1;
+use ovs_egress_core::api::v1beta1;
 use ovs_egress_integration::apiserver::{ApiServer, READY_TIMEOUT, apply_crds_and_wait, client};
 use ovs_egress_integration::identity::AGENT;
 use ovs_egress_integration::netns::unique_token;

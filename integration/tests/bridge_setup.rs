@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use ovs_egress::ovs::bridge::{
+use ovs_egress_integration::{Netns, OvsInstance};
+use ovs_egress_ovsdb::bridge::{
     BridgeConfig, BridgeError, DatapathType, add_port, bridge_external_ids,
     clear_flow_restore_wait, delete_port, ensure_bridge, flow_restore_wait,
     update_bridge_external_ids, wait_until_applied,
 };
-use ovs_egress::ovs::ovsdb::{Client, ClientOptions};
-use ovs_egress_integration::{Netns, OvsInstance};
+use ovs_egress_ovsdb::{Client, ClientOptions};
 
 fn config() -> BridgeConfig {
     let mut cfg = BridgeConfig {

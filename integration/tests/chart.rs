@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use ovs_egress::agent::config::{AgentConfig, DatapathType};
-use ovs_egress::cni::config::NetConf;
 use ovs_egress::config::ControllerConfig;
+use ovs_egress_cni::config::NetConf;
 use ovs_egress_integration::chart::{
     CASES, HelmHome, NAMESPACE, RELEASE, chart_dir, documents, mask_generated, object,
 };

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ovs_egress::cni::config::NetConf;
+use ovs_egress_cni::config::NetConf;
 use ovs_egress_integration::apiserver::ApiServer;
 use ovs_egress_integration::chart::{
     HelmHome, NAMESPACE, RELEASE, chart_dir, documents, kubectl, object,
@@ -134,8 +134,8 @@ async fn install_cni_waits_for_the_pod_cidr_and_installs_a_working_plugin() {
         .env("HOST_CNI_BIN_DIR", &bin_dir)
         .env("HOST_CNI_CONF_DIR", &conf_dir)
         .env(
-            "OVS_EGRESS_BINARY",
-            ovs_egress_integration::bins::binary("ovs-egress").unwrap(),
+            "OVS_EGRESS_CNI_BINARY",
+            ovs_egress_integration::bins::binary("ovs-egress-cni").unwrap(),
         )
         .env("SERVICE_ACCOUNT_DIR", &sa)
         .env("KUBERNETES_API_URL", &server.url)

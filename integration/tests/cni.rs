@@ -442,7 +442,7 @@ fn two_pods_on_one_node_reach_each_other_through_br_int() -> Result<()> {
 
 /// The OVS port of `pod` once ovs-vswitchd has given it an OpenFlow port (ADD still running).
 fn wait_port_realized(node: &Node, pod: &Pod) -> Result<String> {
-    let port = ovs_egress::cni::plugin::host_ifname(&pod.container_id, "eth0");
+    let port = ovs_egress_cni::plugin::host_ifname(&pod.container_id, "eth0");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ofport = node
@@ -460,7 +460,7 @@ fn wait_port_realized(node: &Node, pod: &Pod) -> Result<String> {
 
 #[test]
 fn add_returns_only_once_the_agent_acknowledges_the_pod_flows_on_its_interface() -> Result<()> {
-    use ovs_egress::cni::port::keys::{FLOWS_READY, FLOWS_READY_VALUE};
+    use ovs_egress_ovsdb::bridge::pod_port_keys::{FLOWS_READY, FLOWS_READY_VALUE};
     let node = Node::new()?;
     let pod = Pod::new("acked")?;
     let mut conf = node.conf("10.244.8.0/24");

@@ -10,10 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ovs_egress::ovs::bridge::add_port;
-use ovs_egress::ovs::ovsdb::{Atom, Client, ClientOptions, MonitorSpec, TableCache};
 use ovs_egress_integration::Underlay;
 use ovs_egress_integration::datapath::DatapathNode;
+use ovs_egress_ovsdb::bridge::add_port;
+use ovs_egress_ovsdb::{Atom, Client, ClientOptions, MonitorSpec, TableCache};
 
 const PODS: usize = 100;
 

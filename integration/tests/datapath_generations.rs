@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ovs_egress::datapath::{InstallError, PortAcks};
-use ovs_egress::pipeline::{Action, Category, Cookie, Flow, Match, Table};
+use ovs_egress_core::pipeline::{Action, Category, Cookie, Flow, Match, Table};
 use ovs_egress_integration::Underlay;
 use ovs_egress_integration::datapath::DatapathNode;
 

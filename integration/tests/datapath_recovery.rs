@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ovs_egress::pipeline::Table;
+use ovs_egress_core::pipeline::Table;
 use ovs_egress_integration::Underlay;
 use ovs_egress_integration::datapath::DatapathNode;
 

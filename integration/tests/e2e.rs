@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ovs_egress::api::v1beta1;
+use ovs_egress_core::api::v1beta1;
 use ovs_egress_integration::cluster::{ClusterBox, node_ip};
 
 const REALIZED: Duration = Duration::from_secs(10);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use ovs_egress::api::{EgressCondition, v1beta1};
+use ovs_egress_core::api::{EgressCondition, v1beta1};
 use ovs_egress_integration::cluster::{BoxPod, ClusterBox, node_ip};
 use ovs_egress_integration::ext_server;
 

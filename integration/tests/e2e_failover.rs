@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
 use kube::api::Api;
-use ovs_egress::api::v1beta1;
-use ovs_egress::placement::{ip_key, rank};
+use ovs_egress_core::api::v1beta1;
+use ovs_egress_core::placement::{ip_key, rank};
 use ovs_egress_integration::cluster::{
     BoxPod, ClusterBox, MEMBERSHIP_SECRET, node_name, random_membership_key,
 };

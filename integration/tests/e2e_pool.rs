@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::api::Api;
-use ovs_egress::api::v1beta1;
+use ovs_egress_core::api::v1beta1;
 use ovs_egress_integration::cluster::{BoxPod, ClusterBox, node_ip};
 use ovs_egress_integration::ext_server;
 use ovs_egress_integration::malformed::store_malformed_egress;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ovs_egress::ovs::ofctl::parse_dump;
-use ovs_egress::pipeline::Category;
+use ovs_egress_core::pipeline::Category;
 use ovs_egress_integration::bins;
 use ovs_egress_integration::cluster::{AGENT_HEALTH, BoxNode, ClusterBox};
 use ovs_egress_integration::user_guide::{

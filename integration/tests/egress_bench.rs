@@ -17,14 +17,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ovs_egress::datapath::egress::{DeviceChoice, EgressHost};
-use ovs_egress::host::iptables::SnatConfig;
-use ovs_egress::model::ClusterView;
 use ovs_egress::ovs::ofctl::FlowProgrammer;
-use ovs_egress::pipeline::egress::MarkCarrier;
-use ovs_egress::pipeline::egress::{EgressContext, egress_flows};
-use ovs_egress::pipeline::{Flow, Style, pod_network_flows};
-use ovs_egress::plan::{self, IpLocality, NodePlan, PodBinding, SnatRule};
-use ovs_egress::render::parse_cluster;
+use ovs_egress_core::model::ClusterView;
+use ovs_egress_core::pipeline::egress::MarkCarrier;
+use ovs_egress_core::pipeline::egress::{EgressContext, egress_flows};
+use ovs_egress_core::pipeline::{Flow, Style, pod_network_flows};
+use ovs_egress_core::plan::{self, IpLocality, NodePlan, PodBinding, SnatRule};
+use ovs_egress_core::render::parse_cluster;
+use ovs_egress_host::iptables::SnatConfig;
 use ovs_egress_integration::Netns;
 use programmer_support::{Bridge, block, node};
 
@@ -105,7 +105,7 @@ fn context(carrier: MarkCarrier) -> EgressContext {
 fn base_flows() -> Vec<Flow> {
     let mut net = node(1, &[], &[2]);
     net.pods = (0..PODS)
-        .map(|i| ovs_egress::pipeline::LocalPod {
+        .map(|i| ovs_egress_core::pipeline::LocalPod {
             ofport: 100 + i,
             mac: format!("02:44:01:00:01:{i:02x}").parse().unwrap(),
             ip: pod_ip(i),

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ovs_egress::ovs::ofctl::{FlowProgrammer, Repair};
-use ovs_egress::pipeline::egress::MarkCarrier;
-use ovs_egress::pipeline::egress::{EgressContext, Ipv6Bypass, egress_flows};
-use ovs_egress::pipeline::{Flow, pod_network_flows};
-use ovs_egress::plan::{IpLocality, NodePlan, PodBinding, SnatRule};
+use ovs_egress_core::pipeline::egress::MarkCarrier;
+use ovs_egress_core::pipeline::egress::{EgressContext, Ipv6Bypass, egress_flows};
+use ovs_egress_core::pipeline::{Flow, pod_network_flows};
+use ovs_egress_core::plan::{IpLocality, NodePlan, PodBinding, SnatRule};
 use programmer_support::{Bridge, block, expected, node};
 
 fn ip(text: &str) -> IpAddr {

@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use ovs_egress::datapath::PortAcks;
 use ovs_egress::datapath::egress::{ApplyReport, DeviceChoice, EgressApplier, EgressHost};
-use ovs_egress::host::iptables::{Cidr, SnatConfig};
 use ovs_egress::ovs::tnl_neigh::{TunnelNeighbours, parse_show};
-use ovs_egress::pipeline::egress::{EgressContext, EgressOptions, MarkCarrier, egress_context};
-use ovs_egress::plan::{self, NodePlan};
-use ovs_egress::render::parse_cluster;
+use ovs_egress_core::pipeline::egress::{
+    EgressContext, EgressOptions, MarkCarrier, egress_context,
+};
+use ovs_egress_core::plan::{self, NodePlan};
+use ovs_egress_core::render::parse_cluster;
+use ovs_egress_host::iptables::{Cidr, SnatConfig};
 use ovs_egress_integration::Netns;
 use ovs_egress_integration::datapath::{CniPod, DatapathNode};
 use ovs_egress_integration::ext_server::{self, ExtServer};

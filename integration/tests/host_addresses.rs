@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use host_support::{Capture, enable_ipv6, in_netns, mac_of, veth_pair};
-use ovs_egress::host::addresses::{Added, AddressError, Addresses, Removed};
-use ovs_egress::host::advertise::advertise;
-use ovs_egress::host::local_ips::watch_local_ips;
+use ovs_egress_host::addresses::{Added, AddressError, Addresses, Removed};
+use ovs_egress_host::advertise::advertise;
+use ovs_egress_host::local_ips::watch_local_ips;
 use ovs_egress_integration::Netns;
 use tokio::sync::watch;
 
@@ -184,7 +184,9 @@ fn without_a_configured_device_the_dummy_is_used_or_else_the_transport_interface
     } else {
         assert_eq!(chosen.name, "va");
         assert_eq!(
-            chosen.mac.map(ovs_egress::host::format_mac),
+            chosen
+                .mac
+                .map(|mac| ovs_egress_core::pipeline::Mac(mac).to_string()),
             Some(mac_of(&a, "va").unwrap())
         );
     }

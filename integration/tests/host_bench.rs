@@ -13,9 +13,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use host_support::in_netns;
-use ovs_egress::host::addresses::{Added, Addresses};
-use ovs_egress::host::iptables::{Applier, Family, SnatConfig, SnatEntry, render_family};
-use ovs_egress::pipeline::egress::MarkCarrier;
+use ovs_egress_core::pipeline::egress::MarkCarrier;
+use ovs_egress_host::addresses::{Added, Addresses};
+use ovs_egress_host::iptables::{Applier, Family, SnatConfig, SnatEntry, render_family};
 use ovs_egress_integration::Netns;
 use tokio::io::AsyncWriteExt;
 

@@ -9,12 +9,12 @@ use std::num::NonZeroU8;
 use std::time::Duration;
 
 use host_support::{Capture, enable_ipv6, in_netns};
-use ovs_egress::host::addresses::Addresses;
-use ovs_egress::host::format_mac;
-use ovs_egress::host::iptables::{
+use ovs_egress_core::pipeline::Mac;
+use ovs_egress_core::pipeline::egress::{MarkCarrier, mark_mac};
+use ovs_egress_host::addresses::Addresses;
+use ovs_egress_host::iptables::{
     Applier, Change, Family, IptablesError, SnatConfig, SnatEntry, Table,
 };
-use ovs_egress::pipeline::egress::{MarkCarrier, mark_mac};
 use ovs_egress_integration::Netns;
 
 fn entry(ip: &str, mark: u8) -> SnatEntry {
@@ -282,7 +282,7 @@ fn packets_whose_source_mac_carries_the_mark_leave_with_the_egress_ip_the_rest_m
     ext.exec(&["ip", "addr", "add", "172.18.0.100/24", "dev", "eth0"])
         .unwrap();
     let mark = NonZeroU8::new(5).unwrap();
-    let selected = pod(&node, 5, &format_mac(mark_mac(mark)));
+    let selected = pod(&node, 5, &Mac(mark_mac(mark)).to_string());
     let other = pod(&node, 6, "02:00:00:00:00:06");
 
     in_netns(&node, move || async move {

@@ -106,6 +106,7 @@ fn image_holds_what_the_chart_runs() {
     let root = image.0.join("rootfs");
     for tool in [
         "usr/local/bin/ovs-egress",
+        "usr/local/bin/ovs-egress-cni",
         "usr/local/bin/install-cni",
         "usr/local/bin/start-ovs",
         "usr/local/bin/ovs-health",

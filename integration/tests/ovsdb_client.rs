@@ -6,11 +6,11 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use ovs_egress::ovs::ovsdb::{
+use ovs_egress_integration::{Netns, OvsInstance};
+use ovs_egress_ovsdb::{
     Atom, Client, ClientOptions, Condition, ConnState, MonitorEvent, MonitorSpec, MonitorStream,
     Mutation, Operation, OvsdbError, Row, TableCache, Value, WaitUntil,
 };
-use ovs_egress_integration::{Netns, OvsInstance};
 
 fn ovs(role: &str) -> OvsInstance {
     OvsInstance::start(&Netns::new(role).unwrap()).unwrap()

@@ -10,16 +10,16 @@ mod programmer_support;
 
 use std::time::Duration;
 
-use ovs_egress::ovs::bridge::{
-    BridgeConfig, DatapathType, GATEWAY_OFPORT, TUNNEL_OFPORT, ensure_bridge, wait_until_applied,
-};
 use ovs_egress::ovs::ofctl::{FlowProgrammer, Ofctl};
-use ovs_egress::ovs::ovsdb::{Client, ClientOptions};
-use ovs_egress::pipeline::{pod_network_flows, table_names};
+use ovs_egress_core::pipeline::{pod_network_flows, table_names};
 use ovs_egress_integration::Netns;
 use ovs_egress_integration::node::{Node, quiet_ovs_port};
 use ovs_egress_integration::traffic::icmp_from;
 use ovs_egress_integration::underlay::Underlay;
+use ovs_egress_ovsdb::bridge::{
+    BridgeConfig, DatapathType, GATEWAY_OFPORT, TUNNEL_OFPORT, ensure_bridge, wait_until_applied,
+};
+use ovs_egress_ovsdb::{Client, ClientOptions};
 use programmer_support::block;
 
 /// A test-bed Node with br-int programmed and its Pods. Field order = drop order.

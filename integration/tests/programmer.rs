@@ -9,7 +9,7 @@ mod programmer_support;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ovs_egress::ovs::ofctl::{Change, FlowProgrammer, OfctlError, Repair};
-use ovs_egress::pipeline::{Action, Category, Cookie, Flow, Match, Table, pod_network_flows};
+use ovs_egress_core::pipeline::{Action, Category, Cookie, Flow, Match, Table, pod_network_flows};
 use programmer_support::{Bridge, block, expected, node};
 
 fn round_count(flows: &std::collections::BTreeSet<(u64, String, String)>, round: u16) -> usize {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ovs_egress::ovs::ofctl::FlowProgrammer;
-use ovs_egress::pipeline::{Flow, Ipv4Cidr, LocalPod, Style, pod_network_flows};
+use ovs_egress_core::pipeline::{Flow, Ipv4Cidr, LocalPod, Style, pod_network_flows};
 use programmer_support::{Bridge, block, expected, node};
 
 const FLOWS: usize = 10_000;

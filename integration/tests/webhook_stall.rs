@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::reflector;
-use ovs_egress::api::v1beta1;
 use ovs_egress::controller::webhook::{self, Limits};
+use ovs_egress_core::api::v1beta1;
 use ovs_egress_integration::webhook::write_tls;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -33,7 +33,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::pipeline::Mac;
+    use ovs_egress_core::pipeline::Mac;
 
     fn port(name: &str, pod: &str, ofport: u32) -> PodPort {
         PodPort {

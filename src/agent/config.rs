@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{ApiRetryArgs, FeatureGates};
-use crate::host::iptables::Cidr;
+use ovs_egress_host::iptables::Cidr;
 
 /// `egress.maxEgressIPsPerNode` when unset or 0, and its upper bound (one mark per IP).
 pub const MAX_EGRESS_IPS_PER_NODE: u32 = 255;
@@ -307,7 +307,7 @@ impl AgentConfig {
         ];
         for (key, name) in names {
             if let Some(name) = name
-                && let Err(rule) = crate::inputs::check_interface_name(name)
+                && let Err(rule) = ovs_egress_inputs::check_interface_name(name)
             {
                 return Err((key, rule));
             }

@@ -44,13 +44,15 @@ use crate::datapath::egress::{DeviceChoice, EgressApplier, EgressHost, INSTALL_T
 use crate::datapath::{
     DatapathConfig, DatapathStatus, NodeDatapath, PodPort, PortAcks, RemoteNodeSpec,
 };
-use crate::host::iptables::{Cidr, SnatConfig};
-use crate::model::Node;
-use crate::ovs::bridge::DatapathType;
 use crate::ovs::tnl_neigh::TunnelNeighbours;
-use crate::pipeline::egress::{EgressContext, EgressOptions, MarkCarrier, egress_context};
-use crate::pipeline::{Ipv4Cidr, Mac};
-use crate::plan::{Condition, ConditionStatus, EgressStatus, NodePlan};
+use ovs_egress_core::model::Node;
+use ovs_egress_core::pipeline::egress::{
+    EgressContext, EgressOptions, MarkCarrier, egress_context,
+};
+use ovs_egress_core::pipeline::{Ipv4Cidr, Mac};
+use ovs_egress_core::plan::{Condition, ConditionStatus, EgressStatus, NodePlan};
+use ovs_egress_host::iptables::{Cidr, SnatConfig};
+use ovs_egress_ovsdb::bridge::DatapathType;
 
 /// How often the SNAT rules are read back and repaired (the runtime does the same for flows).
 const VERIFY_INTERVAL: Duration = Duration::from_secs(10);

@@ -24,11 +24,11 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use super::datapath::Programmed;
-use crate::model::{Egress, Node};
-use crate::pipeline::egress::EgressOptions;
-use crate::plan::NodePlan;
-use crate::render::datapath::{datapath_of, render_datapath};
-use crate::render::{Allocation, Rendered};
+use ovs_egress_core::model::{Egress, Node};
+use ovs_egress_core::pipeline::egress::EgressOptions;
+use ovs_egress_core::plan::NodePlan;
+use ovs_egress_core::render::datapath::{datapath_of, render_datapath};
+use ovs_egress_core::render::{Allocation, Rendered};
 
 /// What `placeholders` says when the flows are the ones the Node programmed.
 pub const PROGRAMMED: &str = "Pod ofports and the gateway MAC are this Node's real ones (as \
@@ -202,7 +202,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let output = if args.json {
         serde_json::to_string_pretty(&rendered)? + "\n"
     } else {
-        crate::render::text::to_text(&rendered)
+        ovs_egress_core::render::text::to_text(&rendered)
     };
     match std::io::stdout().lock().write_all(output.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
@@ -247,7 +247,7 @@ mod tests {
             pod_cidr: Some(cidr.into()),
             ..Node::default()
         };
-        let egress: Egress = (&serde_json::from_value::<crate::api::v1beta1::Egress>(
+        let egress: Egress = (&serde_json::from_value::<ovs_egress_core::api::v1beta1::Egress>(
             serde_json::json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
                 "metadata": {"name": "web"},
                 "spec": {"appliedTo": {}, "externalIPPool": "pool", "egressIP": "10.10.0.50"}}),
@@ -284,6 +284,9 @@ mod tests {
         let json = serde_json::to_string(&out).unwrap();
         let back: Rendered = serde_json::from_str(&json).unwrap();
         assert_eq!(back, out);
-        assert!(crate::render::text::to_text(&back).starts_with("Node a  transport IP 10.10.0.1"));
+        assert!(
+            ovs_egress_core::render::text::to_text(&back)
+                .starts_with("Node a  transport IP 10.10.0.1")
+        );
     }
 }

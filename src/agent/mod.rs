@@ -41,13 +41,13 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::api::v1beta1;
-use crate::host::local_ips;
-use crate::kube::passes::Passes;
-use crate::kube::{events, health, reflect, status};
 use crate::membership;
-use crate::plan::{self, EgressStatus, NodePlan};
 use config::{AgentArgs, AgentConfig};
+use ovs_egress_core::api::v1beta1;
+use ovs_egress_core::plan::{self, EgressStatus, NodePlan};
+use ovs_egress_host::local_ips;
+use ovs_egress_kube::passes::Passes;
+use ovs_egress_kube::{events, health, reflect, status};
 use view::Stores;
 
 /// One new plan for the datapath. The datapath applies it and answers on `applied` with the
@@ -112,7 +112,7 @@ pub async fn run_with(
 /// What the agent loop tells the datapath besides plans, and the datapath's readiness.
 struct Outputs {
     /// The view's Nodes, published before each plan is handed over.
-    nodes: watch::Sender<Vec<crate::model::Node>>,
+    nodes: watch::Sender<Vec<ovs_egress_core::model::Node>>,
     /// The local Pods the applied plan has decided, published after it is applied.
     decided: watch::Sender<BTreeSet<String>>,
     datapath_ready: watch::Receiver<bool>,
@@ -150,7 +150,7 @@ async fn run_inner(
     }));
     tokio::spawn(health::all_of(vec![applied_rx, datapath_ready], ready_tx));
     let health = tokio::spawn(health::serve(args.health_listen, ready_rx, routes));
-    let client = crate::kube::client(args.kubeconfig.as_deref(), false).await?;
+    let client = ovs_egress_kube::client(args.kubeconfig.as_deref(), false).await?;
     let local_ips = local_ips::watch_local_ips()
         .await
         .context("watching this Node's IP addresses")?;
@@ -202,7 +202,7 @@ struct Loop {
     events: events::Events,
     datapath: Datapath,
     /// The view's Nodes, for the datapath (remote Nodes, this Node's Pod CIDR).
-    nodes: watch::Sender<Vec<crate::model::Node>>,
+    nodes: watch::Sender<Vec<ovs_egress_core::model::Node>>,
     /// The local Pods whose Egress the applied plan has decided (`plan::membership::decided_pods`),
     /// published only once that plan is applied.
     decided: watch::Sender<BTreeSet<String>>,
@@ -323,7 +323,7 @@ impl Loop {
         &self,
         plan: &Arc<NodePlan>,
         statuses: &BTreeMap<String, EgressStatus>,
-        view: &crate::model::ClusterView,
+        view: &ovs_egress_core::model::ClusterView,
     ) {
         let pools = view
             .egresses
@@ -375,7 +375,7 @@ impl Loop {
     async fn write_statuses(
         &self,
         statuses: &BTreeMap<String, EgressStatus>,
-        cached: &BTreeMap<String, crate::api::EgressStatus>,
+        cached: &BTreeMap<String, ovs_egress_core::api::EgressStatus>,
     ) -> usize {
         let mut failures = 0;
         for (name, wanted) in statuses.iter().filter(|(_, s)| s.writer) {

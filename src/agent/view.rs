@@ -10,10 +10,10 @@ use kube::core::DynamicObject;
 use kube::runtime::reflector::Store;
 
 use super::config::AgentConfig;
-use crate::api::{EgressStatus, v1beta1};
-use crate::kube::convert;
-use crate::kube::reflect::typed_objects;
-use crate::model::{ClusterView, PlanConfig};
+use ovs_egress_core::api::{EgressStatus, v1beta1};
+use ovs_egress_core::model::{ClusterView, PlanConfig};
+use ovs_egress_kube::convert;
+use ovs_egress_kube::reflect::typed_objects;
 
 /// The agent's caches, all untyped.
 pub struct Stores {

@@ -23,12 +23,12 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 
-use crate::api::{EgressStatus, v1beta1};
 use crate::config::{ControllerArgs, ControllerConfig};
-use crate::kube::passes::Passes;
-use crate::kube::reflect::{self, typed_objects};
-use crate::kube::{health, lease, status};
-use crate::{ipam, model};
+use ovs_egress_core::api::{EgressStatus, v1beta1};
+use ovs_egress_core::{ipam, model};
+use ovs_egress_kube::passes::Passes;
+use ovs_egress_kube::reflect::{self, typed_objects};
+use ovs_egress_kube::{health, lease, status};
 use writes::Write;
 
 /// Why a write did not happen.
@@ -57,7 +57,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     let (ready_tx, ready_rx) = watch::channel(false);
     let health = tokio::spawn(health::serve(args.health_listen, ready_rx, metrics));
-    let client = crate::kube::client(args.kubeconfig.as_deref(), args.in_cluster).await?;
+    let client = ovs_egress_kube::client(args.kubeconfig.as_deref(), args.in_cluster).await?;
 
     let changed = Arc::new(Notify::new());
     let reflectors = reflect::Reflectors {
@@ -311,8 +311,10 @@ impl Reconciler {
     }
 }
 
-fn strip_time(condition: &crate::api::EgressCondition) -> crate::api::EgressCondition {
-    crate::api::EgressCondition {
+fn strip_time(
+    condition: &ovs_egress_core::api::EgressCondition,
+) -> ovs_egress_core::api::EgressCondition {
+    ovs_egress_core::api::EgressCondition {
         last_transition_time: None,
         ..condition.clone()
     }

@@ -37,8 +37,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::api::{v1beta1, validation};
-use crate::model::ExternalIpPool;
+use ovs_egress_core::api::{v1beta1, validation};
+use ovs_egress_core::model::ExternalIpPool;
 
 /// Why the webhook cannot start; names the file or address.
 #[derive(Debug, thiserror::Error)]
@@ -383,7 +383,7 @@ fn verdict(
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
         return ("allowed", response.into_review());
     }
-    let known = crate::kube::reflect::typed_objects::<v1beta1::ExternalIPPool>(
+    let known = ovs_egress_kube::reflect::typed_objects::<v1beta1::ExternalIPPool>(
         &pools.state(),
         "ExternalIPPool",
     );

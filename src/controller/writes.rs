@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::api::{EgressCondition, IpPoolUsage, v1beta1};
-use crate::ipam::{AllocationError, Allocations};
+use ovs_egress_core::api::{EgressCondition, IpPoolUsage, v1beta1};
+use ovs_egress_core::ipam::{AllocationError, Allocations};
 
 pub const IP_ALLOCATED: &str = "IPAllocated";
 /// The pool condition the controller sets (False) while it refuses to allocate from a pool.
@@ -219,11 +219,11 @@ pub fn with_condition_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{EgressStatus, ExternalIPPoolStatus, IpRange, v1beta1::EgressSpec};
-    use crate::ipam::allocate_all;
-    use crate::model;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
+    use ovs_egress_core::api::{EgressStatus, ExternalIPPoolStatus, IpRange, v1beta1::EgressSpec};
+    use ovs_egress_core::ipam::allocate_all;
+    use ovs_egress_core::model;
 
     fn egress(name: &str, ip: Option<&str>, pool: Option<&str>) -> v1beta1::Egress {
         v1beta1::Egress::new(

@@ -4,9 +4,9 @@
 use std::collections::BTreeSet;
 
 use super::{DatapathConfig, DatapathInputs, PodPort, RemoteNodeSpec};
-use crate::host::routes::NodeRoute;
-use crate::ovs::bridge::{GATEWAY_OFPORT, TUNNEL_OFPORT};
-use crate::pipeline::{Flow, Gateway, PodNetwork, RemoteNode, pod_network_flows};
+use ovs_egress_core::pipeline::{Flow, Gateway, PodNetwork, RemoteNode, pod_network_flows};
+use ovs_egress_host::routes::NodeRoute;
+use ovs_egress_ovsdb::bridge::{GATEWAY_OFPORT, TUNNEL_OFPORT};
 
 /// The remote Nodes that are really remote (not this Node's IP or Pod CIDR).
 fn remote_nodes<'a>(
@@ -79,8 +79,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::ovs::bridge::DatapathType;
-    use crate::pipeline::{Action, Cookie, Ipv4Cidr, Mac, Match, Table};
+    use ovs_egress_core::pipeline::{Action, Cookie, Ipv4Cidr, Mac, Match, Table};
+    use ovs_egress_ovsdb::bridge::DatapathType;
 
     fn cidr(s: &str) -> Ipv4Cidr {
         let (ip, len) = s.split_once('/').unwrap();

@@ -19,17 +19,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::num::NonZeroU8;
 use std::time::Duration;
 
 use super::{DatapathHandle, InstallError, PortAcks};
-use crate::host::addresses::{Added, AddressError, Addresses, Link};
-use crate::host::advertise::advertise;
-use crate::host::iptables::{Applier, IptablesError, SnatConfig, SnatEntry};
 use crate::ovs::tnl_neigh::TunnelNeighbours;
-use crate::pipeline::Flow;
-use crate::pipeline::egress::{EgressContext, EgressFlows, Unprogrammed, egress_flows};
-use crate::plan::{Condition, EgressStatus, NodePlan};
+use ovs_egress_core::pipeline::Flow;
+use ovs_egress_core::pipeline::egress::{EgressContext, EgressFlows, Unprogrammed, egress_flows};
+use ovs_egress_core::plan::{Condition, EgressStatus, NodePlan};
+use ovs_egress_core::snat::snat_entries;
+use ovs_egress_host::addresses::{Added, AddressError, Addresses, Link};
+use ovs_egress_host::advertise::advertise;
+use ovs_egress_host::iptables::{Applier, IptablesError, SnatConfig, SnatEntry};
 
 /// How long a plan's Egress flows may take to be installed before the apply fails (the
 /// runtime waits while OVS is away; a rejected bundle fails at once).
@@ -100,14 +100,6 @@ impl ApplyReport {
         }
         statuses
     }
-}
-
-/// The SNAT entries of a plan (a mark of 0 never reaches iptables; the plan never gives one).
-pub fn snat_entries(plan: &NodePlan) -> Vec<SnatEntry> {
-    plan.snat_rules
-        .iter()
-        .filter_map(|r| NonZeroU8::new(r.mark).map(|mark| SnatEntry { ip: r.ip, mark }))
-        .collect()
 }
 
 /// The host side of one Node's Egress, between applies. Plain data: it may move between
@@ -217,6 +209,17 @@ impl EgressHost {
         }
     }
 
+    /// Our iptables chains made to hold `entries`; a write is timed for the metrics.
+    async fn apply_snat(&mut self, entries: &[SnatEntry]) -> Result<(), IptablesError> {
+        let started = std::time::Instant::now();
+        if !self.iptables.apply(entries).await?.is_empty() {
+            crate::metrics::agent::metrics()
+                .iptables_apply
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
     /// Step 1: the SNAT rules of `plan` beside the old ones (an old entry whose mark or IP is
     /// reused is replaced). On error nothing else may run: the flows must not send traffic to
     /// rules that do not exist.
@@ -228,7 +231,7 @@ impl EgressHost {
                 .iter()
                 .filter(|old| !wanted.iter().any(|w| w.ip == old.ip || w.mark == old.mark)),
         );
-        match self.iptables.apply(&both).await {
+        match self.apply_snat(&both).await {
             Ok(_) => Ok(FlowsDue {
                 report: ApplyReport::default(),
             }),
@@ -265,8 +268,7 @@ impl EgressHost {
                 source,
             })?;
         let wanted = snat_entries(plan);
-        self.iptables
-            .apply(&wanted)
+        self.apply_snat(&wanted)
             .await
             .map_err(|source| ApplyError::FinalSnat {
                 node: node(),
@@ -461,7 +463,7 @@ impl EgressApplier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{ConditionStatus, Reason, SnatRule};
+    use ovs_egress_core::plan::{ConditionStatus, Reason, SnatRule};
 
     fn status(ip: &str) -> EgressStatus {
         EgressStatus {

@@ -46,8 +46,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::ovs::bridge::{BridgeConfig, DatapathType};
-use crate::pipeline::{Flow, Ipv4Cidr, Mac, table_names};
+use ovs_egress_core::pipeline::{Flow, Ipv4Cidr, Mac, table_names};
+use ovs_egress_ovsdb::bridge::{BridgeConfig, DatapathType};
 
 pub use ports::{BadPort, INTERFACE_COLUMNS, PodPort, pod_ports};
 

@@ -5,9 +5,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::cni::port::keys;
-use crate::ovs::ovsdb::{Atom, Row, TableCache};
-use crate::pipeline::{LocalPod, Mac};
+use ovs_egress_core::pipeline::{LocalPod, Mac};
+use ovs_egress_ovsdb::bridge::pod_port_keys as keys;
+use ovs_egress_ovsdb::{Atom, Row, TableCache};
 
 /// The columns of the Interface table this module needs (monitor these).
 pub const INTERFACE_COLUMNS: [&str; 3] = ["name", "ofport", "external_ids"];
@@ -104,7 +104,7 @@ fn pod_port(row: &Row) -> Result<Option<PodPort>, BadPort> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ovs::ovsdb::{MonitorEvent, RowUpdate, TableUpdates, Uuid, Value};
+    use ovs_egress_ovsdb::{MonitorEvent, RowUpdate, TableUpdates, Uuid, Value};
 
     /// A replica holding one Interface row per `(name, ofport, ip, mac)`; `ofport` None = unset.
     /// Ports whose name starts with `acked` carry the agent's acknowledgement.

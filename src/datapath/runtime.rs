@@ -15,15 +15,17 @@ use super::{
     DatapathConfig, DatapathInputs, DatapathStatus, INTERFACE_COLUMNS, PodPort, ROUND_KEY,
     Rejected, Wanted, pod_ports,
 };
-use crate::cni::port::keys;
-use crate::host::routes::{NodeRoutes, RouteError};
-use crate::ovs::bridge::{self, BridgeError, bridge_external_ids, update_bridge_external_ids};
 use crate::ovs::ofctl::{FlowProgrammer, Ofctl, OfctlError, next_round};
-use crate::ovs::ovsdb::{
+use ovs_egress_core::pipeline::Flow;
+use ovs_egress_host::routes::{NodeRoutes, RouteError};
+use ovs_egress_ovsdb::bridge::pod_port_keys as keys;
+use ovs_egress_ovsdb::bridge::{
+    self, BridgeError, bridge_external_ids, update_bridge_external_ids,
+};
+use ovs_egress_ovsdb::{
     Client, ClientOptions, ConnState, MonitorEvent, MonitorSpec, MonitorStream, Mutation,
     Operation, OvsdbError, TableCache, Value,
 };
-use crate::pipeline::Flow;
 
 /// Upper bound of the retry delay after a failed reconcile.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);

@@ -125,7 +125,7 @@ pub fn foca_config(settings: &Settings, size: usize) -> foca::Config {
 /// Secret's keys; `changed` is notified whenever the published state changes.
 pub fn start(
     settings: Settings,
-    nodes: watch::Receiver<Vec<crate::model::Node>>,
+    nodes: watch::Receiver<Vec<ovs_egress_core::model::Node>>,
     keys: watch::Receiver<KeyInput>,
     changed: Arc<Notify>,
 ) -> watch::Receiver<State> {
@@ -236,7 +236,7 @@ impl Task {
 
     async fn run(
         mut self,
-        mut nodes: watch::Receiver<Vec<crate::model::Node>>,
+        mut nodes: watch::Receiver<Vec<ovs_egress_core::model::Node>>,
         mut keys: watch::Receiver<KeyInput>,
     ) {
         let mut buf = vec![0u8; 65_536];
@@ -299,7 +299,7 @@ impl Task {
         }
     }
 
-    fn set_nodes(&mut self, list: &[crate::model::Node]) {
+    fn set_nodes(&mut self, list: &[ovs_egress_core::model::Node]) {
         let now = Instant::now();
         self.have_nodes |= !list.is_empty();
         let nodes: BTreeMap<String, IpAddr> = list
@@ -582,12 +582,12 @@ mod tests {
     }
 
     /// Nodes n1..=n3 at 10.0.0.1..=3.
-    fn cluster() -> Vec<crate::model::Node> {
+    fn cluster() -> Vec<ovs_egress_core::model::Node> {
         (1..=3)
-            .map(|i| crate::model::Node {
+            .map(|i| ovs_egress_core::model::Node {
                 name: format!("n{i}"),
                 transport_ip: Some(addr(i).ip()),
-                ..crate::model::Node::default()
+                ..ovs_egress_core::model::Node::default()
             })
             .collect()
     }

@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::plan::{ConditionStatus, EgressStatus, NodePlan};
+use ovs_egress_core::plan::{ConditionStatus, EgressStatus, NodePlan};
 
 /// Why this Node took or gave up an egress IP. Only `placement` and `deleted` are told apart
 /// today; the others come with the high-availability work.
@@ -203,7 +203,7 @@ pub fn pods_with_several_egresses(plan: &NodePlan) -> u64 {
 pub fn flows_per_table(tables: impl IntoIterator<Item = u8>) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for table in tables {
-        let name = crate::pipeline::table::Table::ALL
+        let name = ovs_egress_core::pipeline::table::Table::ALL
             .iter()
             .find(|t| t.number() == table)
             .map_or_else(|| table.to_string(), |t| t.name().to_string());
@@ -331,7 +331,7 @@ impl Collector for Derived {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Condition, PodBinding, SnatRule};
+    use ovs_egress_core::plan::{Condition, PodBinding, SnatRule};
 
     fn status(node: &str, ip: &str, condition: Option<Condition>) -> EgressStatus {
         EgressStatus {
@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn flows_are_counted_by_table_name_and_unknown_tables_by_number() {
-        use crate::pipeline::table::Table;
+        use ovs_egress_core::pipeline::table::Table;
         let tables = [
             Table::EgressMark.number(),
             Table::EgressMark.number(),

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::ipam::{AllocationError, Allocations};
+use ovs_egress_core::ipam::{AllocationError, Allocations};
 
 /// The allocation error reasons, as labelled.
 pub const ERROR_REASONS: [&str; 6] = [
@@ -105,7 +105,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// IPs of one pool: `status.usage` as the allocator computed it.
-pub type PoolUsage = crate::ipam::Usage;
+pub type PoolUsage = ovs_egress_core::ipam::Usage;
 
 /// Usage of every pool according to the allocator's answer (what `status.usage` is set to).
 pub fn pool_usage(allocations: &Allocations) -> BTreeMap<String, PoolUsage> {
@@ -247,21 +247,21 @@ mod tests {
 
     #[test]
     fn pool_usage_is_what_the_allocator_reports_for_each_pool() {
-        use crate::model::{Egress, ExternalIpPool};
-        let pool: ExternalIpPool = serde_json::from_value::<crate::api::v1beta1::ExternalIPPool>(
+        use ovs_egress_core::model::{Egress, ExternalIpPool};
+        let pool: ExternalIpPool = serde_json::from_value::<ovs_egress_core::api::v1beta1::ExternalIPPool>(
             serde_json::json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "ExternalIPPool",
                 "metadata": {"name": "p"},
                 "spec": {"ipRanges": [{"start": "10.0.0.1", "end": "10.0.0.4"}], "nodeSelector": {}}}),
         )
         .map(|p| (&p).into())
         .unwrap();
-        let egress: Egress = serde_json::from_value::<crate::api::v1beta1::Egress>(
+        let egress: Egress = serde_json::from_value::<ovs_egress_core::api::v1beta1::Egress>(
             serde_json::json!({"apiVersion": "crd.antrea.io/v1beta1", "kind": "Egress",
                 "metadata": {"name": "e"}, "spec": {"appliedTo": {}, "externalIPPool": "p"}}),
         )
         .map(|e| (&e).into())
         .unwrap();
-        let usage = pool_usage(&crate::ipam::allocate_all(&[pool], &[egress]));
+        let usage = pool_usage(&ovs_egress_core::ipam::allocate_all(&[pool], &[egress]));
         assert_eq!(usage["p"], PoolUsage { total: 4, used: 1 });
     }
 }

@@ -1,7 +1,7 @@
-//! The Open vSwitch adapter: talks to OVSDB (bridge and port set-up, interface monitoring) and
-//! programs OpenFlow. It only makes OVS match what the pure core decided; it decides nothing.
+//! The OpenFlow side of the Open vSwitch adapter: programs the pipeline's flows (`ofctl`) and
+//! OVS's tunnel neighbours (`tnl_neigh`). It only makes OVS match what the pure core decided;
+//! it decides nothing. (OVSDB, the bridge and its ports are in `ovs-egress-ovsdb`, which the CNI
+//! plugin shares.)
 
-pub mod bridge;
 pub mod ofctl;
-pub mod ovsdb;
 pub mod tnl_neigh;

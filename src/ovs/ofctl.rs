@@ -20,8 +20,8 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::pipeline::flow::render_actions;
-use crate::pipeline::{Flow, FlowKey, Style, round_cookie};
+use ovs_egress_core::pipeline::flow::render_actions;
+use ovs_egress_core::pipeline::{Flow, FlowKey, Style, round_cookie};
 
 /// Why programming failed; every variant names the bridge target and the flow or command.
 #[derive(Debug, thiserror::Error)]

@@ -26,8 +26,8 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use crate::pipeline::Mac;
-use crate::plan::{IpLocality, NodePlan};
+use ovs_egress_core::pipeline::Mac;
+use ovs_egress_core::plan::{IpLocality, NodePlan};
 
 /// How long one `ovs-appctl` may take (`--timeout`): a hung vswitchd must not stall the agent.
 const APPCTL_TIMEOUT_SECS: u32 = 5;
@@ -368,7 +368,7 @@ async fn appctl(ctl: &Path, args: &[String], ips: &[IpAddr]) -> Result<String, T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Condition, EgressStatus};
+    use ovs_egress_core::plan::{Condition, EgressStatus};
 
     /// Real `tnl/neigh/show` output of OVS 3.1 (test bed), plus a STALE entry.
     const SHOW: &str = "\

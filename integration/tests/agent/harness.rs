@@ -15,7 +15,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use ovs_egress::api::{EgressCondition, EgressStatus, v1beta1};
+use ovs_egress_core::api::{EgressCondition, EgressStatus, v1beta1};
 use ovs_egress_integration::Netns;
 use serde_json::json;
 

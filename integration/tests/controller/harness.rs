@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, PostParams};
-use ovs_egress::api::{EgressCondition, IpRange, v1beta1};
+use ovs_egress_core::api::{EgressCondition, IpRange, v1beta1};
 use ovs_egress_integration::apiserver::{ApiServer, apply_crds_and_wait};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -11,8 +11,8 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 
 use ovs_egress::ovs::ofctl::{Ofctl, parse_dump};
-use ovs_egress::pipeline::flow::render_actions;
-use ovs_egress::pipeline::{Flow, Gateway, Ipv4Cidr, LocalPod, PodNetwork, RemoteNode, Style};
+use ovs_egress_core::pipeline::flow::render_actions;
+use ovs_egress_core::pipeline::{Flow, Gateway, Ipv4Cidr, LocalPod, PodNetwork, RemoteNode, Style};
 use ovs_egress_integration::{Netns, OvsInstance};
 
 pub const TUNNEL_OFPORT: u32 = 32768;

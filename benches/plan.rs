@@ -51,7 +51,11 @@ fn cluster(all_nodes_eligible: bool) -> ClusterView {
                 labels,
                 annotations: BTreeMap::new(),
                 transport_ip: Some(node_ip(i)),
-                pod_cidr: Some(format!("10.{}.{}.0/24", 128 + i / 256, i % 256)),
+                pod_cidr: Some(
+                    format!("10.{}.{}.0/24", 128 + i / 256, i % 256)
+                        .parse()
+                        .unwrap(),
+                ),
             }
         })
         .collect();

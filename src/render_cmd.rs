@@ -6,9 +6,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ovs_egress_core::pipeline::IpCidr;
+use ovs_egress_core::pipeline::IpNetwork;
 use ovs_egress_core::pipeline::egress::{EgressOptions, MarkCarrier};
 use ovs_egress_core::render::{node_names, parse_cluster, render_with, text, validate};
+use ovs_egress_inputs::parse_cidr;
 
 /// Command line of `ovs-egress render`.
 #[derive(Clone, Debug, clap::Args)]
@@ -31,11 +32,11 @@ pub struct RenderArgs {
     #[arg(long, value_enum, default_value = "system")]
     pub datapath_type: DatapathTypeArg,
     /// The Service CIDR(s), IPv4 or IPv6, which bypass Egress (repeatable).
-    #[arg(long = "service-cidr", default_value = "10.96.0.0/12")]
-    pub service_cidrs: Vec<IpCidr>,
+    #[arg(long = "service-cidr", default_value = "10.96.0.0/12", value_parser = parse_cidr)]
+    pub service_cidrs: Vec<IpNetwork>,
     /// `egress.exceptCIDRs` (IPv4 or IPv6): destinations that bypass Egress (repeatable).
-    #[arg(long = "except-cidr")]
-    pub except_cidrs: Vec<IpCidr>,
+    #[arg(long = "except-cidr", value_parser = parse_cidr)]
+    pub except_cidrs: Vec<IpNetwork>,
     /// Render even when objects break the webhook's rules (a cluster would have refused them):
     /// print the problems as warnings and render what the controller and agents would do if
     /// such objects were stored (e.g. with the webhook bypassed).

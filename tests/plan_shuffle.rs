@@ -134,7 +134,7 @@ fn view() -> impl Strategy<Value = ClusterView> {
                         max.to_string(),
                     )]),
                     transport_ip: Some(IpAddr::from([10, 0, 0, i as u8 + 1])),
-                    pod_cidr: Some(format!("10.244.{i}.0/24")),
+                    pod_cidr: Some(format!("10.244.{i}.0/24").parse().unwrap()),
                 })
                 .collect::<Vec<_>>()
         });

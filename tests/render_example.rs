@@ -50,7 +50,10 @@ fn the_example_has_the_user_guide_nodes() {
         ["node-4", "node-5", "node-6"]
     );
     assert_eq!(all["node-5"].transport_ip, Some(ip("10.10.0.105")));
-    assert_eq!(all["node-6"].pod_cidr.as_deref(), Some("10.244.6.0/24"));
+    assert_eq!(
+        all["node-6"].pod_cidr,
+        Some("10.244.6.0/24".parse().unwrap())
+    );
 }
 
 #[test]

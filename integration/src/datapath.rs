@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use ovs_egress::datapath::{
     DatapathConfig, DatapathHandle, DatapathInputs, DatapathStatus, NodeDatapath, RemoteNodeSpec,
 };
-use ovs_egress_core::pipeline::{Ipv4Cidr, Mac};
+use ovs_egress_core::pipeline::{Ipv4Network, Mac};
 use ovs_egress_ovsdb::bridge::DatapathType;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
@@ -151,8 +151,8 @@ impl DatapathNode {
         })
     }
 
-    pub fn pod_cidr(&self) -> Ipv4Cidr {
-        Ipv4Cidr::new(Ipv4Addr::new(10, 244, self.node.index, 0), 24)
+    pub fn pod_cidr(&self) -> Ipv4Network {
+        Ipv4Network::new(Ipv4Addr::new(10, 244, self.node.index, 0), 24)
             .expect("/24 is a valid prefix")
     }
 

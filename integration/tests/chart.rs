@@ -192,10 +192,21 @@ fn custom_values_reach_the_config_files() {
     assert_eq!(agent.host_gateway, "gw0");
     assert_eq!(agent.tunnel_port, 6090);
     assert!(agent.tunnel_csum);
-    assert_eq!(agent.service_cidr.as_deref(), Some("10.96.0.0/12"));
+    assert_eq!(
+        agent.service_cidr.map(|c| c.to_string()).as_deref(),
+        Some("10.96.0.0/12")
+    );
     assert_eq!(agent.transport_interface.as_deref(), Some("eth1"));
     assert_eq!(agent.egress_device.as_deref(), Some("egress0"));
-    assert_eq!(agent.egress.except_cidrs, ["192.168.0.0/16", "fd00::/8"]);
+    assert_eq!(
+        agent
+            .egress
+            .except_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["192.168.0.0/16", "fd00::/8"]
+    );
     assert_eq!(agent.egress.max_egress_ips_per_node, 10);
     assert!(agent.egress.snat_fully_random_ports);
     assert_eq!(agent.cluster_port, 7946);
@@ -519,7 +530,12 @@ async fn install_upgrade_and_uninstall_on_the_real_api_server() {
         "egress.exceptCIDRs={10.0.0.0/8,fd00::/8}",
     ]);
     assert_eq!(
-        agent_conf(k).egress.except_cidrs,
+        agent_conf(k)
+            .egress
+            .except_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         ["10.0.0.0/8", "fd00::/8"]
     );
     assert_ne!(pod_checksum(k), checksum, "the agent Pods roll");

@@ -24,12 +24,13 @@ use anyhow::Result;
 use ovs_egress::datapath::PortAcks;
 use ovs_egress::datapath::egress::{ApplyReport, DeviceChoice, EgressApplier, EgressHost};
 use ovs_egress::ovs::tnl_neigh::{TunnelNeighbours, parse_show};
+use ovs_egress_core::pipeline::IpNetwork;
 use ovs_egress_core::pipeline::egress::{
     EgressContext, EgressOptions, MarkCarrier, egress_context,
 };
 use ovs_egress_core::plan::{self, NodePlan};
 use ovs_egress_core::render::parse_cluster;
-use ovs_egress_host::iptables::{Cidr, SnatConfig};
+use ovs_egress_host::iptables::SnatConfig;
 use ovs_egress_integration::Netns;
 use ovs_egress_integration::datapath::{CniPod, DatapathNode};
 use ovs_egress_integration::ext_server::{self, ExtServer};
@@ -118,7 +119,7 @@ fn bed() -> Bed {
                 gateway: "antrea-gw0".into(),
                 random_fully: false,
                 carrier: MarkCarrier::SourceMac,
-                pod_cidrs: vec![dp.pod_cidr().to_string().parse::<Cidr>().unwrap()],
+                pod_cidrs: vec![IpNetwork::V4(dp.pod_cidr())],
             };
             let device = DeviceChoice {
                 configured: Some("br-phy".into()),
@@ -496,7 +497,7 @@ fn a_missing_egress_device_fails_only_its_egress_and_leaves_the_others_working()
             gateway: "antrea-gw0".into(),
             random_fully: false,
             carrier: MarkCarrier::SourceMac,
-            pod_cidrs: vec!["10.244.2.0/24".parse::<Cidr>().unwrap()],
+            pod_cidrs: vec!["10.244.2.0/24".parse::<IpNetwork>().unwrap()],
         },
         DeviceChoice {
             configured: Some("nope0".into()),

@@ -11,7 +11,7 @@ mod programmer_support;
 use std::time::Duration;
 
 use ovs_egress::ovs::ofctl::{FlowProgrammer, Ofctl};
-use ovs_egress_core::pipeline::{pod_network_flows, table_names};
+use ovs_egress_core::pipeline::{first_host, pod_network_flows, table_names};
 use ovs_egress_integration::Netns;
 use ovs_egress_integration::node::{Node, quiet_ovs_port};
 use ovs_egress_integration::traffic::icmp_from;
@@ -56,7 +56,7 @@ fn start_node(underlay: &Underlay, i: u8, pods: &[u8], others: &[u8]) -> PodNode
     for remote in &net.remote_nodes {
         let (cidr, via) = (
             remote.pod_cidr.to_string(),
-            remote.pod_cidr.gateway().to_string(),
+            first_host(remote.pod_cidr).to_string(),
         );
         ns.exec(&[
             "ip",

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ovs_egress::ovs::ofctl::FlowProgrammer;
-use ovs_egress_core::pipeline::{Flow, Ipv4Cidr, LocalPod, Style, pod_network_flows};
+use ovs_egress_core::pipeline::{Flow, Ipv4Network, LocalPod, Style, pod_network_flows};
 use programmer_support::{Bridge, block, expected, node};
 
 const FLOWS: usize = 10_000;
@@ -19,7 +19,7 @@ const FLOWS: usize = 10_000;
 /// 10,000 Pod networking flows: a Node with enough Pods, cut to exactly `FLOWS`.
 fn bench_flows() -> Vec<Flow> {
     let mut net = node(1, &[], &[2, 3]);
-    net.pod_cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 244, 0, 0), 16).expect("valid prefix");
+    net.pod_cidr = Ipv4Network::new(Ipv4Addr::new(10, 244, 0, 0), 16).expect("valid prefix");
     net.pods = (0..FLOWS as u32 / 6 + 1)
         .map(|i| LocalPod {
             ofport: 100 + i,

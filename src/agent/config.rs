@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::{ApiRetryArgs, FeatureGates};
-use ovs_egress_host::iptables::Cidr;
+use ovs_egress_core::pipeline::IpNetwork;
+use ovs_egress_inputs::parse_cidr;
 
 /// `egress.maxEgressIPsPerNode` when unset or 0, and its upper bound (one mark per IP).
 pub const MAX_EGRESS_IPS_PER_NODE: u32 = 255;
@@ -52,8 +53,8 @@ pub struct AgentConfig {
     pub traffic_encap_mode: String,
     #[serde(default)]
     pub egress: EgressConfig,
-    #[serde(default, rename = "serviceCIDR")]
-    pub service_cidr: Option<String>,
+    #[serde(default, rename = "serviceCIDR", deserialize_with = "optional_cidr")]
+    pub service_cidr: Option<IpNetwork>,
     #[serde(default)]
     pub transport_interface: Option<String>,
     #[serde(default)]
@@ -153,8 +154,8 @@ impl<'de> Deserialize<'de> for ConfigDuration {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EgressConfig {
-    #[serde(default, rename = "exceptCIDRs")]
-    pub except_cidrs: Vec<String>,
+    #[serde(default, rename = "exceptCIDRs", deserialize_with = "cidrs")]
+    pub except_cidrs: Vec<IpNetwork>,
     /// 0 (or unset) means [`MAX_EGRESS_IPS_PER_NODE`].
     #[serde(default, rename = "maxEgressIPsPerNode")]
     pub max_egress_ips_per_node: u32,
@@ -263,6 +264,25 @@ pub enum AgentConfigError {
     },
 }
 
+/// `egress.exceptCIDRs`, each entry parsed where it enters (`ovs_egress_inputs::parse_cidr`).
+fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNetwork>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            parse_cidr(text).map_err(|e| serde::de::Error::custom(format!("exceptCIDRs: {e}")))
+        })
+        .collect()
+}
+
+/// `serviceCIDR`, parsed where it enters.
+fn optional_cidr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IpNetwork>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|text| {
+            parse_cidr(&text).map_err(|e| serde::de::Error::custom(format!("serviceCIDR: {e}")))
+        })
+        .transpose()
+}
+
 impl AgentConfig {
     /// Parse and check the YAML text of `path` (an empty file means all defaults).
     pub fn parse(path: &Path, text: &str) -> Result<Self, AgentConfigError> {
@@ -327,14 +347,6 @@ impl AgentConfig {
                 ),
             ));
         }
-        for cidr in &self.egress.except_cidrs {
-            if cidr.parse::<Cidr>().is_err() {
-                return Err((
-                    "egress.exceptCIDRs",
-                    format!("Egress Except CIDR {cidr} is invalid"),
-                ));
-            }
-        }
         if self.egress.max_egress_ips_per_node > MAX_EGRESS_IPS_PER_NODE {
             return Err((
                 "egress.maxEgressIPsPerNode",
@@ -343,11 +355,6 @@ impl AgentConfig {
                     self.egress.max_egress_ips_per_node
                 ),
             ));
-        }
-        if let Some(cidr) = &self.service_cidr
-            && cidr.parse::<Cidr>().is_err()
-        {
-            return Err(("serviceCIDR", format!("{cidr} is not a valid CIDR")));
         }
         if self.cluster_port == 0 {
             return Err(("clusterPort", "0 is not a port".into()));
@@ -407,15 +414,6 @@ impl AgentConfig {
             lease_bound,
             join_grace: lease_bound.max(Duration::from_secs(1)) + Duration::from_secs(1),
         }
-    }
-
-    /// The except CIDRs, parsed (valid after [`AgentConfig::parse`]).
-    pub fn except_cidrs(&self) -> Vec<Cidr> {
-        self.egress
-            .except_cidrs
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect()
     }
 }
 
@@ -489,10 +487,10 @@ mod tests {
         assert_eq!(config.host_gateway, "gw1");
         assert_eq!(config.tunnel_port, 6090);
         assert!(config.tunnel_csum);
-        assert_eq!(config.service_cidr.as_deref(), Some("10.96.0.0/12"));
+        assert_eq!(config.service_cidr, Some("10.96.0.0/12".parse().unwrap()));
         assert_eq!(config.transport_interface.as_deref(), Some("eth1"));
         assert_eq!(config.egress_device.as_deref(), Some("egress0"));
-        assert_eq!(config.except_cidrs().len(), 2);
+        assert_eq!(config.egress.except_cidrs.len(), 2);
         assert_eq!(config.egress.max_egress_ips_per_node, 7);
         assert!(config.egress.snat_fully_random_ports);
     }
@@ -527,12 +525,12 @@ mod tests {
     fn invalid_except_cidr_is_refused_naming_it() {
         let error = parse("egress: {exceptCIDRs: [10.0.0.0/8, 10.1.0.0/33]}\n").unwrap_err();
         assert!(
-            error.ends_with("egress.exceptCIDRs: Egress Except CIDR 10.1.0.0/33 is invalid"),
+            error.contains("exceptCIDRs: \"10.1.0.0/33\" needs a prefix length"),
             "{error}"
         );
         let error = parse("egress: {exceptCIDRs: [nonsense]}\n").unwrap_err();
         assert!(
-            error.contains("Egress Except CIDR nonsense is invalid"),
+            error.contains("exceptCIDRs: \"nonsense\" is not ADDRESS/PREFIX"),
             "{error}"
         );
     }
@@ -635,7 +633,7 @@ mod tests {
     fn invalid_service_cidr_is_refused() {
         let error = parse("serviceCIDR: 10.96.0.0\n").unwrap_err();
         assert!(
-            error.contains("serviceCIDR: 10.96.0.0 is not a valid CIDR"),
+            error.contains("serviceCIDR: \"10.96.0.0\" is not ADDRESS/PREFIX"),
             "{error}"
         );
     }

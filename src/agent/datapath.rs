@@ -49,9 +49,9 @@ use ovs_egress_core::model::Node;
 use ovs_egress_core::pipeline::egress::{
     EgressContext, EgressOptions, MarkCarrier, egress_context,
 };
-use ovs_egress_core::pipeline::{Ipv4Cidr, Mac};
+use ovs_egress_core::pipeline::{IpNetwork, Ipv4Network, Mac};
 use ovs_egress_core::plan::{Condition, ConditionStatus, EgressStatus, NodePlan};
-use ovs_egress_host::iptables::{Cidr, SnatConfig};
+use ovs_egress_host::iptables::SnatConfig;
 use ovs_egress_ovsdb::bridge::DatapathType;
 
 /// How often the SNAT rules are read back and repaired (the runtime does the same for flows).
@@ -67,12 +67,8 @@ pub enum StartError {
     UnknownNode { node: String },
     #[error("Node {node}: spec.podCIDR is not set")]
     NoPodCidr { node: String },
-    #[error("Node {node}: spec.podCIDR {cidr:?}: {reason}")]
-    BadPodCidr {
-        node: String,
-        cidr: String,
-        reason: String,
-    },
+    #[error("Node {node}: spec.podCIDR {cidr} is not IPv4 (the Pod network is IPv4)")]
+    NotIpv4PodCidr { node: String, cidr: IpNetwork },
     #[error("Node {node}: no IPv4 InternalIP in status.addresses (found {found:?})")]
     NoTransportIp { node: String, found: Option<IpAddr> },
     #[error("OVSDB {socket}: no Interface snapshot within {timeout:?} ({state})")]
@@ -163,23 +159,17 @@ pub fn disabled_statuses(plan: &NodePlan) -> BTreeMap<String, EgressStatus> {
 }
 
 /// This Node as the runtime needs it: Pod CIDR and IPv4 transport IP.
-fn local_node(nodes: &[Node], name: &str) -> Result<(Ipv4Cidr, Ipv4Addr), StartError> {
+fn local_node(nodes: &[Node], name: &str) -> Result<(Ipv4Network, Ipv4Addr), StartError> {
     let node = || name.to_string();
     let this = nodes
         .iter()
         .find(|n| n.name == name)
         .ok_or_else(|| StartError::UnknownNode { node: node() })?;
-    let cidr = this
-        .pod_cidr
-        .as_deref()
-        .ok_or_else(|| StartError::NoPodCidr { node: node() })?;
-    let cidr = cidr
-        .parse::<Ipv4Cidr>()
-        .map_err(|e| StartError::BadPodCidr {
-            node: node(),
-            cidr: cidr.to_string(),
-            reason: e.to_string(),
-        })?;
+    let cidr = match this.pod_cidr {
+        None => return Err(StartError::NoPodCidr { node: node() }),
+        Some(IpNetwork::V4(cidr)) => cidr,
+        Some(cidr) => return Err(StartError::NotIpv4PodCidr { node: node(), cidr }),
+    };
     match this.transport_ip {
         Some(IpAddr::V4(ip)) => Ok((cidr, ip)),
         found => Err(StartError::NoTransportIp {
@@ -195,7 +185,9 @@ fn remote_nodes(nodes: &[Node], name: &str) -> Vec<RemoteNodeSpec> {
         .iter()
         .filter(|n| n.name != name)
         .filter_map(|n| {
-            let pod_cidr = n.pod_cidr.as_deref()?.parse().ok()?;
+            let IpNetwork::V4(pod_cidr) = n.pod_cidr? else {
+                return None;
+            };
             let IpAddr::V4(transport_ip) = n.transport_ip? else {
                 return None;
             };
@@ -235,17 +227,8 @@ fn carrier(config: &AgentConfig) -> MarkCarrier {
 pub fn egress_options(config: &AgentConfig) -> EgressOptions {
     EgressOptions {
         carrier: carrier(config),
-        service_cidrs: config
-            .service_cidr
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect(),
-        except_cidrs: config
-            .egress
-            .except_cidrs
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect(),
+        service_cidrs: config.service_cidr.into_iter().collect(),
+        except_cidrs: config.egress.except_cidrs.clone(),
     }
 }
 
@@ -418,10 +401,7 @@ impl Running {
             gateway: config.host_gateway.clone(),
             random_fully: config.egress.snat_fully_random_ports,
             carrier: carrier(config),
-            pod_cidrs: vec![Cidr {
-                addr: IpAddr::V4(pod_cidr.network()),
-                prefix_len: pod_cidr.prefix(),
-            }],
+            pod_cidrs: vec![IpNetwork::V4(pod_cidr)],
         };
         let device = DeviceChoice {
             configured: config.egress_device.clone(),
@@ -530,7 +510,7 @@ mod tests {
     fn node(name: &str, cidr: Option<&str>, ip: Option<&str>) -> Node {
         Node {
             name: name.into(),
-            pod_cidr: cidr.map(Into::into),
+            pod_cidr: cidr.map(|c| c.parse().unwrap()),
             transport_ip: ip.map(|i| i.parse().unwrap()),
             ..Node::default()
         }

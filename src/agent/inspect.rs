@@ -88,7 +88,7 @@ pub fn rendered(
     Rendered {
         node: applied.node.clone(),
         transport_ip: this.and_then(|n| n.transport_ip),
-        pod_cidr: this.and_then(|n| n.pod_cidr.clone()),
+        pod_cidr: this.and_then(|n| n.pod_cidr),
         down_nodes,
         allocations,
         plan: (*applied.plan).clone(),
@@ -244,7 +244,7 @@ mod tests {
         let node = |name: &str, ip: &str, cidr: &str| Node {
             name: name.into(),
             transport_ip: Some(ip.parse().unwrap()),
-            pod_cidr: Some(cidr.into()),
+            pod_cidr: Some(cidr.parse().unwrap()),
             ..Node::default()
         };
         let egress: Egress = (&serde_json::from_value::<ovs_egress_core::api::v1beta1::Egress>(
@@ -270,7 +270,7 @@ mod tests {
         let out = rendered(&applied, None, &EgressOptions::default());
         assert_eq!(out.node, "a");
         assert_eq!(out.transport_ip, Some("10.10.0.1".parse().unwrap()));
-        assert_eq!(out.pod_cidr.as_deref(), Some("10.244.1.0/24"));
+        assert_eq!(out.pod_cidr, Some("10.244.1.0/24".parse().unwrap()));
         assert_eq!(out.down_nodes, ["b"]);
         assert_eq!(
             out.allocations["web"],

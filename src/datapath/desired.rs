@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use super::{DatapathConfig, DatapathInputs, PodPort, RemoteNodeSpec};
-use ovs_egress_core::pipeline::{Flow, Gateway, PodNetwork, RemoteNode, pod_network_flows};
+use ovs_egress_core::pipeline::{
+    Flow, Gateway, PodNetwork, RemoteNode, first_host, pod_network_flows,
+};
 use ovs_egress_host::routes::NodeRoute;
 use ovs_egress_ovsdb::bridge::{GATEWAY_OFPORT, TUNNEL_OFPORT};
 
@@ -45,7 +47,7 @@ pub fn desired_flows(
             // Fixed small constants (1 and 2); the conversion cannot truncate.
             ofport: GATEWAY_OFPORT as u32,
             mac: cfg.gateway_mac,
-            ip: cidr.gateway(),
+            ip: first_host(cidr),
         },
         tunnel_ofport: TUNNEL_OFPORT as u32,
         pod_cidr: cidr,
@@ -68,7 +70,7 @@ pub fn node_routes(cfg: &DatapathConfig, inputs: &DatapathInputs) -> BTreeSet<No
         .map(|n| NodeRoute {
             dst: n.pod_cidr.network(),
             prefix: n.pod_cidr.prefix(),
-            via: n.pod_cidr.gateway(),
+            via: first_host(n.pod_cidr),
         })
         .collect()
 }
@@ -79,12 +81,12 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use ovs_egress_core::pipeline::{Action, Cookie, Ipv4Cidr, Mac, Match, Table};
+    use ovs_egress_core::pipeline::{Action, Cookie, Ipv4Network, Mac, Match, Table};
     use ovs_egress_ovsdb::bridge::DatapathType;
 
-    fn cidr(s: &str) -> Ipv4Cidr {
+    fn cidr(s: &str) -> Ipv4Network {
         let (ip, len) = s.split_once('/').unwrap();
-        Ipv4Cidr::new(ip.parse().unwrap(), len.parse().unwrap()).unwrap()
+        Ipv4Network::new(ip.parse().unwrap(), len.parse().unwrap()).unwrap()
     }
 
     fn cfg() -> DatapathConfig {

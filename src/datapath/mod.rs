@@ -46,7 +46,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use ovs_egress_core::pipeline::{Flow, Ipv4Cidr, Mac, table_names};
+use ovs_egress_core::pipeline::{Flow, Ipv4Network, Mac, table_names};
 use ovs_egress_ovsdb::bridge::{BridgeConfig, DatapathType};
 
 pub use ports::{BadPort, INTERFACE_COLUMNS, PodPort, pod_ports};
@@ -63,7 +63,7 @@ pub struct DatapathConfig {
     /// The gateway's MAC (flows rewrite to it; OVS is told to use it).
     pub gateway_mac: Mac,
     /// This Node's Pod CIDR; the gateway gets its first address.
-    pub pod_cidr: Ipv4Cidr,
+    pub pod_cidr: Ipv4Network,
     /// This Node's transport IP: a remote Node entry with this IP is ignored.
     pub node_ip: Ipv4Addr,
     pub ovsdb_socket: PathBuf,
@@ -85,7 +85,7 @@ impl DatapathConfig {
         bridge: &str,
         datapath_type: DatapathType,
         gateway_mac: Mac,
-        pod_cidr: Ipv4Cidr,
+        pod_cidr: Ipv4Network,
         node_ip: Ipv4Addr,
     ) -> DatapathConfig {
         let mut cfg = BridgeConfig {
@@ -114,7 +114,7 @@ impl DatapathConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteNodeSpec {
     pub name: String,
-    pub pod_cidr: Ipv4Cidr,
+    pub pod_cidr: Ipv4Network,
     pub transport_ip: Ipv4Addr,
 }
 

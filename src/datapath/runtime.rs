@@ -16,7 +16,7 @@ use super::{
     Rejected, Wanted, pod_ports,
 };
 use crate::ovs::ofctl::{FlowProgrammer, Ofctl, OfctlError, next_round};
-use ovs_egress_core::pipeline::Flow;
+use ovs_egress_core::pipeline::{Flow, first_host};
 use ovs_egress_host::routes::{NodeRoutes, RouteError};
 use ovs_egress_ovsdb::bridge::pod_port_keys as keys;
 use ovs_egress_ovsdb::bridge::{
@@ -453,7 +453,7 @@ impl Runtime {
         let gw = &self.cfg.bridge.gateway.name;
         let cidr = self.cfg.pod_cidr;
         routes
-            .configure_gateway(gw, cidr.gateway(), cidr.prefix())
+            .configure_gateway(gw, first_host(cidr), cidr.prefix())
             .await?;
         let (added, removed) = routes.sync(gw, &node_routes(&self.cfg, inputs)).await?;
         if added + removed > 0 {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::error::{CniError, Code};
 use super::result::CniResult;
+use ipnetwork::IpNetwork;
 use ovs_egress_inputs::{ip_to_u128, u128_to_ip};
 
 /// The only result format we produce.
@@ -151,28 +152,27 @@ pub enum Datapath {
     Netdev,
 }
 
-/// The Node's pod subnet: network, prefix, gateway.
+/// The Node's Pod subnet and the gateway address in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PodCidr {
-    pub network: IpAddr,
-    pub prefix: u8,
+pub struct PodSubnet {
+    pub network: IpNetwork,
     pub gateway: IpAddr,
 }
 
-impl PodCidr {
+impl PodSubnet {
     pub fn is_ipv4(&self) -> bool {
         self.network.is_ipv4()
     }
 
     fn host_bits(&self) -> u32 {
         let bits = if self.is_ipv4() { 32 } else { 128 };
-        bits - u32::from(self.prefix)
+        bits - u32::from(self.network.prefix())
     }
 
     /// First and last address a Pod may get (the network address, and for IPv4 the broadcast
     /// address, are excluded; the gateway is skipped by the allocator).
     pub fn usable(&self) -> (u128, u128) {
-        let net = ip_to_u128(self.network);
+        let net = ip_to_u128(self.network.network());
         let size_minus_one = if self.host_bits() == 128 {
             u128::MAX
         } else {
@@ -187,9 +187,9 @@ impl PodCidr {
     }
 }
 
-impl std::fmt::Display for PodCidr {
+impl std::fmt::Display for PodSubnet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.network.fmt(f)
     }
 }
 
@@ -198,7 +198,7 @@ impl std::fmt::Display for PodCidr {
 pub struct NetConf {
     pub cni_version: String,
     pub name: String,
-    pub pod_cidr: PodCidr,
+    pub pod_cidr: PodSubnet,
     pub mtu: u32,
     pub ovs_bridge: String,
     pub ovs_db_socket: PathBuf,
@@ -327,49 +327,35 @@ fn invalid_conf(msg: impl Into<String>) -> CniError {
     CniError::new(Code::InvalidNetworkConfig, msg)
 }
 
-fn parse_pod_cidr(text: &str, gateway: Option<IpAddr>) -> Result<PodCidr, CniError> {
-    let invalid = |why: &str| invalid_conf(format!("network config field podCIDR {text:?} {why}"));
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| invalid("is not ADDRESS/PREFIX"))?;
-    let network: IpAddr = addr
-        .parse()
-        .map_err(|_| invalid("has an invalid address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .map_err(|_| invalid("has an invalid prefix length"))?;
-    let bits: u8 = if network.is_ipv4() { 32 } else { 128 };
-    if prefix == 0 {
-        return Err(invalid(
-            "has prefix length 0: a Pod subnet cannot be every address",
-        ));
+fn parse_pod_cidr(text: &str, gateway: Option<IpAddr>) -> Result<PodSubnet, CniError> {
+    let invalid = |why: &str| invalid_conf(format!("network config field podCIDR {why}"));
+    let network = ovs_egress_inputs::parse_pod_cidr(text).map_err(|rule| invalid(&rule))?;
+    let address = text
+        .split('/')
+        .next()
+        .and_then(|a| a.parse::<IpAddr>().ok());
+    if address != Some(network.network()) {
+        return Err(invalid(&format!(
+            "{text:?} has host bits set (the network is {network})"
+        )));
     }
     // A Pod needs an address besides the network, gateway and (IPv4) broadcast addresses.
     let max_prefix = if network.is_ipv4() { 30 } else { 126 };
-    if prefix > max_prefix {
+    if network.prefix() > max_prefix {
         return Err(invalid(&format!(
-            "has no room for a gateway and a Pod (prefix must be at most /{max_prefix})"
+            "{text:?} has no room for a gateway and a Pod (prefix must be at most /{max_prefix})"
         )));
     }
-    let host_mask = (1u128 << (bits - prefix)) - 1;
-    if ip_to_u128(network) & host_mask != 0 {
-        return Err(invalid("has host bits set"));
-    }
-    let start = ip_to_u128(network);
-    if let Some(what) = ovs_egress_inputs::special_in(network.is_ipv6(), start, start | host_mask) {
-        return Err(invalid(&format!("contains {what} addresses")));
-    }
-    let mut cidr = PodCidr {
+    let mut cidr = PodSubnet {
         network,
-        prefix,
-        gateway: network,
+        gateway: network.network(),
     };
     let (first, last) = cidr.usable();
     cidr.gateway = match gateway {
         None => cidr.to_ip(first),
         Some(gw) => {
             let value = ip_to_u128(gw);
-            if gw.is_ipv4() != network.is_ipv4() || value < first || value > last {
+            if gw.is_ipv4() != cidr.is_ipv4() || value < first || value > last {
                 return Err(invalid_conf(format!(
                     "network config field gateway {gw} is not a usable address of podCIDR {text}"
                 )));
@@ -553,8 +539,8 @@ mod tests {
     fn prefix_zero_and_special_pod_cidrs_are_refused_without_panicking() {
         // Before: "::/0" overflowed a shift (a panic in debug builds).
         for (text, why) in [
-            ("::/0", "prefix length 0"),
-            ("0.0.0.0/0", "prefix length 0"),
+            ("::/0", "prefix length from 1"),
+            ("0.0.0.0/0", "prefix length from 1"),
             ("127.0.0.0/24", "loopback"),
             ("169.254.0.0/16", "link-local"),
             ("224.0.0.0/24", "multicast"),

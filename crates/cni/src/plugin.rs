@@ -147,7 +147,7 @@ fn configure(
                 )
             })?;
             link::set_up(h, &link, ifname).await?;
-            link::add_address(h, &link, ifname, ip, cidr.prefix).await?;
+            link::add_address(h, &link, ifname, ip, cidr.network.prefix()).await?;
             link::add_default_route(h, cidr.gateway).await?;
             Ok(link)
         })?;
@@ -216,7 +216,7 @@ fn result(
             },
         ],
         ips: vec![IpConfig {
-            address: format!("{ip}/{}", conf.pod_cidr.prefix),
+            address: format!("{ip}/{}", conf.pod_cidr.network.prefix()),
             gateway: Some(gw),
             interface: Some(1),
         }],

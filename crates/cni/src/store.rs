@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::config::PodCidr;
+use super::config::PodSubnet;
 use super::error::{CniError, Code};
 use ovs_egress_inputs::ip_to_u128;
 
@@ -77,7 +77,7 @@ impl Store {
 
     /// Reserve the lowest free address after the gateway (wrapping around to the addresses
     /// before it) for `owner`.
-    pub fn allocate(&self, cidr: &PodCidr, owner: &Owner) -> Result<IpAddr, CniError> {
+    pub fn allocate(&self, cidr: &PodSubnet, owner: &Owner) -> Result<IpAddr, CniError> {
         let _lock = self.lock()?;
         if let Some(ip) = self.find_locked(owner)? {
             return Err(CniError::new(
@@ -190,7 +190,7 @@ mod tests {
         }
     }
 
-    fn cidr(text: &str) -> PodCidr {
+    fn cidr(text: &str) -> PodSubnet {
         let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"t","podCIDR":"{text}"}}"#);
         NetConf::parse(conf.as_bytes()).unwrap().pod_cidr
     }

@@ -65,18 +65,10 @@ pub fn parse_range(range: &IpRange) -> Result<ParsedRange, RangeError> {
 }
 
 fn parse_cidr(text: &str) -> Result<ParsedRange, RangeError> {
-    let invalid = || RangeError(format!("invalid cidr {text}"));
-    let (addr, prefix) = text.split_once('/').ok_or_else(invalid)?;
-    let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
-    // `u32::from_str` also takes a leading `+`, which Kubernetes' CIDR parser rejects.
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid());
-    }
-    let prefix: u32 = prefix.parse().map_err(|_| invalid())?;
+    let cidr = ovs_egress_inputs::parse_cidr(text)
+        .map_err(|_| RangeError(format!("invalid cidr {text}")))?;
+    let (addr, prefix) = (cidr.network(), u32::from(cidr.prefix()));
     let bits = if addr.is_ipv4() { 32 } else { 128 };
-    if prefix > bits {
-        return Err(invalid());
-    }
     let host_bits = bits - prefix;
     let host_mask: u128 = if host_bits == 128 {
         u128::MAX

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
+
 use crate::api::{AppliedTo, IpRange, LabelSelector};
 
 /// Labels or annotations of an object.
@@ -99,8 +101,9 @@ pub struct Node {
     pub annotations: Labels,
     /// The IP other Nodes tunnel to (InternalIP).
     pub transport_ip: Option<IpAddr>,
-    /// `spec.podCIDR`, e.g. `10.244.1.0/24`.
-    pub pod_cidr: Option<String>,
+    /// `spec.podCIDR`, e.g. `10.244.1.0/24` (absent when the Node has none or one no Node can
+    /// have: see `ovs_egress_inputs::parse_pod_cidr`).
+    pub pod_cidr: Option<IpNetwork>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

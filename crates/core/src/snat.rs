@@ -8,13 +8,11 @@
 //! The mark contract (mask, MAC encoding) is `pipeline::egress`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU8;
-use std::str::FromStr;
 
-use crate::pipeline::Mac;
 use crate::pipeline::egress::{MARK_MASK, MarkCarrier, mark_mac};
+use crate::pipeline::{IpNetwork, Mac};
 use crate::plan::NodePlan;
 
 /// Our chain in `nat`, jumped to from `POSTROUTING`.
@@ -28,38 +26,6 @@ pub struct SnatEntry {
     pub mark: NonZeroU8,
 }
 
-/// An IP prefix such as `10.244.1.0/24`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix_len: u8,
-}
-
-impl FromStr for Cidr {
-    type Err = SnatError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: &str| SnatError::InvalidCidr {
-            input: s.to_string(),
-            reason: reason.to_string(),
-        };
-        let (addr, len) = s.split_once('/').ok_or_else(|| invalid("no /prefix"))?;
-        let addr: IpAddr = addr.parse().map_err(|_| invalid("bad address"))?;
-        let prefix_len: u8 = len.parse().map_err(|_| invalid("bad prefix length"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix_len > max {
-            return Err(invalid("prefix length too long"));
-        }
-        Ok(Cidr { addr, prefix_len })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
 /// Node-wide knobs of the SNAT rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnatConfig {
@@ -70,7 +36,7 @@ pub struct SnatConfig {
     pub carrier: MarkCarrier,
     /// This Node's Pod CIDRs (one per family); Pods without an egress IP are masqueraded to the
     /// Node IP. Empty means no masquerade rule (noSNAT).
-    pub pod_cidrs: Vec<Cidr>,
+    pub pod_cidrs: Vec<IpNetwork>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,8 +143,6 @@ pub enum SnatError {
         mark: NonZeroU8,
         other: NonZeroU8,
     },
-    #[error("invalid Pod CIDR {input:?}: {reason}")]
-    InvalidCidr { input: String, reason: String },
 }
 
 /// Checks that marks and IPs are one-to-one, and returns the entries deduplicated and sorted
@@ -232,7 +196,7 @@ fn render_nat(entries: &[SnatEntry], cfg: &SnatConfig, family: Family) -> ChainR
     rules.extend(
         cfg.pod_cidrs
             .iter()
-            .filter(|c| Family::of(c.addr) == family)
+            .filter(|c| Family::of(c.ip()) == family)
             .map(|c| {
                 format!(
                     "-A {NAT_CHAIN} -s {c} ! -o {gw} \
@@ -291,7 +255,7 @@ pub fn families_in_use(entries: &[SnatEntry], cfg: &SnatConfig) -> BTreeSet<Fami
     entries
         .iter()
         .map(|e| Family::of(e.ip))
-        .chain(cfg.pod_cidrs.iter().map(|c| Family::of(c.addr)))
+        .chain(cfg.pod_cidrs.iter().map(|c| Family::of(c.ip())))
         .collect()
 }
 
@@ -466,29 +430,11 @@ mod tests {
     #[test]
     fn render_restore_text_covers_only_families_in_use() {
         let mut cfg = config(MarkCarrier::PktMark, false);
-        cfg.pod_cidrs.retain(|c| c.addr.is_ipv4());
+        cfg.pod_cidrs.retain(|c| c.is_ipv4());
         let text = render_restore_text(&[entry("10.0.0.9", 1)], &cfg).unwrap();
         assert!(text.starts_with("# iptables-restore --noflush\n*nat\n"));
         assert!(!text.contains("ip6tables"));
         let text = render_restore_text(&[entry("fd00::9", 1)], &cfg).unwrap();
         assert!(text.contains("# ip6tables-restore --noflush\n"));
-    }
-
-    #[test]
-    fn cidr_parsing_rejects_missing_or_too_long_prefixes() {
-        assert_eq!(
-            "10.244.0.0/16".parse::<Cidr>().unwrap().to_string(),
-            "10.244.0.0/16"
-        );
-        for bad in [
-            "10.244.0.0",
-            "10.244.0.0/33",
-            "fd00::/129",
-            "x/8",
-            "10.0.0.0/-1",
-        ] {
-            let err = bad.parse::<Cidr>().unwrap_err();
-            assert!(err.to_string().contains(bad), "{err}");
-        }
     }
 }

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 pub use ovs_egress_core::snat::{
-    ChainRules, Cidr, Family, MANGLE_CHAIN, NAT_CHAIN, SnatConfig, SnatEntry, SnatError, Table,
+    ChainRules, Family, MANGLE_CHAIN, NAT_CHAIN, SnatConfig, SnatEntry, SnatError, Table,
     families_in_use, render_family,
 };
 

@@ -5,6 +5,8 @@
 
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
+
 /// Linux's rule for interface names (`dev_valid_name`): 1 to 15 bytes, not `.` or `..`, no
 /// `/`, `:`, whitespace or NUL. Also refuses other control characters, which no tool prints
 /// faithfully. The error says which rule is broken.
@@ -103,34 +105,41 @@ pub fn special_spans(ipv6: bool, first: u128, last: u128) -> impl Iterator<Item 
         .map(move |(_, start, end, _)| ((*start).max(first), (*end).min(last)))
 }
 
-/// A Node's `spec.podCIDR`: `ADDRESS/PREFIX` of one family, prefix 1 to 32 (IPv4) or 128
-/// (IPv6), no special addresses in it. Other Nodes route and bypass Egress by it, so
-/// `0.0.0.0/0` would quietly send everything around Egress.
-pub fn check_pod_cidr(text: &str) -> Result<(), String> {
+/// A CIDR where it enters (configuration, netconf, CRDs, flags): `ADDRESS/PREFIX` as
+/// Kubernetes writes them, a decimal prefix that fits the family, host bits cleared. The error
+/// names the text and what is wrong with it.
+pub fn parse_cidr(text: &str) -> Result<IpNetwork, String> {
     let (addr, prefix) = text
         .split_once('/')
         .ok_or_else(|| format!("{text:?} is not ADDRESS/PREFIX"))?;
     let addr: IpAddr = addr
         .parse()
         .map_err(|_| format!("{text:?} has an invalid address"))?;
-    let bits: u32 = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix: u32 = match prefix.parse() {
-        Ok(p) if prefix.bytes().all(|b| b.is_ascii_digit()) && (1..=bits).contains(&p) => p,
-        _ => {
-            return Err(format!(
-                "{text:?} needs a prefix length from 1 to {bits} (0 would be every address)"
-            ));
-        }
+    let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix.parse::<u8>() {
+        Ok(n) if prefix.bytes().all(|b| b.is_ascii_digit()) && n <= bits => n,
+        _ => return Err(format!("{text:?} needs a prefix length from 0 to {bits}")),
     };
-    let host_mask = if prefix == bits {
-        0
-    } else {
-        u128::MAX >> (128 - bits + prefix)
-    };
-    let start = ip_to_u128(addr) & !host_mask;
-    match special_in(addr.is_ipv6(), start, start | host_mask) {
+    let net = IpNetwork::new(addr, prefix).map_err(|e| format!("{text:?}: {e}"))?;
+    IpNetwork::new(net.network(), prefix).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A Node's `spec.podCIDR`: `ADDRESS/PREFIX` of one family, prefix 1 to 32 (IPv4) or 128
+/// (IPv6), no special addresses in it. Other Nodes route and bypass Egress by it, so
+/// `0.0.0.0/0` would quietly send everything around Egress.
+pub fn parse_pod_cidr(text: &str) -> Result<IpNetwork, String> {
+    let net = parse_cidr(text)?;
+    let bits: u8 = if net.is_ipv4() { 32 } else { 128 };
+    if net.prefix() == 0 {
+        return Err(format!(
+            "{text:?} needs a prefix length from 1 to {bits} (0 would be every address)"
+        ));
+    }
+    let host_mask = u128::MAX >> (128 - u32::from(bits) + u32::from(net.prefix()));
+    let start = ip_to_u128(net.network());
+    match special_in(net.is_ipv6(), start, start | host_mask) {
         Some(what) => Err(format!("{text:?} contains {what} addresses")),
-        None => Ok(()),
+        None => Ok(net),
     }
 }
 
@@ -164,7 +173,10 @@ mod tests {
             "10.0.0.1/32",
             "2001:db8::/128",
         ] {
-            assert_eq!(check_pod_cidr(good), Ok(()), "{good}");
+            assert_eq!(
+                parse_pod_cidr(good).map(|net| net.to_string()),
+                Ok(good.to_string())
+            );
         }
         for (bad, why) in [
             ("0.0.0.0/0", "prefix length"),
@@ -178,7 +190,32 @@ mod tests {
             ("fe80::/64", "link-local"),
             ("0.0.0.0/8", "this network"),
         ] {
-            let error = check_pod_cidr(bad).unwrap_err();
+            let error = parse_pod_cidr(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn cidrs_clear_host_bits_and_refuse_other_spellings() {
+        for (text, parsed) in [
+            ("10.244.1.77/24", "10.244.1.0/24"),
+            ("fd00:10:244:1::77/64", "fd00:10:244:1::/64"),
+            ("10.0.0.1/32", "10.0.0.1/32"),
+            ("fd00::1/128", "fd00::1/128"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+        ] {
+            assert_eq!(parse_cidr(text).map(|n| n.to_string()), Ok(parsed.into()));
+        }
+        for (bad, why) in [
+            ("10.0.0.0/33", "prefix length from 0 to 32"),
+            ("fd00::/129", "prefix length from 0 to 128"),
+            ("10.0.0.0/255.0.0.0", "prefix length"),
+            ("10.0.0.0/+8", "prefix length"),
+            ("10.0.0/8", "invalid address"),
+            ("10.0.0.1", "not ADDRESS/PREFIX"),
+            ("", "not ADDRESS/PREFIX"),
+        ] {
+            let error = parse_cidr(bad).unwrap_err();
             assert!(error.contains(why), "{bad}: {error}");
         }
     }

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use ovs_egress_core::model::{self, PodPhase};
 
 /// Name, labels, annotations, the first parsable `InternalIP` as transport IP, `spec.podCIDR`
-/// (when `inputs::check_pod_cidr` accepts it).
+/// (when `ovs_egress_inputs::parse_pod_cidr` accepts it; else absent, with a warning naming the
+/// Node).
 pub fn node(node: &Node) -> model::Node {
     let transport_ip = node
         .status
@@ -29,8 +30,14 @@ pub fn node(node: &Node) -> model::Node {
         pod_cidr: node
             .spec
             .as_ref()
-            .and_then(|s| s.pod_cidr.clone())
-            .filter(|cidr| ovs_egress_inputs::check_pod_cidr(cidr).is_ok()),
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(|cidr| match ovs_egress_inputs::parse_pod_cidr(cidr) {
+                Ok(net) => Some(net),
+                Err(rule) => {
+                    tracing::warn!(node = ?node.metadata.name, %rule, "spec.podCIDR ignored");
+                    None
+                }
+            }),
     }
 }
 
@@ -98,7 +105,7 @@ mod tests {
         let node = node(&object);
         assert_eq!(node.name, "node-4");
         assert_eq!(node.transport_ip, Some("10.10.0.104".parse().unwrap()));
-        assert_eq!(node.pod_cidr.as_deref(), Some("10.244.4.0/24"));
+        assert_eq!(node.pod_cidr, Some("10.244.4.0/24".parse().unwrap()));
         assert_eq!(node.labels["zone"], "a");
         assert_eq!(node.annotations["node.antrea.io/max-egress-ips"], "3");
     }

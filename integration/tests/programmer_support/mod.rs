@@ -12,7 +12,9 @@ use std::net::Ipv4Addr;
 
 use ovs_egress::ovs::ofctl::{Ofctl, parse_dump};
 use ovs_egress_core::pipeline::flow::render_actions;
-use ovs_egress_core::pipeline::{Flow, Gateway, Ipv4Cidr, LocalPod, PodNetwork, RemoteNode, Style};
+use ovs_egress_core::pipeline::{
+    Flow, Gateway, Ipv4Network, LocalPod, PodNetwork, RemoteNode, Style, first_host,
+};
 use ovs_egress_integration::{Netns, OvsInstance};
 
 pub const TUNNEL_OFPORT: u32 = 32768;
@@ -97,12 +99,12 @@ pub fn block<F: Future>(future: F) -> F::Output {
 
 /// Node `i` of the fixed test cluster: Pods with the given last octets, and the other Nodes.
 pub fn node(i: u8, pods: &[u8], others: &[u8]) -> PodNetwork {
-    let pod_cidr = Ipv4Cidr::new(Ipv4Addr::new(10, 244, i, 0), 24).expect("valid prefix");
+    let pod_cidr = Ipv4Network::new(Ipv4Addr::new(10, 244, i, 0), 24).expect("valid prefix");
     PodNetwork {
         gateway: Gateway {
             ofport: GATEWAY_OFPORT,
             mac: format!("02:44:0{i}:00:00:01").parse().expect("mac"),
-            ip: pod_cidr.gateway(),
+            ip: first_host(pod_cidr),
         },
         tunnel_ofport: TUNNEL_OFPORT,
         pod_cidr,
@@ -117,7 +119,8 @@ pub fn node(i: u8, pods: &[u8], others: &[u8]) -> PodNetwork {
         remote_nodes: others
             .iter()
             .map(|j| RemoteNode {
-                pod_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 244, *j, 0), 24).expect("valid prefix"),
+                pod_cidr: Ipv4Network::new(Ipv4Addr::new(10, 244, *j, 0), 24)
+                    .expect("valid prefix"),
                 transport_ip: Ipv4Addr::new(172, 30, 0, 10 + j),
             })
             .collect(),

@@ -34,7 +34,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU8;
 
 use super::flow::{Action, Category, Cookie, CtFlag, CtState, Flow, Match};
-use super::net::{GLOBAL_VIRTUAL_MAC, IpCidr, Ipv4Cidr, Ipv6Cidr, Mac};
+use super::net::{
+    GLOBAL_VIRTUAL_MAC, IpNetwork, Ipv4Network, Ipv6Network, Mac, ipv4_only, ipv6_only,
+};
 use super::regs;
 use super::table::Table;
 use crate::model::Node;
@@ -82,10 +84,10 @@ pub struct EgressContext {
     pub local_transport_ip: Ipv4Addr,
     pub remote_transport_ips: Vec<Ipv4Addr>,
     /// Every Node's Pod CIDR (this one's included).
-    pub pod_cidrs: Vec<Ipv4Cidr>,
-    pub service_cidrs: Vec<Ipv4Cidr>,
+    pub pod_cidrs: Vec<Ipv4Network>,
+    pub service_cidrs: Vec<Ipv4Network>,
     /// `egress.exceptCIDRs`: external destinations that keep the Node's default masquerade.
-    pub except_cidrs: Vec<Ipv4Cidr>,
+    pub except_cidrs: Vec<Ipv4Network>,
     /// The IPv6 counterparts of the transport IPs and CIDRs above (empty in an IPv4-only cluster).
     pub ipv6: Ipv6Bypass,
     pub carrier: MarkCarrier,
@@ -97,9 +99,9 @@ pub struct EgressOptions {
     /// `system` (kernel: `pkt_mark`) or `netdev` (userspace: mark in the source MAC).
     pub carrier: MarkCarrier,
     /// Either family; each bypasses Egress in its own family's flows.
-    pub service_cidrs: Vec<IpCidr>,
+    pub service_cidrs: Vec<IpNetwork>,
     /// `egress.exceptCIDRs`, either family.
-    pub except_cidrs: Vec<IpCidr>,
+    pub except_cidrs: Vec<IpNetwork>,
 }
 
 impl Default for EgressOptions {
@@ -107,8 +109,8 @@ impl Default for EgressOptions {
         EgressOptions {
             carrier: MarkCarrier::PktMark,
             // Kubernetes' default Service CIDR.
-            service_cidrs: Ipv4Cidr::new(Ipv4Addr::new(10, 96, 0, 0), 12)
-                .map(IpCidr::V4)
+            service_cidrs: Ipv4Network::new(Ipv4Addr::new(10, 96, 0, 0), 12)
+                .map(IpNetwork::V4)
                 .into_iter()
                 .collect(),
             except_cidrs: Vec::new(),
@@ -132,7 +134,6 @@ pub fn egress_context(
         Some(IpAddr::V4(v4)) => Some(v4),
         _ => None,
     };
-    let v4_cidrs = |cidrs: &[IpCidr]| cidrs.iter().filter_map(|c| c.v4()).collect();
     EgressContext {
         pod_ofports,
         gateway_mac,
@@ -146,17 +147,10 @@ pub fn egress_context(
             .filter(|n| n.name != node)
             .filter_map(|n| v4(n.transport_ip))
             .collect(),
-        pod_cidrs: nodes
-            .iter()
-            .filter_map(|n| n.pod_cidr.as_deref()?.parse().ok())
-            .collect(),
-        service_cidrs: v4_cidrs(&options.service_cidrs),
-        except_cidrs: v4_cidrs(&options.except_cidrs),
-        ipv6: Ipv6Bypass::from_cluster(
-            nodes,
-            options.service_cidrs.iter().copied(),
-            options.except_cidrs.iter().copied(),
-        ),
+        pod_cidrs: ipv4_only(nodes.iter().filter_map(|n| n.pod_cidr.as_ref())),
+        service_cidrs: ipv4_only(&options.service_cidrs),
+        except_cidrs: ipv4_only(&options.except_cidrs),
+        ipv6: Ipv6Bypass::from_cluster(nodes, &options.service_cidrs, &options.except_cidrs),
         carrier: options.carrier,
     }
 }
@@ -167,20 +161,19 @@ pub struct Ipv6Bypass {
     /// Every Node's IPv6 transport IP (this one's included).
     pub transport_ips: Vec<Ipv6Addr>,
     /// Every Node's IPv6 Pod CIDR.
-    pub pod_cidrs: Vec<Ipv6Cidr>,
-    pub service_cidrs: Vec<Ipv6Cidr>,
+    pub pod_cidrs: Vec<Ipv6Network>,
+    pub service_cidrs: Vec<Ipv6Network>,
     /// The IPv6 entries of `egress.exceptCIDRs`.
-    pub except_cidrs: Vec<Ipv6Cidr>,
+    pub except_cidrs: Vec<Ipv6Network>,
 }
 
 impl Ipv6Bypass {
     /// The IPv6 part of a cluster whose inputs mix both families: the Nodes' IPv6 transport
-    /// IPs and Pod CIDRs, and the IPv6 Service and except CIDRs (IPv4 entries are skipped, as are
-    /// Pod CIDRs that are not valid prefixes).
+    /// IPs and Pod CIDRs, and the IPv6 Service and except CIDRs (IPv4 entries are skipped).
     pub fn from_cluster(
         nodes: &[Node],
-        service_cidrs: impl IntoIterator<Item = IpCidr>,
-        except_cidrs: impl IntoIterator<Item = IpCidr>,
+        service_cidrs: &[IpNetwork],
+        except_cidrs: &[IpNetwork],
     ) -> Self {
         Ipv6Bypass {
             transport_ips: nodes
@@ -190,12 +183,9 @@ impl Ipv6Bypass {
                     IpAddr::V4(_) => None,
                 })
                 .collect(),
-            pod_cidrs: nodes
-                .iter()
-                .filter_map(|n| n.pod_cidr.as_deref()?.parse().ok())
-                .collect(),
-            service_cidrs: service_cidrs.into_iter().filter_map(IpCidr::v6).collect(),
-            except_cidrs: except_cidrs.into_iter().filter_map(IpCidr::v6).collect(),
+            pod_cidrs: ipv6_only(nodes.iter().filter_map(|n| n.pod_cidr.as_ref())),
+            service_cidrs: ipv6_only(service_cidrs),
+            except_cidrs: ipv6_only(except_cidrs),
         }
     }
 }
@@ -260,10 +250,10 @@ fn tunnelled_to(ip: IpAddr) -> Match {
 }
 
 /// Traffic to `cidr` (`nw_dst` or `ipv6_dst`).
-fn towards(cidr: IpCidr) -> Match {
+fn towards(cidr: IpNetwork) -> Match {
     match cidr {
-        IpCidr::V4(v4) => Match::new().ip().nw_dst(v4),
-        IpCidr::V6(v6) => Match::new().ipv6().ipv6_dst(v6),
+        IpNetwork::V4(v4) => Match::new().ip().nw_dst(v4),
+        IpNetwork::V6(v6) => Match::new().ipv6().ipv6_dst(v6),
     }
 }
 
@@ -386,11 +376,15 @@ fn skeleton(ctx: &EgressContext) -> Vec<Flow> {
         ]);
     }
     let v6 = &ctx.ipv6;
-    let mut bypass: Vec<IpCidr> = std::iter::once(ctx.local_transport_ip)
+    let mut bypass: Vec<IpNetwork> = std::iter::once(ctx.local_transport_ip)
         .chain(ctx.remote_transport_ips.iter().copied())
         .filter(|ip| !ip.is_unspecified())
-        .map(|ip| IpCidr::V4(Ipv4Cidr::host(ip)))
-        .chain(v6.transport_ips.iter().map(|&ip| Ipv6Cidr::host(ip).into()))
+        .map(|ip| IpNetwork::V4(Ipv4Network::from(ip)))
+        .chain(
+            v6.transport_ips
+                .iter()
+                .map(|&ip| Ipv6Network::from(ip).into()),
+        )
         .chain(
             [&ctx.pod_cidrs, &ctx.service_cidrs, &ctx.except_cidrs]
                 .into_iter()

@@ -7,7 +7,7 @@
 use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::net::{Ipv4Cidr, Ipv6Cidr, Mac, OvsIpv6};
+use super::net::{Ipv4Network, Ipv6Network, Mac, OvsIpv6, OvsPrefix};
 use super::regs::RegMark;
 use super::table::Table;
 
@@ -137,10 +137,10 @@ pub struct Match {
     in_port: Option<u32>,
     eth_src: Option<Mac>,
     eth_dst: Option<Mac>,
-    nw_src: Option<Ipv4Cidr>,
-    nw_dst: Option<Ipv4Cidr>,
-    ipv6_src: Option<Ipv6Cidr>,
-    ipv6_dst: Option<Ipv6Cidr>,
+    nw_src: Option<Ipv4Network>,
+    nw_dst: Option<Ipv4Network>,
+    ipv6_src: Option<Ipv6Network>,
+    ipv6_dst: Option<Ipv6Network>,
     arp_spa: Option<Ipv4Addr>,
     arp_tpa: Option<Ipv4Addr>,
     arp_op: Option<u16>,
@@ -223,23 +223,31 @@ impl Match {
         self
     }
 
-    pub fn nw_src(mut self, cidr: Ipv4Cidr) -> Self {
-        self.nw_src = Some(cidr).filter(|c| c.prefix() > 0);
+    pub fn nw_src(mut self, cidr: Ipv4Network) -> Self {
+        self.nw_src = Ipv4Network::new(cidr.network(), cidr.prefix())
+            .ok()
+            .filter(|c| c.prefix() > 0);
         self
     }
 
-    pub fn nw_dst(mut self, cidr: Ipv4Cidr) -> Self {
-        self.nw_dst = Some(cidr).filter(|c| c.prefix() > 0);
+    pub fn nw_dst(mut self, cidr: Ipv4Network) -> Self {
+        self.nw_dst = Ipv4Network::new(cidr.network(), cidr.prefix())
+            .ok()
+            .filter(|c| c.prefix() > 0);
         self
     }
 
-    pub fn ipv6_src(mut self, cidr: Ipv6Cidr) -> Self {
-        self.ipv6_src = Some(cidr).filter(|c| c.prefix() > 0);
+    pub fn ipv6_src(mut self, cidr: Ipv6Network) -> Self {
+        self.ipv6_src = Ipv6Network::new(cidr.network(), cidr.prefix())
+            .ok()
+            .filter(|c| c.prefix() > 0);
         self
     }
 
-    pub fn ipv6_dst(mut self, cidr: Ipv6Cidr) -> Self {
-        self.ipv6_dst = Some(cidr).filter(|c| c.prefix() > 0);
+    pub fn ipv6_dst(mut self, cidr: Ipv6Network) -> Self {
+        self.ipv6_dst = Ipv6Network::new(cidr.network(), cidr.prefix())
+            .ok()
+            .filter(|c| c.prefix() > 0);
         self
     }
 
@@ -323,16 +331,16 @@ impl fmt::Display for Match {
             field(f, format_args!("dl_dst={v}"))?;
         }
         if let Some(v) = self.nw_src {
-            field(f, format_args!("nw_src={v}"))?;
+            field(f, format_args!("nw_src={}", OvsPrefix(v)))?;
         }
         if let Some(v) = self.nw_dst {
-            field(f, format_args!("nw_dst={v}"))?;
+            field(f, format_args!("nw_dst={}", OvsPrefix(v)))?;
         }
         if let Some(v) = self.ipv6_src {
-            field(f, format_args!("ipv6_src={v}"))?;
+            field(f, format_args!("ipv6_src={}", OvsPrefix(v)))?;
         }
         if let Some(v) = self.ipv6_dst {
-            field(f, format_args!("ipv6_dst={v}"))?;
+            field(f, format_args!("ipv6_dst={}", OvsPrefix(v)))?;
         }
         if let Some(v) = self.arp_spa {
             field(f, format_args!("arp_spa={v}"))?;

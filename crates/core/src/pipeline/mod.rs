@@ -15,7 +15,10 @@ pub use flow::{
     Action, Category, Cookie, Ct, CtFlag, CtState, Flow, FlowKey, Match, MoveField, Style,
     render_sorted, round_cookie,
 };
-pub use net::{GLOBAL_VIRTUAL_MAC, IpCidr, Ipv4Cidr, Ipv6Cidr, Mac, OvsIpv6};
+pub use net::{
+    GLOBAL_VIRTUAL_MAC, IpNetwork, Ipv4Network, Ipv6Network, Mac, OvsIpv6, OvsPrefix, first_host,
+    ipv4_only, ipv6_only,
+};
 pub use pod::{Gateway, LocalPod, PodNetwork, RemoteNode, pod_network_flows};
 pub use table::{Miss, Table, catalog_markdown, miss_flows, table_names};
 

@@ -14,7 +14,7 @@
 use std::net::Ipv4Addr;
 
 use super::flow::{Action, Category, Cookie, Ct, CtFlag, CtState, Flow, Match, MoveField};
-use super::net::{GLOBAL_VIRTUAL_MAC, Ipv4Cidr, Mac};
+use super::net::{GLOBAL_VIRTUAL_MAC, Ipv4Network, Mac, first_host};
 use super::regs;
 use super::table::{Table, miss_flows};
 
@@ -37,7 +37,7 @@ pub struct LocalPod {
 /// Another Node of the cluster, reached through the tunnel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteNode {
-    pub pod_cidr: Ipv4Cidr,
+    pub pod_cidr: Ipv4Network,
     pub transport_ip: Ipv4Addr,
 }
 
@@ -46,7 +46,7 @@ pub struct RemoteNode {
 pub struct PodNetwork {
     pub gateway: Gateway,
     pub tunnel_ofport: u32,
-    pub pod_cidr: Ipv4Cidr,
+    pub pod_cidr: Ipv4Network,
     pub pods: Vec<LocalPod>,
     pub remote_nodes: Vec<RemoteNode>,
 }
@@ -164,7 +164,7 @@ fn skeleton_flows(net: &PodNetwork) -> Vec<Flow> {
         Flow::new(
             L3Forwarding,
             210,
-            Match::new().ip().nw_dst(Ipv4Cidr::host(gw.ip)),
+            Match::new().ip().nw_dst(Ipv4Network::from(gw.ip)),
             vec![
                 Action::SetEthDst(gw.mac),
                 Action::SetReg(regs::TO_GATEWAY),
@@ -285,7 +285,7 @@ fn local_pod_flows(net: &PodNetwork, pod: &LocalPod) -> Vec<Flow> {
                 .ip()
                 .in_port(pod.ofport)
                 .eth_src(pod.mac)
-                .nw_src(Ipv4Cidr::host(pod.ip)),
+                .nw_src(Ipv4Network::from(pod.ip)),
             vec![goto(ConntrackZone)],
             cookie,
         ),
@@ -296,7 +296,7 @@ fn local_pod_flows(net: &PodNetwork, pod: &LocalPod) -> Vec<Flow> {
             Match::new()
                 .ip()
                 .reg(regs::REWRITE_MAC)
-                .nw_dst(Ipv4Cidr::host(pod.ip)),
+                .nw_dst(Ipv4Network::from(pod.ip)),
             vec![
                 Action::SetEthSrc(net.gateway.mac),
                 Action::SetEthDst(pod.mac),
@@ -311,7 +311,7 @@ fn local_pod_flows(net: &PodNetwork, pod: &LocalPod) -> Vec<Flow> {
 /// Flows of one remote Node: answer ARP for its gateway, route its Pod CIDR into the tunnel.
 fn remote_node_flows(net: &PodNetwork, node: &RemoteNode) -> Vec<Flow> {
     use Table::*;
-    let remote_gw = node.pod_cidr.gateway();
+    let remote_gw = first_host(node.pod_cidr);
     vec![
         Flow::new(
             ArpResponder,
@@ -361,12 +361,12 @@ mod tests {
     use super::*;
 
     fn node(i: u8, pods: &[u8], others: &[u8]) -> PodNetwork {
-        let pod_cidr: Ipv4Cidr = format!("10.244.{i}.0/24").parse().unwrap();
+        let pod_cidr: Ipv4Network = format!("10.244.{i}.0/24").parse().unwrap();
         PodNetwork {
             gateway: Gateway {
                 ofport: 32769,
                 mac: format!("02:44:0{i}:00:00:01").parse().unwrap(),
-                ip: pod_cidr.gateway(),
+                ip: first_host(pod_cidr),
             },
             tunnel_ofport: 32768,
             pod_cidr,

@@ -12,7 +12,7 @@ use crate::model::Node;
 use crate::pipeline::egress::{EgressContext, EgressOptions, egress_context, egress_flows};
 use crate::pipeline::{Mac, Style, render_sorted};
 use crate::plan::NodePlan;
-use crate::snat::{Cidr, SnatConfig, render_restore_text, snat_entries};
+use crate::snat::{SnatConfig, render_restore_text, snat_entries};
 
 /// The first placeholder ofport: local Pods with an Egress get 100, 101, … in name order.
 pub const FIRST_POD_OFPORT: u32 = 100;
@@ -54,11 +54,7 @@ pub fn render_datapath(
         gateway: GATEWAY.to_string(),
         random_fully: false,
         carrier: options.carrier,
-        pod_cidrs: this
-            .and_then(|n| n.pod_cidr.as_deref())
-            .and_then(|c| c.parse::<Cidr>().ok())
-            .into_iter()
-            .collect(),
+        pod_cidrs: this.and_then(|n| n.pod_cidr).into_iter().collect(),
     };
     datapath_of(plan, &ctx, &config, PLACEHOLDERS.to_string())
 }

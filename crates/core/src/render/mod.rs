@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ipam;
 use crate::model::{ClusterView, Node};
+use crate::pipeline::IpNetwork;
 use crate::pipeline::egress::EgressOptions;
 use crate::plan::{self, NodePlan};
 pub use datapath::RenderedDatapath;
@@ -49,7 +50,7 @@ pub struct Allocation {
 pub struct Rendered {
     pub node: String,
     pub transport_ip: Option<IpAddr>,
-    pub pod_cidr: Option<String>,
+    pub pod_cidr: Option<IpNetwork>,
     /// Nodes considered down (annotation `ovs-egress.io/down: "true"`).
     pub down_nodes: Vec<String>,
     /// By Egress name, for Egresses naming a pool.

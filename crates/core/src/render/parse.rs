@@ -210,11 +210,10 @@ fn parse_node(obj: &Obj<'_>, name: &str) -> Result<Node, ParseError> {
         annotations: obj.string_map("metadata.annotations")?,
         transport_ip,
         pod_cidr: match obj.optional_str("spec.podCIDR")? {
-            Some(cidr) => {
-                ovs_egress_inputs::check_pod_cidr(cidr)
-                    .map_err(|rule| obj.error("spec.podCIDR", rule))?;
-                Some(cidr.to_string())
-            }
+            Some(cidr) => Some(
+                ovs_egress_inputs::parse_pod_cidr(cidr)
+                    .map_err(|rule| obj.error("spec.podCIDR", rule))?,
+            ),
             None => None,
         },
     })

@@ -32,7 +32,7 @@ fn node_transport_ip_is_the_first_internal_ip_and_pod_cidr_comes_from_spec() {
     let view = parse_cluster(NODE).unwrap().view;
     let node = &view.nodes[0];
     assert_eq!(node.transport_ip, Some(ip("10.0.0.1")));
-    assert_eq!(node.pod_cidr.as_deref(), Some("10.244.1.0/24"));
+    assert_eq!(node.pod_cidr, Some("10.244.1.0/24".parse().unwrap()));
     assert_eq!(node.labels["zone"], "a");
     assert_eq!(node.annotations["note"], "x");
 }

@@ -18,7 +18,9 @@ pub fn to_text(rendered: &Rendered) -> String {
         rendered
             .transport_ip
             .map_or("-".to_string(), |ip| ip.to_string()),
-        rendered.pod_cidr.as_deref().unwrap_or("-"),
+        rendered
+            .pod_cidr
+            .map_or("-".to_string(), |cidr| cidr.to_string()),
     );
     if !rendered.down_nodes.is_empty() {
         let _ = writeln!(out, "Nodes down: {}", rendered.down_nodes.join(", "));

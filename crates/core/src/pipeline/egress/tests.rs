@@ -467,20 +467,20 @@ fn ipv6_bypass_takes_only_the_ipv6_entries_of_mixed_cluster_inputs() {
     let node = |name: &str, ip: &str, cidr: &str| Node {
         name: name.to_string(),
         transport_ip: Some(ip.parse().unwrap()),
-        pod_cidr: Some(cidr.to_string()),
+        pod_cidr: cidr.parse().ok(),
         ..Node::default()
     };
     let nodes = [
         node("a", "172.30.0.11", "10.244.1.0/24"),
         node("b", "fd00:30::12", "fd00:10:244:2::/64"),
-        node("c", "fd00:30::13", "not a cidr"),
+        node("c", "fd00:30::13", "no Pod CIDR"),
     ];
     let cidrs =
-        |list: &[&str]| -> Vec<IpCidr> { list.iter().map(|c| c.parse().unwrap()).collect() };
+        |list: &[&str]| -> Vec<IpNetwork> { list.iter().map(|c| c.parse().unwrap()).collect() };
     let bypass = Ipv6Bypass::from_cluster(
         &nodes,
-        cidrs(&["10.96.0.0/12", "fd00:10:96::/112"]),
-        cidrs(&["192.0.2.0/24", "2001:db8::/32"]),
+        &cidrs(&["10.96.0.0/12", "fd00:10:96::/112"]),
+        &cidrs(&["192.0.2.0/24", "2001:db8::/32"]),
     );
     assert_eq!(
         bypass,

@@ -18,6 +18,12 @@
 //! IPs away from Nodes that are gone, and its changes wake the loop. When a Node takes an IP from
 //! one that is gone it also emits the `IPUnassigned` event for that Node.
 //!
+//! On SIGTERM (or SIGINT) with the membership running, the agent hands its egress IPs over
+//! ([`handover`]): it leaves the membership (a goodbye, so the others take it out of placement
+//! at once), keeps its IPs until their next holders have announced them or
+//! `egress.handOverTimeout` has passed, then applies the plan without them, says
+//! `IPUnassigned` itself, and exits. Without the membership it exits at once.
+//!
 //! `/readyz` is true while the last plan handed over was applied and the datapath reports
 //! ready (OVS up, flows installed): it goes false while OVS is away or an apply failed, and
 //! true again once repaired.
@@ -29,11 +35,14 @@
 pub mod acks;
 pub mod config;
 pub mod datapath;
+pub mod handover;
 pub mod inspect;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -89,8 +98,37 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         programmed: started.programmed,
         // Status-only mode claims no IP, so it needs no membership: every Node counts alive.
         membership: !args.no_datapath,
+        terminate: terminate_on_signal(),
     };
     run_inner(args, config, datapath, outputs).await
+}
+
+/// Turns true on SIGTERM (the kubelet stopping the Pod) or SIGINT. When the handlers cannot be
+/// installed the signals keep their default action (the process ends at once), as before.
+fn terminate_on_signal() -> watch::Receiver<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::info!(signal = name, "stopping");
+                tx.send_replace(true);
+                // Keep the handlers (and the channel) for the rest of the process.
+                std::future::pending::<()>().await;
+            });
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "cannot handle SIGTERM: stopping will not hand egress IPs over");
+        }
+    }
+    rx
 }
 
 /// Run the agent, handing every new plan to `datapath` and reporting what it applied.
@@ -105,6 +143,7 @@ pub async fn run_with(
         datapath_ready: watch::channel(true).1,
         programmed: watch::channel(None).1,
         membership: false,
+        terminate: watch::channel(false).1,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -120,6 +159,8 @@ struct Outputs {
     programmed: watch::Receiver<Option<Arc<datapath::Programmed>>>,
     /// Whether to run the membership (else every Node counts alive).
     membership: bool,
+    /// Turns true when the agent is to stop (SIGTERM).
+    terminate: watch::Receiver<bool>,
 }
 
 /// [`run_with`] with the datapath's side channels.
@@ -139,6 +180,7 @@ async fn run_inner(
         datapath_ready,
         programmed,
         membership,
+        terminate,
     } = outputs;
     let (ready_tx, ready_rx) = watch::channel(false);
     let (applied_tx, applied_rx) = watch::channel(false);
@@ -161,7 +203,13 @@ async fn run_inner(
         let keys = membership::secret::watch_keys(client.clone(), &secret.namespace, &secret.name);
         let settings = config.membership_settings(&args.node_name);
         tracing::info!(?settings, secret = %format!("{}/{}", secret.namespace, secret.name), "membership");
-        membership::start(settings, nodes.subscribe(), keys, changed.clone())
+        membership::start(
+            settings,
+            nodes.subscribe(),
+            keys,
+            terminate.clone(),
+            changed.clone(),
+        )
     });
     let all = watcher::Config::default;
     let reflectors = reflect::Reflectors {
@@ -191,7 +239,7 @@ async fn run_inner(
     tokio::select! {
         result = health => result.context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen)),
-        result = looper.run(&stores, local_ips, Passes::new(changed)) => result,
+        result = looper.run(&stores, local_ips, Passes::new(changed), terminate) => result,
     }
 }
 
@@ -218,8 +266,9 @@ impl Loop {
     async fn run(
         self,
         stores: &Stores,
-        mut local_ips: watch::Receiver<std::collections::BTreeSet<std::net::IpAddr>>,
+        mut local_ips: watch::Receiver<BTreeSet<IpAddr>>,
         mut passes: Passes,
+        mut terminate: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         stores.wait_until_ready().await?;
         tracing::info!(node = %self.node, "caches synced");
@@ -232,8 +281,26 @@ impl Loop {
         let mut unrealized_since: Option<std::time::Instant> = None;
         let metrics = crate::metrics::agent::metrics();
         loop {
-            if let Some(result) = passes.next(local_ips.changed()).await {
-                result.context("the local IP watch stopped")?;
+            let woken = passes.next(async {
+                tokio::select! {
+                    changed = local_ips.changed() => changed.is_ok(),
+                    _ = terminate.wait_for(|stop| *stop) => true,
+                }
+            });
+            if woken.await == Some(false) {
+                anyhow::bail!("the local IP watch stopped");
+            }
+            if *terminate.borrow() {
+                let mine = applied
+                    .as_ref()
+                    .map(|statuses| {
+                        let uids = stores.snapshot(BTreeSet::new(), &self.config).uids;
+                        events::held(&self.node, statuses, &uids)
+                    })
+                    .unwrap_or_default();
+                return self
+                    .hand_over(stores, &local_ips, passes, previous, mine)
+                    .await;
             }
             let ips = local_ips.borrow_and_update().clone();
             let mut snapshot = stores.snapshot(ips, &self.config);
@@ -288,8 +355,19 @@ impl Loop {
             });
             let changes = events::changes(before, &now_held);
             let mut taken = BTreeMap::new();
+            let mut handed = BTreeMap::new();
             if let Some(alive) = &snapshot.view.alive {
-                taken = events::taken_over(&self.node, &changes, &snapshot.statuses, alive);
+                // A Node that said goodbye says IPUnassigned itself: only the others are taken
+                // over (failover); IPs from the leavers were handed over (drain).
+                let left = self
+                    .membership
+                    .as_ref()
+                    .map(|m| m.borrow().left.clone())
+                    .unwrap_or_default();
+                let speaking: BTreeSet<String> = alive.union(&left).cloned().collect();
+                taken = events::taken_over(&self.node, &changes, &snapshot.statuses, &speaking);
+                handed = events::taken_over(&self.node, &changes, &snapshot.statuses, alive);
+                handed.retain(|egress, _| !taken.contains_key(egress));
                 for change in changes.iter().filter(|c| taken.contains_key(&c.egress)) {
                     let old = &taken[&change.egress];
                     let unassigned = events::Change {
@@ -307,13 +385,77 @@ impl Loop {
                     .iter()
                     .any(|e| e.name == change.egress);
                 let taken_over = taken.contains_key(&change.egress);
-                let reason =
-                    crate::metrics::agent::change_reason(change.assigned, exists, taken_over);
+                let reason = if handed.contains_key(&change.egress) {
+                    "drain"
+                } else {
+                    crate::metrics::agent::change_reason(change.assigned, exists, taken_over)
+                };
                 metrics.count_change(change.assigned, reason);
                 self.events.publish(&change).await;
             }
             held = Some(now_held);
             passes.done(failures == 0);
+        }
+    }
+
+    /// The hand-over on SIGTERM (see [`handover`]): keeps this Node's IPs (`mine`, as
+    /// `events::held` gives them) until the Nodes that take them have announced them or the
+    /// hand-over timeout has passed, then applies the plan without them, writes what this Node
+    /// still writes, and says `IPUnassigned` for each. Without the membership it returns at once.
+    async fn hand_over(
+        &self,
+        stores: &Stores,
+        local_ips: &watch::Receiver<BTreeSet<IpAddr>>,
+        mut passes: Passes,
+        previous: Option<Arc<NodePlan>>,
+        mine: BTreeMap<String, (String, Option<String>)>,
+    ) -> anyhow::Result<()> {
+        let Some(membership) = &self.membership else {
+            return Ok(());
+        };
+        if mine.is_empty() {
+            tracing::info!(node = %self.node, "stopping: this Node holds no egress IP");
+            return Ok(());
+        }
+        let timeout = self.config.egress.hand_over_timeout.0;
+        let began = Instant::now();
+        let deadline = began + timeout;
+        tracing::info!(node = %self.node, ips = ?mine.values().map(|(ip, _)| ip).collect::<Vec<_>>(), ?timeout,
+            "stopping: handing egress IPs over to their next holders");
+        loop {
+            let ips = local_ips.borrow().clone();
+            let mut snapshot = stores.snapshot(ips, &self.config);
+            let mut alive = membership.borrow().alive.clone();
+            alive.remove(&self.node);
+            snapshot.view.alive = Some(alive);
+            let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            let pending = handover::pending(&self.node, &mine, &plan, &snapshot.statuses);
+            if !pending.is_empty() && Instant::now() < deadline {
+                tokio::select! {
+                    _ = passes.next(std::future::pending::<()>()) => {}
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                }
+                continue;
+            }
+            if pending.is_empty() {
+                tracing::info!(node = %self.node, after = ?began.elapsed(), "every egress IP handed over; removing them here");
+            } else {
+                tracing::warn!(node = %self.node, ?pending, ?timeout,
+                    "hand-over timed out; removing the egress IPs anyway");
+            }
+            let Some(statuses) = self.apply(Arc::new(plan)).await? else {
+                tracing::warn!(node = %self.node, "the plan without this Node's IPs was not applied; their leases run out");
+                return Ok(());
+            };
+            self.write_statuses(&statuses, &snapshot.statuses).await;
+            let now_held = events::held(&self.node, &statuses, &snapshot.uids);
+            let metrics = crate::metrics::agent::metrics();
+            for change in events::changes(&mine, &now_held) {
+                metrics.count_change(change.assigned, "drain");
+                self.events.publish(&change).await;
+            }
+            tracing::info!(node = %self.node, after = ?began.elapsed(), "hand-over done; exiting");
+            return Ok(());
         }
     }
 

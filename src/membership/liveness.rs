@@ -12,6 +12,11 @@
 //!   agent applies the same rule, so the next holder takes over only after the old holder's
 //!   lease has run out.
 //!
+//! A Node that left on purpose (its agent said goodbye on SIGTERM, see the membership's
+//! hand-over) is not alive at once: it keeps its IPs until the next holder has announced them,
+//! so nobody needs to wait for its lease. It counts as neither up nor isolated-from: a Node whose
+//! peers all left is alone, not cut off.
+//!
 //! This Node counts itself alive while it has a valid key and is not isolated: in a cluster of
 //! three or more Nodes, an agent that sees no other Node up is starting (it joins within a few
 //! milliseconds), cut off (its link, its key) or the last one standing, and claims no IP rather
@@ -35,6 +40,10 @@ enum Peer {
     Down {
         boot: u64,
         since: Instant,
+    },
+    /// Said goodbye (boot `boot`): out of placement at once, no lease to wait for.
+    Left {
+        boot: u64,
     },
 }
 
@@ -82,6 +91,8 @@ impl Liveness {
         let newer = match peer {
             Peer::Unknown { .. } => true,
             Peer::Up { boot: b } | Peer::Down { boot: b, .. } => boot >= *b,
+            // Only a restarted agent (a new boot) comes back from a goodbye.
+            Peer::Left { boot: b } => boot > *b,
         };
         if newer {
             *peer = Peer::Up { boot };
@@ -98,8 +109,33 @@ impl Liveness {
         match peer {
             Peer::Up { boot: b } if boot >= *b => *peer = Peer::Down { boot, since: now },
             Peer::Unknown { .. } => *peer = Peer::Down { boot, since: now },
+            // Its goodbye already took it out (foca's own leave arrives as a down).
             _ => {}
         }
+    }
+
+    /// `name` (boot `boot`) said goodbye: it leaves placement at once. An older boot than the
+    /// one known changes nothing.
+    pub fn left(&mut self, name: &str, boot: u64) {
+        let Some(peer) = self.peers.get_mut(name) else {
+            return;
+        };
+        let known = match peer {
+            Peer::Unknown { .. } => 0,
+            Peer::Up { boot: b } | Peer::Down { boot: b, .. } | Peer::Left { boot: b } => *b,
+        };
+        if boot >= known {
+            *peer = Peer::Left { boot };
+        }
+    }
+
+    /// The Nodes that said goodbye (they can still say themselves that they gave up an IP).
+    pub fn gone(&self) -> BTreeSet<String> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| matches!(p, Peer::Left { .. }))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// An authentic datagram from `name` arrived.
@@ -132,6 +168,7 @@ impl Liveness {
                 Peer::Up { .. } => true,
                 Peer::Unknown { since } => now < *since + self.grace,
                 Peer::Down { since, .. } => now < *since + self.lease_bound,
+                Peer::Left { .. } => false,
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -141,9 +178,15 @@ impl Liveness {
         alive
     }
 
-    /// Whether this Node hears nobody although there are at least two other Nodes.
+    /// Whether this Node hears nobody although there are at least two other Nodes that did not
+    /// say goodbye.
     pub fn isolated(&self) -> bool {
-        self.peers.len() >= 2 && !self.peers.values().any(|p| matches!(p, Peer::Up { .. }))
+        let present = self
+            .peers
+            .values()
+            .filter(|p| !matches!(p, Peer::Left { .. }))
+            .count();
+        present >= 2 && !self.peers.values().any(|p| matches!(p, Peer::Up { .. }))
     }
 
     /// The next instant after `now` at which [`Self::alive`] changes by time alone.
@@ -151,7 +194,7 @@ impl Liveness {
         self.peers
             .values()
             .filter_map(|peer| match peer {
-                Peer::Up { .. } => None,
+                Peer::Up { .. } | Peer::Left { .. } => None,
                 Peer::Unknown { since } => Some(*since + self.grace),
                 Peer::Down { since, .. } => Some(*since + self.lease_bound),
             })
@@ -258,6 +301,52 @@ mod tests {
         let t0 = Instant::now();
         let live = three(t0);
         assert_eq!(live.alive(t0, false), set(&["b", "c"]));
+    }
+
+    #[test]
+    fn a_node_that_said_goodbye_leaves_placement_at_once_and_comes_back_only_with_a_new_boot() {
+        let t0 = Instant::now();
+        let mut live = three(t0);
+        live.up("b", 1, t0);
+        live.up("c", 1, t0);
+        live.left("b", 1);
+        assert_eq!(
+            live.alive(t0, true),
+            set(&["a", "c"]),
+            "no lease to wait for"
+        );
+        assert_eq!(live.gone(), set(&["b"]));
+        // foca's own leave arrives as a down, and a stale up of the same boot: still gone.
+        live.down("b", 1, t0);
+        live.up("b", 1, t0);
+        assert_eq!(live.alive(t0, true), set(&["a", "c"]));
+        assert_eq!(live.next_change(t0), None);
+        // A goodbye of an older boot than the one up changes nothing.
+        live.up("c", 3, t0);
+        live.left("c", 2);
+        assert!(live.is_up("c"));
+        // The restarted agent (new boot) is up again.
+        live.up("b", 2, t0);
+        assert_eq!(live.alive(t0, true), set(&["a", "b", "c"]));
+        assert!(live.gone().is_empty());
+    }
+
+    #[test]
+    fn a_node_whose_peers_all_left_is_alone_not_cut_off() {
+        let t0 = Instant::now();
+        let mut live = three(t0);
+        live.up("b", 1, t0);
+        live.up("c", 1, t0);
+        live.left("b", 1);
+        live.left("c", 1);
+        assert!(!live.isolated());
+        assert_eq!(live.alive(t0, true), set(&["a"]));
+        // One left, one down: one present peer is not enough to call it isolated either.
+        let mut live = three(t0);
+        live.up("b", 1, t0);
+        live.left("c", 1);
+        live.down("b", 1, t0);
+        assert!(!live.isolated());
     }
 
     #[test]

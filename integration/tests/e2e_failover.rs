@@ -678,6 +678,61 @@ async fn sigterm_of_the_holders_agent_hands_its_ip_over_without_the_lease_wait_a
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_annotation_moves_the_ip_to_the_next_ranked_node_and_removing_it_brings_it_back()
+{
+    let ha = Ha::start("10.10.0.67").await;
+    let (c, ip) = (&ha.c, ha.ip);
+    let (holder, next) = (ha.holder.clone(), ha.next.clone());
+    ha.apply_egress(&holder).await;
+    let on_alone = async |node: &str| {
+        let index = ha.index(node);
+        eventually(c, &format!("{ip} on {node} alone"), async || {
+            let held: Vec<bool> = ha
+                .names
+                .iter()
+                .map(|n| c.node(n).unwrap().has_ip(ip).unwrap())
+                .collect();
+            if held[index] && held.iter().filter(|h| **h).count() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        })
+        .await;
+    };
+    let drain = "ovs-egress.io/drain";
+    // Cordoning alone moves nothing.
+    kubectl_ok(c, &["cordon", &holder], None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(assignment(&egress(c, "eg-ha").await.unwrap()).0, holder);
+    kubectl_ok(
+        c,
+        &["annotate", "node", &holder, &format!("{drain}=true")],
+        None,
+    );
+    wait_assigned(c, "eg-ha", &next).await;
+    on_alone(&next).await;
+    if let Err(e) = c.wait_source(&ha.pod, ip, TIMEOUT).await {
+        panic!("{e}\n{}", c.logs());
+    }
+    let (_, metrics) = c.node(&holder).unwrap().agent_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("ovs_egress_agent_ip_releases_total{reason=\"drain\"} 1"),
+        "the drained Node counts its release as a drain:\n{metrics}"
+    );
+    kubectl_ok(
+        c,
+        &["annotate", "node", &holder, &format!("{drain}-")],
+        None,
+    );
+    wait_assigned(c, "eg-ha", &holder).await;
+    on_alone(&holder).await;
+    if let Err(e) = c.wait_source(&ha.pod, ip, TIMEOUT).await {
+        panic!("{e}\n{}", c.logs());
+    }
+}
+
 /// Median and max of `values`.
 fn median_max<T: Ord + Copy + Default>(values: &mut [T]) -> (T, T) {
     values.sort();

@@ -378,6 +378,13 @@ impl Loop {
                     self.events.publish_for(&unassigned, old).await;
                 }
             }
+            let drained = |name: &str| {
+                snapshot
+                    .view
+                    .nodes
+                    .iter()
+                    .any(|n| n.name == name && crate::placement::drained(n))
+            };
             for change in changes {
                 let exists = snapshot
                     .view
@@ -385,7 +392,17 @@ impl Loop {
                     .iter()
                     .any(|e| e.name == change.egress);
                 let taken_over = taken.contains_key(&change.egress);
-                let reason = if handed.contains_key(&change.egress) {
+                // Released by a drained Node, or taken from one (its status still names it).
+                let drained = if change.assigned {
+                    snapshot
+                        .statuses
+                        .get(&change.egress)
+                        .and_then(|s| s.egress_node.as_deref())
+                        .is_some_and(|old| old != self.node && drained(old))
+                } else {
+                    exists && drained(&self.node)
+                };
+                let reason = if handed.contains_key(&change.egress) || drained {
                     "drain"
                 } else {
                     crate::metrics::agent::change_reason(change.assigned, exists, taken_over)

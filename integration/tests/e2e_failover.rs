@@ -355,6 +355,23 @@ impl Ha {
             }
         })
         .await;
+        // The next holder counts a failover and times it.
+        let (_, metrics) = c.node(next).unwrap().agent_get("/metrics").unwrap();
+        let sample = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        assert_eq!(
+            sample("ovs_egress_agent_ip_assignments_total{reason=\"failover\"}"),
+            Some(1.0),
+            "{what}: {next}'s failover assignments\n{metrics}"
+        );
+        assert_eq!(
+            sample("ovs_egress_agent_failover_duration_seconds_count"),
+            Some(1.0),
+            "{what}: {next}'s failover duration\n{metrics}"
+        );
         eprintln!(
             "failover ({what} on {holder}): {next} assigned after {:.2} s; address gone from \
              {holder} after {old_gone:?}, on {next} after {new_held:?}; gap between good \

@@ -203,13 +203,15 @@ async fn run_inner(
         let keys = membership::secret::watch_keys(client.clone(), &secret.namespace, &secret.name);
         let settings = config.membership_settings(&args.node_name);
         tracing::info!(?settings, secret = %format!("{}/{}", secret.namespace, secret.name), "membership");
-        membership::start(
+        let state = membership::start(
             settings,
             nodes.subscribe(),
             keys,
             terminate.clone(),
             changed.clone(),
-        )
+        );
+        crate::metrics::agent::metrics().set_membership(state.clone());
+        state
     });
     let all = watcher::Config::default;
     let reflectors = reflect::Reflectors {
@@ -322,12 +324,16 @@ impl Loop {
                 snapshot.view.alive = Some(state.alive);
             }
             let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            // How long the plan applied in this pass took from its input change seen.
+            let mut realized = None;
             if previous.as_deref() != Some(&plan) || applied.is_none() {
                 let seen = *unrealized_since.get_or_insert(passes.woken_at());
                 let plan = Arc::new(plan);
                 applied = self.apply(plan.clone()).await?;
                 if let Some(statuses) = &applied {
-                    metrics.observe_realization(seen.elapsed().as_secs_f64());
+                    let took = seen.elapsed().as_secs_f64();
+                    realized = Some(took);
+                    metrics.observe_realization(took);
                     unrealized_since = None;
                     self.publish(&plan, statuses, &snapshot.view);
                 }
@@ -408,6 +414,9 @@ impl Loop {
                     crate::metrics::agent::change_reason(change.assigned, exists, taken_over)
                 };
                 metrics.count_change(change.assigned, reason);
+                if let (true, "failover", Some(took)) = (change.assigned, reason, realized) {
+                    metrics.observe_failover(took);
+                }
                 self.events.publish(&change).await;
             }
             held = Some(now_held);

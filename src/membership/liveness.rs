@@ -47,6 +47,19 @@ enum Peer {
     },
 }
 
+/// How many other Nodes are in each state, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberCounts {
+    /// Up, and not suspected by SWIM.
+    pub alive: u64,
+    /// Up, but SWIM suspects it (a probe failed); still alive for placement.
+    pub suspect: u64,
+    /// Declared down, or not heard from since this agent started (or since the Node appeared).
+    pub down: u64,
+    /// Said goodbye.
+    pub left: u64,
+}
+
 /// The liveness of the other Nodes as this agent sees it.
 #[derive(Clone, Debug)]
 pub struct Liveness {
@@ -152,6 +165,20 @@ impl Liveness {
 
     pub fn last_heard(&self, name: &str) -> Option<Instant> {
         self.last_heard.get(name).copied()
+    }
+
+    /// The other Nodes by state; `suspect` tells which of the up ones SWIM suspects.
+    pub fn counts(&self, suspect: impl Fn(&str) -> bool) -> MemberCounts {
+        let mut counts = MemberCounts::default();
+        for (name, peer) in &self.peers {
+            match peer {
+                Peer::Up { .. } if suspect(name) => counts.suspect += 1,
+                Peer::Up { .. } => counts.alive += 1,
+                Peer::Unknown { .. } | Peer::Down { .. } => counts.down += 1,
+                Peer::Left { .. } => counts.left += 1,
+            }
+        }
+        counts
     }
 
     /// Whether `name` is up in the membership (not merely given the benefit of the doubt).
@@ -329,6 +356,29 @@ mod tests {
         live.up("b", 2, t0);
         assert_eq!(live.alive(t0, true), set(&["a", "b", "c"]));
         assert!(live.gone().is_empty());
+    }
+
+    #[test]
+    fn members_are_counted_by_state_with_never_heard_from_ones_as_down() {
+        let t0 = Instant::now();
+        let mut live = Liveness::new("a", GRACE, LEASE);
+        live.set_nodes(["a", "b", "c", "d", "e", "f"], t0);
+        live.up("b", 1, t0);
+        live.up("c", 1, t0);
+        live.down("d", 1, t0);
+        live.left("e", 1);
+        let counts = live.counts(|name| name == "c");
+        assert_eq!(
+            counts,
+            MemberCounts {
+                alive: 1,
+                suspect: 1,
+                down: 2,
+                left: 1
+            }
+        );
+        // A Node declared down is counted down even while it keeps its IPs for placement.
+        assert!(live.alive(t0, true).contains("d"));
     }
 
     #[test]

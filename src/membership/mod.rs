@@ -41,6 +41,7 @@ use tokio::sync::{Notify, watch};
 use goodbye::Goodbye;
 pub use identity::Member;
 use liveness::Liveness;
+pub use liveness::MemberCounts;
 use seal::{DropCounts, Keys, Opener, Sealer};
 
 /// How often Nodes that are not up are announced to again.
@@ -86,6 +87,8 @@ pub struct State {
     pub left: BTreeSet<String>,
     /// This Node has said goodbye: it is out of `alive` and takes part in nothing any more.
     pub leaving: bool,
+    /// The other Nodes by state (for the metrics).
+    pub members: MemberCounts,
 }
 
 /// The keys as last read from the Secret, or why there are none.
@@ -152,6 +155,7 @@ pub fn start(
         drops: DropCounts::default(),
         left: BTreeSet::new(),
         leaving: false,
+        members: MemberCounts::default(),
     };
     let (tx, rx) = watch::channel(initial);
     let task = Task::new(settings, liveness, tx, changed);
@@ -620,6 +624,21 @@ impl Task {
         }
     }
 
+    /// The other Nodes by state: SWIM's suspicion for those up, the liveness for the rest.
+    fn member_counts(&self) -> MemberCounts {
+        let mut alive = BTreeSet::new();
+        let mut suspect = BTreeSet::new();
+        for member in self.swim.iter().flat_map(|swim| swim.iter_members()) {
+            let node = member.id().node.as_str();
+            match member.state() {
+                foca::State::Suspect => suspect.insert(node),
+                _ => alive.insert(node),
+            };
+        }
+        self.liveness
+            .counts(|name| suspect.contains(name) && !alive.contains(name))
+    }
+
     fn publish(&mut self) {
         let isolated = self.liveness.isolated();
         if isolated != self.isolated {
@@ -651,6 +670,7 @@ impl Task {
             drops: self.drops,
             left: self.liveness.gone(),
             leaving: self.leaving,
+            members: self.member_counts(),
         };
         let mut alive_changed = false;
         self.out.send_if_modified(|old| {

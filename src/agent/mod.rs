@@ -59,6 +59,9 @@ use crate::plan::{self, EgressStatus, NodePlan};
 use config::{AgentArgs, AgentConfig};
 use view::Stores;
 
+/// How long a stopping agent waits for the plan without its IPs to be applied.
+const FINAL_APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One new plan for the datapath. The datapath applies it and answers on `applied` with the
 /// statuses to report (the plan's, with `IPAssigned=False` for what it could not realize);
 /// dropping `applied` means "not applied, try again later".
@@ -469,8 +472,13 @@ impl Loop {
                 tracing::warn!(node = %self.node, ?pending, ?timeout,
                     "hand-over timed out; removing the egress IPs anyway");
             }
-            let Some(statuses) = self.apply(Arc::new(plan)).await? else {
-                tracing::warn!(node = %self.node, "the plan without this Node's IPs was not applied; their leases run out");
+            // OVS may be stopping beside the agent (a Pod deletion stops every container): the
+            // flows would wait for it while the addresses, renewed meanwhile, stay beside the
+            // next holders'. Exiting instead stops the renewals, and the leases remove them.
+            let applied = tokio::time::timeout(FINAL_APPLY_TIMEOUT, self.apply(Arc::new(plan)));
+            let Ok(Some(statuses)) = applied.await.unwrap_or(Ok(None)) else {
+                tracing::warn!(node = %self.node, timeout = ?FINAL_APPLY_TIMEOUT,
+                    "the plan without this Node's IPs was not applied; exiting, their leases run out");
                 return Ok(());
             };
             self.write_statuses(&statuses, &snapshot.statuses).await;

@@ -372,10 +372,18 @@ impl Ha {
             Some(1.0),
             "{what}: {next}'s failover duration\n{metrics}"
         );
+        // Announced no sooner than the lease bound after the old holder was last heard from.
+        let since_contact = sample("ovs_egress_agent_failover_since_last_contact_seconds_sum");
+        assert!(
+            since_contact.is_some_and(|s| s >= LEASE_BOUND.as_secs_f64()
+                && s <= (DETECTION + LEASE_BOUND + APPLY).as_secs_f64()),
+            "{what}: {next}'s time since the last contact {since_contact:?}\n{metrics}"
+        );
         eprintln!(
             "failover ({what} on {holder}): {next} assigned after {:.2} s; address gone from \
              {holder} after {old_gone:?}, on {next} after {new_held:?}; gap between good \
-             connections {:.3} s; {} failed connection(s); {} samples; events {events:?}",
+             connections {:.3} s; {} failed connection(s); {} samples; announced {since_contact:?} s \
+             after the last contact; events {events:?}",
             assigned_after.as_secs_f64(),
             gap.as_secs_f64(),
             o.failed,

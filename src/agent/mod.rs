@@ -335,7 +335,7 @@ impl Loop {
                 applied = self.apply(plan.clone()).await?;
                 if let Some(statuses) = &applied {
                     let took = seen.elapsed().as_secs_f64();
-                    realized = Some(took);
+                    realized = Some((took, Instant::now()));
                     metrics.observe_realization(took);
                     unrealized_since = None;
                     self.publish(&plan, statuses, &snapshot.view);
@@ -417,8 +417,17 @@ impl Loop {
                     crate::metrics::agent::change_reason(change.assigned, exists, taken_over)
                 };
                 metrics.count_change(change.assigned, reason);
-                if let (true, "failover", Some(took)) = (change.assigned, reason, realized) {
+                if let (true, "failover", Some((took, at))) = (change.assigned, reason, realized) {
                     metrics.observe_failover(took);
+                    let silent = self.membership.as_ref().and_then(|m| {
+                        let old = taken.get(&change.egress)?;
+                        m.borrow().silent_since.get(old).copied()
+                    });
+                    if let Some(silent) = silent {
+                        metrics.observe_failover_since_contact(
+                            at.saturating_duration_since(silent).as_secs_f64(),
+                        );
+                    }
                 }
                 self.events.publish(&change).await;
             }

@@ -181,6 +181,16 @@ impl Liveness {
         counts
     }
 
+    /// When the Nodes declared down or gone were last heard from (those never heard from are
+    /// left out).
+    pub fn silent_since(&self) -> BTreeMap<String, Instant> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| matches!(p, Peer::Down { .. } | Peer::Left { .. }))
+            .filter_map(|(name, _)| Some((name.clone(), *self.last_heard.get(name)?)))
+            .collect()
+    }
+
     /// Whether `name` is up in the membership (not merely given the benefit of the doubt).
     pub fn is_up(&self, name: &str) -> bool {
         matches!(self.peers.get(name), Some(Peer::Up { .. }))
@@ -379,6 +389,14 @@ mod tests {
         );
         // A Node declared down is counted down even while it keeps its IPs for placement.
         assert!(live.alive(t0, true).contains("d"));
+        // Those down or gone that were heard from, with when.
+        let heard = t0 + Duration::from_millis(5);
+        live.heard("d", heard);
+        live.heard("b", heard);
+        assert_eq!(
+            live.silent_since(),
+            BTreeMap::from([("d".to_string(), heard)])
+        );
     }
 
     #[test]

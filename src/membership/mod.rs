@@ -89,6 +89,8 @@ pub struct State {
     pub leaving: bool,
     /// The other Nodes by state (for the metrics).
     pub members: MemberCounts,
+    /// When each Node declared down or gone was last heard from (for the failover metrics).
+    pub silent_since: BTreeMap<String, Instant>,
 }
 
 /// The keys as last read from the Secret, or why there are none.
@@ -156,6 +158,7 @@ pub fn start(
         left: BTreeSet::new(),
         leaving: false,
         members: MemberCounts::default(),
+        silent_since: BTreeMap::new(),
     };
     let (tx, rx) = watch::channel(initial);
     let task = Task::new(settings, liveness, tx, changed);
@@ -671,6 +674,7 @@ impl Task {
             left: self.liveness.gone(),
             leaving: self.leaving,
             members: self.member_counts(),
+            silent_since: self.liveness.silent_since(),
         };
         let mut alive_changed = false;
         self.out.send_if_modified(|old| {

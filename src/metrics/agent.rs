@@ -55,6 +55,9 @@ pub struct AgentMetrics {
     /// An IP taken over from a Node that is gone: membership change seen → IP applied and
     /// announced here, seconds.
     pub failover: Histogram,
+    /// An IP taken over from a Node that is gone: last datagram heard from that Node → IP
+    /// applied and announced here, seconds.
+    pub failover_since_contact: Histogram,
     /// The membership's published state (members by state, drops), when it runs.
     membership: Mutex<Option<tokio::sync::watch::Receiver<crate::membership::State>>>,
     /// Flows the programmer owns, by table name (replaced after every successful sync).
@@ -81,6 +84,7 @@ static METRICS: LazyLock<AgentMetrics> = LazyLock::new(|| {
         iptables_apply: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         port_acks: Counter::default(),
         failover: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+        failover_since_contact: Histogram::new(exponential_buckets(0.05, 2.0, 11)),
         membership: Mutex::new(None),
         flows: Mutex::new(Arc::new(BTreeMap::new())),
         snapshot: Mutex::new(None),
@@ -113,6 +117,12 @@ impl AgentMetrics {
     /// seen.
     pub fn observe_failover(&self, seconds: f64) {
         self.failover.observe(seconds);
+    }
+
+    /// An IP taken over from a Node that is gone was announced `seconds` after that Node was
+    /// last heard from.
+    pub fn observe_failover_since_contact(&self, seconds: f64) {
+        self.failover_since_contact.observe(seconds);
     }
 
     /// The membership whose state the scrape reads.
@@ -322,6 +332,14 @@ pub fn registry() -> Registry {
          gone (seen by the agent) to the IP applied and announced here.",
         Unit::Seconds,
         m.failover.clone(),
+    );
+    registry.register_with_unit(
+        "agent_failover_since_last_contact",
+        "From the last membership datagram heard from a Node that is gone to an egress IP it \
+         held applied and announced here (detection, lease bound and apply: the outage a \
+         failover costs at most).",
+        Unit::Seconds,
+        m.failover_since_contact.clone(),
     );
     registry.register_collector(Box::new(Derived));
     registry

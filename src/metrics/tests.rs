@@ -73,6 +73,7 @@ fn the_agent_exports_the_membership_it_runs_by_state_and_drop_reason() {
     let (_tx, rx) = tokio::sync::watch::channel(state);
     agent::metrics().set_membership(rx);
     agent::metrics().observe_failover(0.3);
+    agent::metrics().observe_failover_since_contact(2.5);
     let (_, text) = exposition(&agent::registry(), None).unwrap();
     for line in [
         "ovs_egress_agent_membership_members{state=\"alive\"} 2",
@@ -85,6 +86,7 @@ fn the_agent_exports_the_membership_it_runs_by_state_and_drop_reason() {
         "# TYPE ovs_egress_agent_membership_datagrams_dropped_total counter",
         "# TYPE ovs_egress_agent_failover_duration_seconds histogram",
         "ovs_egress_agent_failover_duration_seconds_bucket{le=\"0.64\"} 1",
+        "ovs_egress_agent_failover_since_last_contact_seconds_bucket{le=\"3.2\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }

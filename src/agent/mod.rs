@@ -411,11 +411,12 @@ impl Loop {
                 } else {
                     exists && drained(&self.node)
                 };
-                let reason = if handed.contains_key(&change.egress) || drained {
-                    "drain"
-                } else {
-                    crate::metrics::agent::change_reason(change.assigned, exists, taken_over)
-                };
+                let reason = crate::metrics::agent::change_reason(
+                    change.assigned,
+                    exists,
+                    taken_over,
+                    drained || handed.contains_key(&change.egress),
+                );
                 metrics.count_change(change.assigned, reason);
                 if let (true, "failover", Some((took, at))) = (change.assigned, reason, realized) {
                     metrics.observe_failover(took);

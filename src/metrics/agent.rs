@@ -175,13 +175,21 @@ pub struct PlanSnapshot {
 }
 
 /// The reason label of an assignment (`assigned`) or release: an IP taken over from a Node the
-/// membership declared gone is `failover`, a release of an Egress that no longer exists is
-/// `deleted`; everything else is `placement` (the agent loop tells drains apart itself).
-pub fn change_reason(assigned: bool, egress_exists: bool, taken_over: bool) -> &'static str {
+/// membership declared gone is `failover`; a release of an Egress that no longer exists is
+/// `deleted`; a move off a Node that is stopping (it said goodbye) or drained (annotation) is
+/// `drain`; everything else is `placement`.
+pub fn change_reason(
+    assigned: bool,
+    egress_exists: bool,
+    taken_over: bool,
+    drained: bool,
+) -> &'static str {
     if assigned && taken_over {
         "failover"
     } else if !assigned && !egress_exists {
         "deleted"
+    } else if drained {
+        "drain"
     } else {
         "placement"
     }
@@ -530,13 +538,25 @@ mod tests {
     }
 
     #[test]
-    fn only_a_release_of_a_deleted_egress_has_the_deleted_reason() {
-        assert_eq!(change_reason(false, false, false), "deleted");
-        assert_eq!(change_reason(false, true, false), "placement");
-        assert_eq!(change_reason(true, true, false), "placement");
-        assert_eq!(change_reason(true, true, true), "failover");
-        assert!(REASONS.contains(&change_reason(true, false, false)));
-        assert!(REASONS.contains(&change_reason(true, true, true)));
+    fn reasons_are_failover_then_deleted_then_drain_then_placement() {
+        assert_eq!(change_reason(false, false, false, false), "deleted");
+        assert_eq!(change_reason(false, false, false, true), "deleted");
+        assert_eq!(change_reason(false, true, false, false), "placement");
+        assert_eq!(change_reason(true, true, false, false), "placement");
+        assert_eq!(change_reason(true, true, true, false), "failover");
+        assert_eq!(change_reason(true, true, true, true), "failover");
+        assert_eq!(change_reason(true, true, false, true), "drain");
+        assert_eq!(change_reason(false, true, false, true), "drain");
+        for assigned in [false, true] {
+            for exists in [false, true] {
+                for taken in [false, true] {
+                    for drained in [false, true] {
+                        let reason = change_reason(assigned, exists, taken, drained);
+                        assert!(REASONS.contains(&reason), "{reason}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,11 @@
 # hand-over instead: OE_BENCH_ROUNDS SIGTERMs of the holder's agent, then as many SIGKILLs as
 # the baseline on the same box; prints the failed connections per round (median, max, total)
 # and the gaps of each.
+#
+# `bench-failover.sh move` (bench_selector_move_failed_connections) moves the IP between two
+# Nodes by the pool's nodeSelector OE_BENCH_ROUNDS times with make-before-break (the default),
+# then as many times with egress.handOverTimeout: 0s (the old holder lets go at once) as the
+# baseline; prints the failed connections per move (median, max, total).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -30,8 +35,12 @@ case "${1:-sigkill}" in
     cargo test -p ovs-egress-integration --test e2e_failover -- --ignored --nocapture \
       bench_handover_sigterm_failed_connections 2>&1 | grep -E '^(hand-over|failover)'
     ;;
+  move)
+    cargo test -p ovs-egress-integration --test e2e_failover -- --ignored --nocapture \
+      bench_selector_move_failed_connections 2>&1 | grep -E '^move'
+    ;;
   *)
-    echo "usage: bench-failover.sh [sigkill|sigterm]" >&2
+    echo "usage: bench-failover.sh [sigkill|sigterm|move]" >&2
     exit 2
     ;;
 esac

@@ -758,6 +758,106 @@ async fn the_drain_annotation_moves_the_ip_to_the_next_ranked_node_and_removing_
     }
 }
 
+impl Ha {
+    /// Moves the pool to `to` alone (a label on it and the pool's nodeSelector), while the Pod
+    /// calls out and the Nodes are sampled; waits until the IP is on `to` alone, then a second
+    /// more. Returns the failed connections, the samples and when the move began.
+    async fn move_pool_to(
+        &self,
+        to: &str,
+        round: usize,
+    ) -> (usize, Vec<(Instant, Vec<bool>)>, Instant) {
+        let (c, ip) = (&self.c, self.ip);
+        let sampler = Sampler::start(self.netns(), ip);
+        let caller = Caller::start(c, self.pod.netns.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let label = format!("ha-move={round}");
+        kubectl_ok(c, &["label", "node", to, &label, "--overwrite"], None);
+        let began = Instant::now();
+        kubectl_ok(
+            c,
+            &[
+                "patch",
+                "eip",
+                "ha",
+                "--type",
+                "merge",
+                "-p",
+                &format!(
+                    r#"{{"spec":{{"nodeSelector":{{"matchLabels":{{"ha-move":"{round}"}}}}}}}}"#
+                ),
+            ],
+            None,
+        );
+        wait_assigned(c, "eg-ha", to).await;
+        let index = self.index(to);
+        eventually(c, &format!("{ip} on {to} alone"), async || {
+            let held: Vec<bool> = self
+                .names
+                .iter()
+                .map(|n| c.node(n).unwrap().has_ip(ip).unwrap())
+                .collect();
+            if held[index] && held.iter().filter(|h| **h).count() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (caller.finish(), sampler.finish(), began)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_move_keeps_the_ip_on_the_old_holder_until_the_new_one_has_announced_it() {
+    let ha = Ha::start("10.10.0.68").await;
+    let (c, ip) = (&ha.c, ha.ip);
+    let (holder, next) = (ha.holder.clone(), ha.next.clone());
+    ha.apply_egress(&holder).await;
+    let start = Instant::now();
+    let (failed, samples, began) = ha.move_pool_to(&next, 1).await;
+    let wrong: Vec<IpAddr> = c
+        .server
+        .seen_since(start)
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| *s != ip)
+        .collect();
+    assert_eq!(
+        wrong,
+        Vec::<IpAddr>::new(),
+        "connections with a wrong source"
+    );
+    assert!(
+        failed <= 1,
+        "{failed} failed connections during the move\n{}",
+        c.logs()
+    );
+    let (old, new) = (ha.index(&holder), ha.index(&next));
+    let mut both = 0;
+    for (at, held) in &samples {
+        let count = held.iter().filter(|h| **h).count();
+        assert!(
+            count == 1 || (count == 2 && held[old] && held[new]),
+            "{ip} on {held:?} {:?} after the move began\n{}",
+            at.saturating_duration_since(began),
+            c.logs()
+        );
+        both += usize::from(count == 2);
+    }
+    assert!(both * 50 <= 1000, "{ip} on both Nodes for {both} samples");
+    let log = c.node(&holder).unwrap().agent_logs();
+    assert!(
+        log.contains("keeping egress IPs until their next holders announce them") || both == 0,
+        "{log}"
+    );
+    eprintln!(
+        "selector move {holder} → {next}: {failed} failed connection(s), {both} of {} samples on both Nodes",
+        samples.len()
+    );
+}
+
 /// Median and max of `values`.
 fn median_max<T: Ord + Copy + Default>(values: &mut [T]) -> (T, T) {
     values.sort();
@@ -891,6 +991,59 @@ async fn bench_handover_sigterm_failed_connections() {
              total {total}; gap median {:.3} s, max {:.3} s",
             gap_median.as_secs_f64(),
             gap_max.as_secs_f64()
+        );
+    }
+}
+
+/// `scripts/bench-failover.sh move`: OE_BENCH_ROUNDS (default 20) moves of the pool's IP between
+/// two Nodes by its nodeSelector with make-before-break (the default), then as many with
+/// `egress.handOverTimeout: 0s` (the old holder lets go at once: the baseline) on the same box;
+/// prints the failed connections per move of the Pod calling every 20 ms, their median, max and
+/// total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-failover.sh move"]
+async fn bench_selector_move_failed_connections() {
+    let rounds: usize = std::env::var("OE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut ha = Ha::start("10.10.0.69").await;
+    ha.apply_egress(&ha.holder.clone()).await;
+    let mut round = 0;
+    for (mode, extra) in [
+        ("move (make before break)", None),
+        (
+            "move (handOverTimeout 0s, baseline)",
+            Some("egress: {handOverTimeout: 0s}\n"),
+        ),
+    ] {
+        if let Some(extra) = extra {
+            for name in ha.names.clone() {
+                let config = ha.c.dir.join(format!("agent-{name}.conf"));
+                let mut text = std::fs::read_to_string(&config).unwrap();
+                text.push_str(extra);
+                std::fs::write(&config, text).unwrap();
+                ha.c.restart_agent(&name)
+                    .await
+                    .expect("restarting an agent");
+            }
+        }
+        let mut failures = Vec::new();
+        for _ in 0..rounds {
+            round += 1;
+            let to = if round % 2 == 1 {
+                ha.next.clone()
+            } else {
+                ha.holder.clone()
+            };
+            let (failed, _, _) = ha.move_pool_to(&to, round).await;
+            eprintln!("{mode}: round {round}: {failed} failed");
+            failures.push(failed);
+        }
+        let total: usize = failures.iter().sum();
+        let (median, max) = median_max(&mut failures);
+        eprintln!(
+            "{mode}: {rounds} moves: failed connections per move median {median}, max {max}, total {total}"
         );
     }
 }

@@ -18,6 +18,10 @@
 //! IPs away from Nodes that are gone, and its changes wake the loop. When a Node takes an IP from
 //! one that is gone it also emits the `IPUnassigned` event for that Node.
 //!
+//! With the membership running, a pool IP that placement moves from this Node to another alive
+//! one (selector, labels, capacity, drain) stays here until that Node's status announces it
+//! (`handover::Keeping`, `plan::compute_keeping`), at most `egress.handOverTimeout`.
+//!
 //! On SIGTERM (or SIGINT) with the membership running, the agent hands its egress IPs over
 //! ([`handover`]): it leaves the membership (a goodbye, so the others take it out of placement
 //! at once), keeps its IPs until their next holders have announced them or
@@ -284,6 +288,8 @@ impl Loop {
         let mut held = None;
         // When the input change behind the plan not yet applied was seen.
         let mut unrealized_since: Option<std::time::Instant> = None;
+        // Pool IPs moving to another Node, kept here until it has announced them.
+        let mut keeping = handover::Keeping::new(self.config.egress.hand_over_timeout.0);
         let metrics = crate::metrics::agent::metrics();
         loop {
             let woken = passes.next(async {
@@ -326,7 +332,26 @@ impl Loop {
                 }
                 snapshot.view.alive = Some(state.alive);
             }
-            let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            let mut plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            let kept = match (&snapshot.view.alive, &previous) {
+                (Some(alive), Some(before)) => keeping.keep(
+                    &self.node,
+                    &before.hold_ips,
+                    &plan,
+                    alive,
+                    &snapshot.statuses,
+                    Instant::now(),
+                ),
+                _ => BTreeSet::new(),
+            };
+            if !kept.is_empty() {
+                tracing::debug!(
+                    ?kept,
+                    "keeping egress IPs until their next holders announce them"
+                );
+                plan =
+                    plan::compute_keeping(&snapshot.view, &self.node, previous.as_deref(), &kept);
+            }
             // How long the plan applied in this pass took from its input change seen.
             let mut realized = None;
             if previous.as_deref() != Some(&plan) || applied.is_none() {
@@ -433,7 +458,8 @@ impl Loop {
                 self.events.publish(&change).await;
             }
             held = Some(now_held);
-            passes.done(failures == 0);
+            // While IPs are kept, pass again soon: their time-out is not an input change.
+            passes.done(failures == 0 && kept.is_empty());
         }
     }
 

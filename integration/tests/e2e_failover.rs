@@ -6,7 +6,9 @@
 //! and an agent with the wrong key; real OVS, real TCP to the external host, which reports the
 //! source of every connection. A holder's agent stopped with SIGTERM hands its IP over instead:
 //! it says goodbye, the next Node takes the IP at once, and the old one removes it only once
-//! the next one has announced it. Needs root and Open vSwitch; fails loudly without them.
+//! the next one has announced it; a move by the pool's nodeSelector keeps the same order, and
+//! the drain annotation moves the IP away. Needs root and Open vSwitch; fails loudly without
+//! them.
 //!
 //! The agents run with the default membership timing (probe every 100 ms, 40 ms probe timeout,
 //! 200 ms suspicion) and a one-second address lease, so a Node declared down keeps its IPs for
@@ -464,7 +466,7 @@ async fn sigstop_of_the_holders_agent_moves_its_ip_after_the_lease_and_sigcont_b
     assert!(last[old] && !last[new], "after SIGCONT: {last:?}");
     eprintln!(
         "SIGCONT: {} assigned again after {:.2} s; {doubled} of {} samples saw the IP on both \
-         Nodes while it moved back (no hand-over yet)",
+         Nodes while it moved back (make before break)",
         ha.holder,
         back_after.as_secs_f64(),
         samples.len()

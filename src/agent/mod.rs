@@ -345,7 +345,7 @@ impl Loop {
                 _ => BTreeSet::new(),
             };
             if !kept.is_empty() {
-                tracing::debug!(
+                tracing::info!(
                     ?kept,
                     "keeping egress IPs until their next holders announce them"
                 );

@@ -8,6 +8,16 @@
 # moves back. First with the default one-second address lease, then with ipLeaseSeconds: 0 (no
 # fencing) as the baseline. Prints every gap, the median and max of each, and the ratio of the
 # medians. Takes about 5 minutes with 20 rounds.
+#
+# `bench-failover.sh sigterm` (bench_handover_sigterm_failed_connections) measures the graceful
+# hand-over instead: OE_BENCH_ROUNDS SIGTERMs of the holder's agent, then as many SIGKILLs as
+# the baseline on the same box; prints the failed connections per round (median, max, total)
+# and the gaps of each.
+#
+# `bench-failover.sh move` (bench_selector_move_failed_connections) moves the IP between two
+# Nodes by the pool's nodeSelector OE_BENCH_ROUNDS times with make-before-break (the default),
+# then as many times with egress.handOverTimeout: 0s (the old holder lets go at once) as the
+# baseline; prints the failed connections per move (median, max, total).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -16,5 +26,21 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 OVS_EGRESS_GO_BIN="${OVS_EGRESS_GO_BIN:-$(scripts/build-go-tools.sh --print-dir)}"
 export OVS_EGRESS_GO_BIN
-cargo test -p ovs-egress-integration --test e2e_failover -- --ignored --nocapture \
-  bench_failover_sigkill_gaps 2>&1 | grep -E '^(lease|no lease|median gap)'
+case "${1:-sigkill}" in
+  sigkill)
+    cargo test -p ovs-egress-integration --test e2e_failover -- --ignored --nocapture \
+      bench_failover_sigkill_gaps 2>&1 | grep -E '^(lease|no lease|median gap)'
+    ;;
+  sigterm)
+    cargo test -p ovs-egress-integration --test e2e_failover -- --ignored --nocapture \
+      bench_handover_sigterm_failed_connections 2>&1 | grep -E '^(hand-over|failover)'
+    ;;
+  move)
+    cargo test -p ovs-egress-integration --test e2e_failover -- --ignored --nocapture \
+      bench_selector_move_failed_connections 2>&1 | grep -E '^move'
+    ;;
+  *)
+    echo "usage: bench-failover.sh [sigkill|sigterm|move]" >&2
+    exit 2
+    ;;
+esac

@@ -662,11 +662,12 @@ impl ClusterBox {
         Ok((pod, output))
     }
 
-    /// Stops the agent of `node` (SIGTERM, SIGKILL after 2 s; the agent does no cleanup on
-    /// exit) and starts a new one with the same flags, without waiting for it to be ready (the
-    /// API may be failing on purpose: see [`Self::wait_agent_ready_of`]). The previous log is
-    /// kept as `agent-<node>.log.<n>`; the new agent logs to the usual file. OVS, iptables,
-    /// addresses and Pods of the Node are left as the old process left them.
+    /// Kills the agent of `node` (SIGKILL: a crash, so it does no clean-up; on SIGTERM an agent
+    /// hands its egress IPs over first) and starts a new one with the same flags, without
+    /// waiting for it to be ready (the API may be failing on purpose: see
+    /// [`Self::wait_agent_ready_of`]). The previous log is kept as `agent-<node>.log.<n>`; the
+    /// new agent logs to the usual file. OVS, iptables, addresses and Pods of the Node are left
+    /// as the old process left them.
     pub fn respawn_agent(&mut self, node: &str) -> Result<()> {
         let dir = self.dir.clone();
         let box_node = self
@@ -675,7 +676,7 @@ impl ClusterBox {
             .find(|n| n.name == node)
             .with_context(|| format!("no Node {node} in the box"))?;
         if let Some(mut agent) = box_node.agent.take() {
-            agent.stop(Duration::from_secs(2));
+            agent.stop(Duration::ZERO);
         }
         let kept = (1..)
             .map(|n| dir.join(format!("agent-{node}.log.{n}")))

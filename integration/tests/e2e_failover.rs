@@ -4,7 +4,11 @@
 //! lifetime, renewed by its agent) has certainly run out. Real agent processes killed
 //! (SIGKILL) or frozen (SIGSTOP, then SIGCONT), a Node's underlay link cut, forged datagrams
 //! and an agent with the wrong key; real OVS, real TCP to the external host, which reports the
-//! source of every connection. Needs root and Open vSwitch; fails loudly without them.
+//! source of every connection. A holder's agent stopped with SIGTERM hands its IP over instead:
+//! it says goodbye, the next Node takes the IP at once, and the old one removes it only once
+//! the next one has announced it; a move by the pool's nodeSelector keeps the same order, and
+//! the drain annotation moves the IP away. Needs root and Open vSwitch; fails loudly without
+//! them.
 //!
 //! The agents run with the default membership timing (probe every 100 ms, 40 ms probe timeout,
 //! 200 ms suspicion) and a one-second address lease, so a Node declared down keeps its IPs for
@@ -353,10 +357,35 @@ impl Ha {
             }
         })
         .await;
+        // The next holder counts a failover and times it.
+        let (_, metrics) = c.node(next).unwrap().agent_get("/metrics").unwrap();
+        let sample = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        assert_eq!(
+            sample("ovs_egress_agent_ip_assignments_total{reason=\"failover\"}"),
+            Some(1.0),
+            "{what}: {next}'s failover assignments\n{metrics}"
+        );
+        assert_eq!(
+            sample("ovs_egress_agent_failover_duration_seconds_count"),
+            Some(1.0),
+            "{what}: {next}'s failover duration\n{metrics}"
+        );
+        // Announced no sooner than the lease bound after the old holder was last heard from.
+        let since_contact = sample("ovs_egress_agent_failover_since_last_contact_seconds_sum");
+        assert!(
+            since_contact.is_some_and(|s| s >= LEASE_BOUND.as_secs_f64()
+                && s <= (DETECTION + LEASE_BOUND + APPLY).as_secs_f64()),
+            "{what}: {next}'s time since the last contact {since_contact:?}\n{metrics}"
+        );
         eprintln!(
             "failover ({what} on {holder}): {next} assigned after {:.2} s; address gone from \
              {holder} after {old_gone:?}, on {next} after {new_held:?}; gap between good \
-             connections {:.3} s; {} failed connection(s); {} samples; events {events:?}",
+             connections {:.3} s; {} failed connection(s); {} samples; announced {since_contact:?} s \
+             after the last contact; events {events:?}",
             assigned_after.as_secs_f64(),
             gap.as_secs_f64(),
             o.failed,
@@ -437,7 +466,7 @@ async fn sigstop_of_the_holders_agent_moves_its_ip_after_the_lease_and_sigcont_b
     assert!(last[old] && !last[new], "after SIGCONT: {last:?}");
     eprintln!(
         "SIGCONT: {} assigned again after {:.2} s; {doubled} of {} samples saw the IP on both \
-         Nodes while it moved back (no hand-over yet)",
+         Nodes while it moved back (make before break)",
         ha.holder,
         back_after.as_secs_f64(),
         samples.len()
@@ -546,28 +575,316 @@ async fn forged_datagrams_are_dropped_and_counted_and_an_agent_with_the_wrong_ke
     }
 }
 
-/// Median and max of `gaps`.
-fn median_max(gaps: &mut [Duration]) -> (Duration, Duration) {
-    gaps.sort();
-    let median = gaps.get(gaps.len() / 2).copied().unwrap_or_default();
-    (median, gaps.last().copied().unwrap_or_default())
+/// What the stopping holder logs once it has handed its IPs over and removed them.
+const HANDED_OVER: &str = "hand-over done; exiting";
+
+/// Waits until the agent of `node` has logged the end of its hand-over (it exits right after).
+async fn wait_handed_over(c: &ClusterBox, node: &str) {
+    eventually(c, &format!("the agent of {node} handed over"), async || {
+        let log = c.node(node).unwrap().agent_logs();
+        if log.contains(HANDED_OVER) {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
 }
 
-/// One failover round: the holder's agent is killed while the Pod calls out; returns the gap
-/// between good connections around the kill. The killed agent is restarted and the IP moves
-/// back before the next round.
-async fn failover_round(ha: &mut Ha) -> Duration {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_holders_agent_hands_its_ip_over_without_the_lease_wait_at_most_one_failed_connection_and_never_on_no_node()
+ {
+    let ha = Ha::start("10.10.0.65").await;
+    let (c, ip) = (&ha.c, ha.ip);
+    let (holder, next) = (ha.holder.clone(), ha.next.clone());
+    ha.apply_egress(&holder).await;
+    let start = Instant::now();
+    let sampler = Sampler::start(ha.netns(), ip);
+    let caller = Caller::start(c, ha.pod.netns.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ha.signal_agent(&holder, libc::SIGTERM);
+    let stopped_at = Instant::now();
+    wait_assigned(c, "eg-ha", &next).await;
+    let assigned_after = stopped_at.elapsed();
+    wait_handed_over(c, &holder).await;
+    let done = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let failed = caller.finish();
+    let samples = sampler.finish();
+
+    let seen = c.server.seen_since(start);
+    let wrong: Vec<IpAddr> = seen.iter().map(|(_, s)| *s).filter(|s| *s != ip).collect();
+    assert_eq!(
+        wrong,
+        Vec::<IpAddr>::new(),
+        "connections with a wrong source"
+    );
+    assert!(
+        failed <= 1,
+        "{failed} failed connections during the hand-over\n{}",
+        c.logs()
+    );
+    let mut times: Vec<Instant> = seen.iter().map(|(t, _)| *t).collect();
+    times.sort();
+    let gap = times
+        .windows(2)
+        .filter(|w| w[1] >= stopped_at)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+
+    // Make before break: on one Node or both (the next one has announced it, the old one has
+    // not seen that yet), never on none; on the next Node alone once the old one is done.
+    let (old, new) = (ha.index(&holder), ha.index(&next));
+    let mut both = 0;
+    for (at, held) in &samples {
+        let count = held.iter().filter(|h| **h).count();
+        let offset = at.saturating_duration_since(stopped_at);
+        assert!(
+            (1..=2).contains(&count) && (count == 1 || (held[old] && held[new])),
+            "{ip} on {held:?} {offset:?} after SIGTERM\n{}",
+            c.logs()
+        );
+        both += usize::from(count == 2);
+        if *at > done + Duration::from_millis(100) {
+            assert!(
+                held[new] && count == 1,
+                "{ip} not on {next} alone {offset:?} after SIGTERM: {held:?}"
+            );
+        }
+    }
+    assert!(
+        both * 50 <= 1000,
+        "{ip} on both Nodes for {both} samples: more than an announcement and a status round trip"
+    );
+
+    // The status names the next holder; each Node says what it did itself.
+    let events = eventually(c, "the hand-over's events", async || {
+        let events = events_of(c, "eg-ha").await;
+        let assigned = (
+            "IPAssigned".to_string(),
+            format!("Assigned Egress eg-ha with IP {ip} on Node {next}"),
+            next.clone(),
+        );
+        let unassigned = (
+            "IPUnassigned".to_string(),
+            format!("Unassigned Egress eg-ha with IP {ip} from Node {holder}"),
+            holder.clone(),
+        );
+        if events.contains(&assigned) && events.contains(&unassigned) {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        }
+    })
+    .await;
+    assert!(
+        !events
+            .iter()
+            .any(|(reason, _, by)| reason == "IPUnassigned" && *by == next),
+        "the next holder spoke for an old holder that could speak itself: {events:?}"
+    );
+    let log = c.node(&holder).unwrap().agent_logs();
+    assert!(
+        log.contains("every egress IP handed over") && !log.contains("hand-over timed out"),
+        "the old holder waited for the next one:\n{log}"
+    );
+    let next_log = c.node(&next).unwrap().agent_logs();
+    assert!(
+        next_log.contains("member left (goodbye)"),
+        "the next holder heard the goodbye:\n{next_log}"
+    );
+    eprintln!(
+        "hand-over (SIGTERM on {holder}): {next} assigned after {:.2} s, old holder done after \
+         {:.2} s; {both} samples on both Nodes; gap between good connections {:.3} s; {failed} \
+         failed connection(s); {} samples; events {events:?}",
+        assigned_after.as_secs_f64(),
+        (done - stopped_at).as_secs_f64(),
+        gap.as_secs_f64(),
+        samples.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_annotation_moves_the_ip_to_the_next_ranked_node_and_removing_it_brings_it_back()
+{
+    let ha = Ha::start("10.10.0.67").await;
+    let (c, ip) = (&ha.c, ha.ip);
+    let (holder, next) = (ha.holder.clone(), ha.next.clone());
+    ha.apply_egress(&holder).await;
+    let on_alone = async |node: &str| {
+        let index = ha.index(node);
+        eventually(c, &format!("{ip} on {node} alone"), async || {
+            let held: Vec<bool> = ha
+                .names
+                .iter()
+                .map(|n| c.node(n).unwrap().has_ip(ip).unwrap())
+                .collect();
+            if held[index] && held.iter().filter(|h| **h).count() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        })
+        .await;
+    };
+    let drain = "ovs-egress.io/drain";
+    // Cordoning alone moves nothing.
+    kubectl_ok(c, &["cordon", &holder], None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(assignment(&egress(c, "eg-ha").await.unwrap()).0, holder);
+    kubectl_ok(
+        c,
+        &["annotate", "node", &holder, &format!("{drain}=true")],
+        None,
+    );
+    wait_assigned(c, "eg-ha", &next).await;
+    on_alone(&next).await;
+    if let Err(e) = c.wait_source(&ha.pod, ip, TIMEOUT).await {
+        panic!("{e}\n{}", c.logs());
+    }
+    let (_, metrics) = c.node(&holder).unwrap().agent_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("ovs_egress_agent_ip_releases_total{reason=\"drain\"} 1"),
+        "the drained Node counts its release as a drain:\n{metrics}"
+    );
+    kubectl_ok(
+        c,
+        &["annotate", "node", &holder, &format!("{drain}-")],
+        None,
+    );
+    wait_assigned(c, "eg-ha", &holder).await;
+    on_alone(&holder).await;
+    if let Err(e) = c.wait_source(&ha.pod, ip, TIMEOUT).await {
+        panic!("{e}\n{}", c.logs());
+    }
+}
+
+impl Ha {
+    /// Moves the pool to `to` alone (a label on it and the pool's nodeSelector), while the Pod
+    /// calls out and the Nodes are sampled; waits until the IP is on `to` alone, then a second
+    /// more. Returns the failed connections, the samples and when the move began.
+    async fn move_pool_to(
+        &self,
+        to: &str,
+        round: usize,
+    ) -> (usize, Vec<(Instant, Vec<bool>)>, Instant) {
+        let (c, ip) = (&self.c, self.ip);
+        let sampler = Sampler::start(self.netns(), ip);
+        let caller = Caller::start(c, self.pod.netns.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let label = format!("ha-move={round}");
+        kubectl_ok(c, &["label", "node", to, &label, "--overwrite"], None);
+        let began = Instant::now();
+        kubectl_ok(
+            c,
+            &[
+                "patch",
+                "eip",
+                "ha",
+                "--type",
+                "merge",
+                "-p",
+                &format!(
+                    r#"{{"spec":{{"nodeSelector":{{"matchLabels":{{"ha-move":"{round}"}}}}}}}}"#
+                ),
+            ],
+            None,
+        );
+        wait_assigned(c, "eg-ha", to).await;
+        let index = self.index(to);
+        eventually(c, &format!("{ip} on {to} alone"), async || {
+            let held: Vec<bool> = self
+                .names
+                .iter()
+                .map(|n| c.node(n).unwrap().has_ip(ip).unwrap())
+                .collect();
+            if held[index] && held.iter().filter(|h| **h).count() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (caller.finish(), sampler.finish(), began)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_move_keeps_the_ip_on_the_old_holder_until_the_new_one_has_announced_it() {
+    let ha = Ha::start("10.10.0.68").await;
+    let (c, ip) = (&ha.c, ha.ip);
+    let (holder, next) = (ha.holder.clone(), ha.next.clone());
+    ha.apply_egress(&holder).await;
+    let start = Instant::now();
+    let (failed, samples, began) = ha.move_pool_to(&next, 1).await;
+    let wrong: Vec<IpAddr> = c
+        .server
+        .seen_since(start)
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| *s != ip)
+        .collect();
+    assert_eq!(
+        wrong,
+        Vec::<IpAddr>::new(),
+        "connections with a wrong source"
+    );
+    assert!(
+        failed <= 1,
+        "{failed} failed connections during the move\n{}",
+        c.logs()
+    );
+    let (old, new) = (ha.index(&holder), ha.index(&next));
+    let mut both = 0;
+    for (at, held) in &samples {
+        let count = held.iter().filter(|h| **h).count();
+        assert!(
+            count == 1 || (count == 2 && held[old] && held[new]),
+            "{ip} on {held:?} {:?} after the move began\n{}",
+            at.saturating_duration_since(began),
+            c.logs()
+        );
+        both += usize::from(count == 2);
+    }
+    assert!(both * 50 <= 1000, "{ip} on both Nodes for {both} samples");
+    let log = c.node(&holder).unwrap().agent_logs();
+    assert!(
+        log.contains("keeping egress IPs until their next holders announce them") || both == 0,
+        "{log}"
+    );
+    eprintln!(
+        "selector move {holder} → {next}: {failed} failed connection(s), {both} of {} samples on both Nodes",
+        samples.len()
+    );
+}
+
+/// Median and max of `values`.
+fn median_max<T: Ord + Copy + Default>(values: &mut [T]) -> (T, T) {
+    values.sort();
+    let median = values.get(values.len() / 2).copied().unwrap_or_default();
+    (median, values.last().copied().unwrap_or_default())
+}
+
+/// One round: the holder's agent gets `signal` while the Pod calls out; returns the gap between
+/// good connections around it and the failed connections. The agent is restarted and the IP
+/// moves back before the next round.
+async fn failover_round(ha: &mut Ha, signal: i32) -> (Duration, usize) {
     let start = Instant::now();
     let caller = Caller::start(&ha.c, ha.pod.netns.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ha.signal_agent(&ha.holder, libc::SIGKILL);
+    ha.signal_agent(&ha.holder, signal);
     let killed = Instant::now();
     wait_assigned(&ha.c, "eg-ha", &ha.next).await;
+    if signal == libc::SIGTERM {
+        wait_handed_over(&ha.c, &ha.holder).await;
+    }
     if let Err(e) = ha.c.wait_source(&ha.pod, ha.ip, TIMEOUT).await {
         panic!("{e}\n{}", ha.c.logs());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    caller.finish();
+    let failed = caller.finish();
     let seen = ha.c.server.seen_since(start);
     assert!(seen.iter().all(|(_, s)| *s == ha.ip), "a wrong source");
     let mut times: Vec<Instant> = seen.iter().map(|(t, _)| *t).collect();
@@ -586,7 +903,7 @@ async fn failover_round(ha: &mut Ha) -> Duration {
     if let Err(e) = ha.c.wait_source(&ha.pod, ha.ip, TIMEOUT).await {
         panic!("{e}\n{}", ha.c.logs());
     }
-    gap
+    (gap, failed)
 }
 
 /// `scripts/bench-failover.sh`: OE_BENCH_ROUNDS (default 20) SIGKILL failovers with the
@@ -621,7 +938,7 @@ async fn bench_failover_sigkill_gaps() {
         }
         let mut gaps = Vec::new();
         for round in 0..rounds {
-            let gap = failover_round(&mut ha).await;
+            let (gap, _) = failover_round(&mut ha, libc::SIGKILL).await;
             eprintln!("{mode}: round {round}: gap {:.3} s", gap.as_secs_f64());
             gaps.push(gap);
         }
@@ -637,6 +954,98 @@ async fn bench_failover_sigkill_gaps() {
         eprintln!(
             "median gap with the lease / without: {:.2}",
             fenced.as_secs_f64() / baseline.as_secs_f64().max(1e-3)
+        );
+    }
+}
+
+/// `scripts/bench-failover.sh sigterm`: OE_BENCH_ROUNDS (default 20) graceful hand-overs (SIGTERM
+/// of the holder's agent), then as many SIGKILL failovers (default lease) as the baseline on the
+/// same box; prints the failed connections per round of the Pod calling every 20 ms (500 ms
+/// timeout), their median and max, and the gaps between good connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-failover.sh sigterm"]
+async fn bench_handover_sigterm_failed_connections() {
+    let rounds: usize = std::env::var("OE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut ha = Ha::start("10.10.0.66").await;
+    ha.apply_egress(&ha.holder.clone()).await;
+    for (mode, signal) in [
+        ("hand-over (SIGTERM)", libc::SIGTERM),
+        ("failover (SIGKILL, baseline)", libc::SIGKILL),
+    ] {
+        let (mut gaps, mut failures) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (gap, failed) = failover_round(&mut ha, signal).await;
+            eprintln!(
+                "{mode}: round {round}: {failed} failed, gap {:.3} s",
+                gap.as_secs_f64()
+            );
+            gaps.push(gap);
+            failures.push(failed);
+        }
+        let total: usize = failures.iter().sum();
+        let (median, max) = median_max(&mut failures);
+        let (gap_median, gap_max) = median_max(&mut gaps);
+        eprintln!(
+            "{mode}: {rounds} rounds: failed connections per round median {median}, max {max}, \
+             total {total}; gap median {:.3} s, max {:.3} s",
+            gap_median.as_secs_f64(),
+            gap_max.as_secs_f64()
+        );
+    }
+}
+
+/// `scripts/bench-failover.sh move`: OE_BENCH_ROUNDS (default 20) moves of the pool's IP between
+/// two Nodes by its nodeSelector with make-before-break (the default), then as many with
+/// `egress.handOverTimeout: 0s` (the old holder lets go at once: the baseline) on the same box;
+/// prints the failed connections per move of the Pod calling every 20 ms, their median, max and
+/// total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-failover.sh move"]
+async fn bench_selector_move_failed_connections() {
+    let rounds: usize = std::env::var("OE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut ha = Ha::start("10.10.0.69").await;
+    ha.apply_egress(&ha.holder.clone()).await;
+    let mut round = 0;
+    for (mode, extra) in [
+        ("move (make before break)", None),
+        (
+            "move (handOverTimeout 0s, baseline)",
+            Some("egress: {handOverTimeout: 0s}\n"),
+        ),
+    ] {
+        if let Some(extra) = extra {
+            for name in ha.names.clone() {
+                let config = ha.c.dir.join(format!("agent-{name}.conf"));
+                let mut text = std::fs::read_to_string(&config).unwrap();
+                text.push_str(extra);
+                std::fs::write(&config, text).unwrap();
+                ha.c.restart_agent(&name)
+                    .await
+                    .expect("restarting an agent");
+            }
+        }
+        let mut failures = Vec::new();
+        for _ in 0..rounds {
+            round += 1;
+            let to = if round % 2 == 1 {
+                ha.next.clone()
+            } else {
+                ha.holder.clone()
+            };
+            let (failed, _, _) = ha.move_pool_to(&to, round).await;
+            eprintln!("{mode}: round {round}: {failed} failed");
+            failures.push(failed);
+        }
+        let total: usize = failures.iter().sum();
+        let (median, max) = median_max(&mut failures);
+        eprintln!(
+            "{mode}: {rounds} moves: failed connections per move median {median}, max {max}, total {total}"
         );
     }
 }

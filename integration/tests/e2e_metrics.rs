@@ -134,6 +134,32 @@ async fn every_endpoint_passes_promtool_and_prometheus_sees_each_egress_ip_held_
         assert_eq!(code, 200, "{}: /metrics: {body}", node.name);
         promtool_check(&body).unwrap_or_else(|e| panic!("agent of {}: {e:#}", node.name));
         assert!(body.contains("ovs_egress_agent_egress_ip_held"), "{body}");
+        // The membership: the two other Nodes up (alive, or suspect for a moment on a busy
+        // machine), every drop reason exported.
+        let members = |state: &str| {
+            let name = format!("ovs_egress_agent_membership_members{{state=\"{state}\"}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&name)?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{}: no {name}\n{body}", node.name))
+        };
+        assert_eq!(
+            members("alive") + members("suspect"),
+            2.0,
+            "{}: {body}",
+            node.name
+        );
+        assert_eq!(
+            members("down") + members("left"),
+            0.0,
+            "{}: {body}",
+            node.name
+        );
+        assert!(
+            body.contains(
+                "ovs_egress_agent_membership_datagrams_dropped_total{reason=\"unauthenticated\"}"
+            ),
+            "{body}"
+        );
         assert_eq!(node.agent_get("/no-such-path").unwrap().0, 404);
     }
     let controller = format!("http://{}", cluster.controller_health);

@@ -166,6 +166,10 @@ pub struct EgressConfig {
     /// lease (and the wait for it on failover) off.
     #[serde(default = "default_ip_lease_seconds", rename = "ipLeaseSeconds")]
     pub ip_lease_seconds: u32,
+    /// On SIGTERM, how long the agent keeps its egress IPs waiting for their next holders to
+    /// announce them before it removes them anyway (0: at once).
+    #[serde(default = "default_hand_over_timeout")]
+    pub hand_over_timeout: ConfigDuration,
 }
 
 impl Default for EgressConfig {
@@ -175,6 +179,7 @@ impl Default for EgressConfig {
             max_egress_ips_per_node: MAX_EGRESS_IPS_PER_NODE,
             snat_fully_random_ports: false,
             ip_lease_seconds: default_ip_lease_seconds(),
+            hand_over_timeout: default_hand_over_timeout(),
         }
     }
 }
@@ -212,6 +217,12 @@ fn default_secret_name() -> String {
 fn default_ip_lease_seconds() -> u32 {
     1
 }
+fn default_hand_over_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+
+/// The longest `egress.handOverTimeout`.
+pub const MAX_HAND_OVER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `clusterPort` when unset (as Antrea's).
 pub const DEFAULT_CLUSTER_PORT: u16 = 10351;
@@ -382,6 +393,15 @@ impl AgentConfig {
             return Err((
                 "membership.keySecret",
                 "needs a namespace and a name".into(),
+            ));
+        }
+        if self.egress.hand_over_timeout.0 > MAX_HAND_OVER_TIMEOUT {
+            return Err((
+                "egress.handOverTimeout",
+                format!(
+                    "{:?} is more than {MAX_HAND_OVER_TIMEOUT:?} (a Pod's default grace period is 30 s)",
+                    self.egress.hand_over_timeout.0
+                ),
             ));
         }
         if self.egress.ip_lease_seconds > 3600 {
@@ -586,6 +606,7 @@ mod tests {
         assert_eq!(m.key_secret.name, DEFAULT_KEY_SECRET);
         assert_eq!(config.egress.ip_lease_seconds, 1);
         assert_eq!(config.lease_bound(), Duration::from_secs(2));
+        assert_eq!(config.egress.hand_over_timeout.0, Duration::from_secs(5));
         // Worst case on 3 Nodes: probed within two periods, one period to fail the probe, then
         // the suspicion.
         let detect = m.probe_period.0 * 3 + m.suspicion_timeout.0;
@@ -627,6 +648,22 @@ mod tests {
         );
         let error = parse("membership: {probePeriod: 1s, probeTimout: 2s}\n").unwrap_err();
         assert!(error.contains("unknown field `probeTimout`"), "{error}");
+    }
+
+    #[test]
+    fn the_hand_over_timeout_is_read_and_bounded() {
+        let config = parse("egress: {handOverTimeout: 1500ms}\n").unwrap();
+        assert_eq!(
+            config.egress.hand_over_timeout.0,
+            Duration::from_millis(1500)
+        );
+        let config = parse("egress: {handOverTimeout: 0s}\n").unwrap();
+        assert!(config.egress.hand_over_timeout.0.is_zero());
+        let error = parse("egress: {handOverTimeout: 301s}\n").unwrap_err();
+        assert!(
+            error.contains("egress.handOverTimeout: 301s is more than"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -18,6 +18,16 @@
 //! IPs away from Nodes that are gone, and its changes wake the loop. When a Node takes an IP from
 //! one that is gone it also emits the `IPUnassigned` event for that Node.
 //!
+//! With the membership running, a pool IP that placement moves from this Node to another alive
+//! one (selector, labels, capacity, drain) stays here until that Node's status announces it
+//! (`handover::Keeping`, `plan::compute_keeping`), at most `egress.handOverTimeout`.
+//!
+//! On SIGTERM (or SIGINT) with the membership running, the agent hands its egress IPs over
+//! ([`handover`]): it leaves the membership (a goodbye, so the others take it out of placement
+//! at once), keeps its IPs until their next holders have announced them or
+//! `egress.handOverTimeout` has passed, then applies the plan without them, says
+//! `IPUnassigned` itself, and exits. Without the membership it exits at once.
+//!
 //! `/readyz` is true while the last plan handed over was applied and the datapath reports
 //! ready (OVS up, flows installed): it goes false while OVS is away or an apply failed, and
 //! true again once repaired.
@@ -29,11 +39,14 @@
 pub mod acks;
 pub mod config;
 pub mod datapath;
+pub mod handover;
 pub mod inspect;
 pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -49,6 +62,9 @@ use ovs_egress_host::local_ips;
 use ovs_egress_kube::passes::Passes;
 use ovs_egress_kube::{events, health, reflect, status};
 use view::Stores;
+
+/// How long a stopping agent waits for the plan without its IPs to be applied.
+const FINAL_APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One new plan for the datapath. The datapath applies it and answers on `applied` with the
 /// statuses to report (the plan's, with `IPAssigned=False` for what it could not realize);
@@ -89,8 +105,37 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         programmed: started.programmed,
         // Status-only mode claims no IP, so it needs no membership: every Node counts alive.
         membership: !args.no_datapath,
+        terminate: terminate_on_signal(),
     };
     run_inner(args, config, datapath, outputs).await
+}
+
+/// Turns true on SIGTERM (the kubelet stopping the Pod) or SIGINT. When the handlers cannot be
+/// installed the signals keep their default action (the process ends at once), as before.
+fn terminate_on_signal() -> watch::Receiver<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                tracing::info!(signal = name, "stopping");
+                tx.send_replace(true);
+                // Keep the handlers (and the channel) for the rest of the process.
+                std::future::pending::<()>().await;
+            });
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "cannot handle SIGTERM: stopping will not hand egress IPs over");
+        }
+    }
+    rx
 }
 
 /// Run the agent, handing every new plan to `datapath` and reporting what it applied.
@@ -105,6 +150,7 @@ pub async fn run_with(
         datapath_ready: watch::channel(true).1,
         programmed: watch::channel(None).1,
         membership: false,
+        terminate: watch::channel(false).1,
     };
     run_inner(args, config, datapath, outputs).await
 }
@@ -120,6 +166,8 @@ struct Outputs {
     programmed: watch::Receiver<Option<Arc<datapath::Programmed>>>,
     /// Whether to run the membership (else every Node counts alive).
     membership: bool,
+    /// Turns true when the agent is to stop (SIGTERM).
+    terminate: watch::Receiver<bool>,
 }
 
 /// [`run_with`] with the datapath's side channels.
@@ -139,6 +187,7 @@ async fn run_inner(
         datapath_ready,
         programmed,
         membership,
+        terminate,
     } = outputs;
     let (ready_tx, ready_rx) = watch::channel(false);
     let (applied_tx, applied_rx) = watch::channel(false);
@@ -161,7 +210,15 @@ async fn run_inner(
         let keys = membership::secret::watch_keys(client.clone(), &secret.namespace, &secret.name);
         let settings = config.membership_settings(&args.node_name);
         tracing::info!(?settings, secret = %format!("{}/{}", secret.namespace, secret.name), "membership");
-        membership::start(settings, nodes.subscribe(), keys, changed.clone())
+        let state = membership::start(
+            settings,
+            nodes.subscribe(),
+            keys,
+            terminate.clone(),
+            changed.clone(),
+        );
+        crate::metrics::agent::metrics().set_membership(state.clone());
+        state
     });
     let all = watcher::Config::default;
     let reflectors = reflect::Reflectors {
@@ -191,7 +248,7 @@ async fn run_inner(
     tokio::select! {
         result = health => result.context("health server task")?
             .with_context(|| format!("serving health on {}", args.health_listen)),
-        result = looper.run(&stores, local_ips, Passes::new(changed)) => result,
+        result = looper.run(&stores, local_ips, Passes::new(changed), terminate) => result,
     }
 }
 
@@ -218,8 +275,9 @@ impl Loop {
     async fn run(
         self,
         stores: &Stores,
-        mut local_ips: watch::Receiver<std::collections::BTreeSet<std::net::IpAddr>>,
+        mut local_ips: watch::Receiver<BTreeSet<IpAddr>>,
         mut passes: Passes,
+        mut terminate: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         stores.wait_until_ready().await?;
         tracing::info!(node = %self.node, "caches synced");
@@ -230,10 +288,30 @@ impl Loop {
         let mut held = None;
         // When the input change behind the plan not yet applied was seen.
         let mut unrealized_since: Option<std::time::Instant> = None;
+        // Pool IPs moving to another Node, kept here until it has announced them.
+        let mut keeping = handover::Keeping::new(self.config.egress.hand_over_timeout.0);
         let metrics = crate::metrics::agent::metrics();
         loop {
-            if let Some(result) = passes.next(local_ips.changed()).await {
-                result.context("the local IP watch stopped")?;
+            let woken = passes.next(async {
+                tokio::select! {
+                    changed = local_ips.changed() => changed.is_ok(),
+                    _ = terminate.wait_for(|stop| *stop) => true,
+                }
+            });
+            if woken.await == Some(false) {
+                anyhow::bail!("the local IP watch stopped");
+            }
+            if *terminate.borrow() {
+                let mine = applied
+                    .as_ref()
+                    .map(|statuses| {
+                        let uids = stores.snapshot(BTreeSet::new(), &self.config).uids;
+                        events::held(&self.node, statuses, &uids)
+                    })
+                    .unwrap_or_default();
+                return self
+                    .hand_over(stores, &local_ips, passes, previous, mine)
+                    .await;
             }
             let ips = local_ips.borrow_and_update().clone();
             let mut snapshot = stores.snapshot(ips, &self.config);
@@ -254,13 +332,36 @@ impl Loop {
                 }
                 snapshot.view.alive = Some(state.alive);
             }
-            let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            let mut plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            let kept = match (&snapshot.view.alive, &previous) {
+                (Some(alive), Some(before)) => keeping.keep(
+                    &self.node,
+                    &before.hold_ips,
+                    &plan,
+                    alive,
+                    &snapshot.statuses,
+                    Instant::now(),
+                ),
+                _ => BTreeSet::new(),
+            };
+            if !kept.is_empty() {
+                tracing::info!(
+                    ?kept,
+                    "keeping egress IPs until their next holders announce them"
+                );
+                plan =
+                    plan::compute_keeping(&snapshot.view, &self.node, previous.as_deref(), &kept);
+            }
+            // How long the plan applied in this pass took from its input change seen.
+            let mut realized = None;
             if previous.as_deref() != Some(&plan) || applied.is_none() {
                 let seen = *unrealized_since.get_or_insert(passes.woken_at());
                 let plan = Arc::new(plan);
                 applied = self.apply(plan.clone()).await?;
                 if let Some(statuses) = &applied {
-                    metrics.observe_realization(seen.elapsed().as_secs_f64());
+                    let took = seen.elapsed().as_secs_f64();
+                    realized = Some((took, Instant::now()));
+                    metrics.observe_realization(took);
                     unrealized_since = None;
                     self.publish(&plan, statuses, &snapshot.view);
                 }
@@ -288,8 +389,19 @@ impl Loop {
             });
             let changes = events::changes(before, &now_held);
             let mut taken = BTreeMap::new();
+            let mut handed = BTreeMap::new();
             if let Some(alive) = &snapshot.view.alive {
-                taken = events::taken_over(&self.node, &changes, &snapshot.statuses, alive);
+                // A Node that said goodbye says IPUnassigned itself: only the others are taken
+                // over (failover); IPs from the leavers were handed over (drain).
+                let left = self
+                    .membership
+                    .as_ref()
+                    .map(|m| m.borrow().left.clone())
+                    .unwrap_or_default();
+                let speaking: BTreeSet<String> = alive.union(&left).cloned().collect();
+                taken = events::taken_over(&self.node, &changes, &snapshot.statuses, &speaking);
+                handed = events::taken_over(&self.node, &changes, &snapshot.statuses, alive);
+                handed.retain(|egress, _| !taken.contains_key(egress));
                 for change in changes.iter().filter(|c| taken.contains_key(&c.egress)) {
                     let old = &taken[&change.egress];
                     let unassigned = events::Change {
@@ -300,6 +412,13 @@ impl Loop {
                     self.events.publish_for(&unassigned, old).await;
                 }
             }
+            let drained = |name: &str| {
+                snapshot
+                    .view
+                    .nodes
+                    .iter()
+                    .any(|n| n.name == name && ovs_egress_core::placement::drained(n))
+            };
             for change in changes {
                 let exists = snapshot
                     .view
@@ -307,13 +426,106 @@ impl Loop {
                     .iter()
                     .any(|e| e.name == change.egress);
                 let taken_over = taken.contains_key(&change.egress);
-                let reason =
-                    crate::metrics::agent::change_reason(change.assigned, exists, taken_over);
+                // Released by a drained Node, or taken from one (its status still names it).
+                let drained = if change.assigned {
+                    snapshot
+                        .statuses
+                        .get(&change.egress)
+                        .and_then(|s| s.egress_node.as_deref())
+                        .is_some_and(|old| old != self.node && drained(old))
+                } else {
+                    exists && drained(&self.node)
+                };
+                let reason = crate::metrics::agent::change_reason(
+                    change.assigned,
+                    exists,
+                    taken_over,
+                    drained || handed.contains_key(&change.egress),
+                );
                 metrics.count_change(change.assigned, reason);
+                if let (true, "failover", Some((took, at))) = (change.assigned, reason, realized) {
+                    metrics.observe_failover(took);
+                    let silent = self.membership.as_ref().and_then(|m| {
+                        let old = taken.get(&change.egress)?;
+                        m.borrow().silent_since.get(old).copied()
+                    });
+                    if let Some(silent) = silent {
+                        metrics.observe_failover_since_contact(
+                            at.saturating_duration_since(silent).as_secs_f64(),
+                        );
+                    }
+                }
                 self.events.publish(&change).await;
             }
             held = Some(now_held);
-            passes.done(failures == 0);
+            // While IPs are kept, pass again soon: their time-out is not an input change.
+            passes.done(failures == 0 && kept.is_empty());
+        }
+    }
+
+    /// The hand-over on SIGTERM (see [`handover`]): keeps this Node's IPs (`mine`, as
+    /// `events::held` gives them) until the Nodes that take them have announced them or the
+    /// hand-over timeout has passed, then applies the plan without them, writes what this Node
+    /// still writes, and says `IPUnassigned` for each. Without the membership it returns at once.
+    async fn hand_over(
+        &self,
+        stores: &Stores,
+        local_ips: &watch::Receiver<BTreeSet<IpAddr>>,
+        mut passes: Passes,
+        previous: Option<Arc<NodePlan>>,
+        mine: BTreeMap<String, (String, Option<String>)>,
+    ) -> anyhow::Result<()> {
+        let Some(membership) = &self.membership else {
+            return Ok(());
+        };
+        if mine.is_empty() {
+            tracing::info!(node = %self.node, "stopping: this Node holds no egress IP");
+            return Ok(());
+        }
+        let timeout = self.config.egress.hand_over_timeout.0;
+        let began = Instant::now();
+        let deadline = began + timeout;
+        tracing::info!(node = %self.node, ips = ?mine.values().map(|(ip, _)| ip).collect::<Vec<_>>(), ?timeout,
+            "stopping: handing egress IPs over to their next holders");
+        loop {
+            let ips = local_ips.borrow().clone();
+            let mut snapshot = stores.snapshot(ips, &self.config);
+            let mut alive = membership.borrow().alive.clone();
+            alive.remove(&self.node);
+            snapshot.view.alive = Some(alive);
+            let plan = plan::compute(&snapshot.view, &self.node, previous.as_deref());
+            let pending = handover::pending(&self.node, &mine, &plan, &snapshot.statuses);
+            if !pending.is_empty() && Instant::now() < deadline {
+                tokio::select! {
+                    _ = passes.next(std::future::pending::<()>()) => {}
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                }
+                continue;
+            }
+            if pending.is_empty() {
+                tracing::info!(node = %self.node, after = ?began.elapsed(), "every egress IP handed over; removing them here");
+            } else {
+                tracing::warn!(node = %self.node, ?pending, ?timeout,
+                    "hand-over timed out; removing the egress IPs anyway");
+            }
+            // OVS may be stopping beside the agent (a Pod deletion stops every container): the
+            // flows would wait for it while the addresses, renewed meanwhile, stay beside the
+            // next holders'. Exiting instead stops the renewals, and the leases remove them.
+            let applied = tokio::time::timeout(FINAL_APPLY_TIMEOUT, self.apply(Arc::new(plan)));
+            let Ok(Some(statuses)) = applied.await.unwrap_or(Ok(None)) else {
+                tracing::warn!(node = %self.node, timeout = ?FINAL_APPLY_TIMEOUT,
+                    "the plan without this Node's IPs was not applied; exiting, their leases run out");
+                return Ok(());
+            };
+            self.write_statuses(&statuses, &snapshot.statuses).await;
+            let now_held = events::held(&self.node, &statuses, &snapshot.uids);
+            let metrics = crate::metrics::agent::metrics();
+            for change in events::changes(&mine, &now_held) {
+                metrics.count_change(change.assigned, "drain");
+                self.events.publish(&change).await;
+            }
+            tracing::info!(node = %self.node, after = ?began.elapsed(), "hand-over done; exiting");
+            return Ok(());
         }
     }
 

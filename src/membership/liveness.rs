@@ -12,6 +12,11 @@
 //!   agent applies the same rule, so the next holder takes over only after the old holder's
 //!   lease has run out.
 //!
+//! A Node that left on purpose (its agent said goodbye on SIGTERM, see the membership's
+//! hand-over) is not alive at once: it keeps its IPs until the next holder has announced them,
+//! so nobody needs to wait for its lease. It counts as neither up nor isolated-from: a Node whose
+//! peers all left is alone, not cut off.
+//!
 //! This Node counts itself alive while it has a valid key and is not isolated: in a cluster of
 //! three or more Nodes, an agent that sees no other Node up is starting (it joins within a few
 //! milliseconds), cut off (its link, its key) or the last one standing, and claims no IP rather
@@ -36,6 +41,23 @@ enum Peer {
         boot: u64,
         since: Instant,
     },
+    /// Said goodbye (boot `boot`): out of placement at once, no lease to wait for.
+    Left {
+        boot: u64,
+    },
+}
+
+/// How many other Nodes are in each state, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberCounts {
+    /// Up, and not suspected by SWIM.
+    pub alive: u64,
+    /// Up, but SWIM suspects it (a probe failed); still alive for placement.
+    pub suspect: u64,
+    /// Declared down, or not heard from since this agent started (or since the Node appeared).
+    pub down: u64,
+    /// Said goodbye.
+    pub left: u64,
 }
 
 /// The liveness of the other Nodes as this agent sees it.
@@ -82,6 +104,8 @@ impl Liveness {
         let newer = match peer {
             Peer::Unknown { .. } => true,
             Peer::Up { boot: b } | Peer::Down { boot: b, .. } => boot >= *b,
+            // Only a restarted agent (a new boot) comes back from a goodbye.
+            Peer::Left { boot: b } => boot > *b,
         };
         if newer {
             *peer = Peer::Up { boot };
@@ -98,8 +122,33 @@ impl Liveness {
         match peer {
             Peer::Up { boot: b } if boot >= *b => *peer = Peer::Down { boot, since: now },
             Peer::Unknown { .. } => *peer = Peer::Down { boot, since: now },
+            // Its goodbye already took it out (foca's own leave arrives as a down).
             _ => {}
         }
+    }
+
+    /// `name` (boot `boot`) said goodbye: it leaves placement at once. An older boot than the
+    /// one known changes nothing.
+    pub fn left(&mut self, name: &str, boot: u64) {
+        let Some(peer) = self.peers.get_mut(name) else {
+            return;
+        };
+        let known = match peer {
+            Peer::Unknown { .. } => 0,
+            Peer::Up { boot: b } | Peer::Down { boot: b, .. } | Peer::Left { boot: b } => *b,
+        };
+        if boot >= known {
+            *peer = Peer::Left { boot };
+        }
+    }
+
+    /// The Nodes that said goodbye (they can still say themselves that they gave up an IP).
+    pub fn gone(&self) -> BTreeSet<String> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| matches!(p, Peer::Left { .. }))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// An authentic datagram from `name` arrived.
@@ -118,6 +167,30 @@ impl Liveness {
         self.last_heard.get(name).copied()
     }
 
+    /// The other Nodes by state; `suspect` tells which of the up ones SWIM suspects.
+    pub fn counts(&self, suspect: impl Fn(&str) -> bool) -> MemberCounts {
+        let mut counts = MemberCounts::default();
+        for (name, peer) in &self.peers {
+            match peer {
+                Peer::Up { .. } if suspect(name) => counts.suspect += 1,
+                Peer::Up { .. } => counts.alive += 1,
+                Peer::Unknown { .. } | Peer::Down { .. } => counts.down += 1,
+                Peer::Left { .. } => counts.left += 1,
+            }
+        }
+        counts
+    }
+
+    /// When the Nodes declared down or gone were last heard from (those never heard from are
+    /// left out).
+    pub fn silent_since(&self) -> BTreeMap<String, Instant> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| matches!(p, Peer::Down { .. } | Peer::Left { .. }))
+            .filter_map(|(name, _)| Some((name.clone(), *self.last_heard.get(name)?)))
+            .collect()
+    }
+
     /// Whether `name` is up in the membership (not merely given the benefit of the doubt).
     pub fn is_up(&self, name: &str) -> bool {
         matches!(self.peers.get(name), Some(Peer::Up { .. }))
@@ -132,6 +205,7 @@ impl Liveness {
                 Peer::Up { .. } => true,
                 Peer::Unknown { since } => now < *since + self.grace,
                 Peer::Down { since, .. } => now < *since + self.lease_bound,
+                Peer::Left { .. } => false,
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -141,9 +215,15 @@ impl Liveness {
         alive
     }
 
-    /// Whether this Node hears nobody although there are at least two other Nodes.
+    /// Whether this Node hears nobody although there are at least two other Nodes that did not
+    /// say goodbye.
     pub fn isolated(&self) -> bool {
-        self.peers.len() >= 2 && !self.peers.values().any(|p| matches!(p, Peer::Up { .. }))
+        let present = self
+            .peers
+            .values()
+            .filter(|p| !matches!(p, Peer::Left { .. }))
+            .count();
+        present >= 2 && !self.peers.values().any(|p| matches!(p, Peer::Up { .. }))
     }
 
     /// The next instant after `now` at which [`Self::alive`] changes by time alone.
@@ -151,7 +231,7 @@ impl Liveness {
         self.peers
             .values()
             .filter_map(|peer| match peer {
-                Peer::Up { .. } => None,
+                Peer::Up { .. } | Peer::Left { .. } => None,
                 Peer::Unknown { since } => Some(*since + self.grace),
                 Peer::Down { since, .. } => Some(*since + self.lease_bound),
             })
@@ -258,6 +338,83 @@ mod tests {
         let t0 = Instant::now();
         let live = three(t0);
         assert_eq!(live.alive(t0, false), set(&["b", "c"]));
+    }
+
+    #[test]
+    fn a_node_that_said_goodbye_leaves_placement_at_once_and_comes_back_only_with_a_new_boot() {
+        let t0 = Instant::now();
+        let mut live = three(t0);
+        live.up("b", 1, t0);
+        live.up("c", 1, t0);
+        live.left("b", 1);
+        assert_eq!(
+            live.alive(t0, true),
+            set(&["a", "c"]),
+            "no lease to wait for"
+        );
+        assert_eq!(live.gone(), set(&["b"]));
+        // foca's own leave arrives as a down, and a stale up of the same boot: still gone.
+        live.down("b", 1, t0);
+        live.up("b", 1, t0);
+        assert_eq!(live.alive(t0, true), set(&["a", "c"]));
+        assert_eq!(live.next_change(t0), None);
+        // A goodbye of an older boot than the one up changes nothing.
+        live.up("c", 3, t0);
+        live.left("c", 2);
+        assert!(live.is_up("c"));
+        // The restarted agent (new boot) is up again.
+        live.up("b", 2, t0);
+        assert_eq!(live.alive(t0, true), set(&["a", "b", "c"]));
+        assert!(live.gone().is_empty());
+    }
+
+    #[test]
+    fn members_are_counted_by_state_with_never_heard_from_ones_as_down() {
+        let t0 = Instant::now();
+        let mut live = Liveness::new("a", GRACE, LEASE);
+        live.set_nodes(["a", "b", "c", "d", "e", "f"], t0);
+        live.up("b", 1, t0);
+        live.up("c", 1, t0);
+        live.down("d", 1, t0);
+        live.left("e", 1);
+        let counts = live.counts(|name| name == "c");
+        assert_eq!(
+            counts,
+            MemberCounts {
+                alive: 1,
+                suspect: 1,
+                down: 2,
+                left: 1
+            }
+        );
+        // A Node declared down is counted down even while it keeps its IPs for placement.
+        assert!(live.alive(t0, true).contains("d"));
+        // Those down or gone that were heard from, with when.
+        let heard = t0 + Duration::from_millis(5);
+        live.heard("d", heard);
+        live.heard("b", heard);
+        assert_eq!(
+            live.silent_since(),
+            BTreeMap::from([("d".to_string(), heard)])
+        );
+    }
+
+    #[test]
+    fn a_node_whose_peers_all_left_is_alone_not_cut_off() {
+        let t0 = Instant::now();
+        let mut live = three(t0);
+        live.up("b", 1, t0);
+        live.up("c", 1, t0);
+        live.left("b", 1);
+        live.left("c", 1);
+        assert!(!live.isolated());
+        assert_eq!(live.alive(t0, true), set(&["a"]));
+        // One left, one down: one present peer is not enough to call it isolated either.
+        let mut live = three(t0);
+        live.up("b", 1, t0);
+        live.left("c", 1);
+        live.down("b", 1, t0);
+        assert!(!live.isolated());
     }
 
     #[test]

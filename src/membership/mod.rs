@@ -13,8 +13,14 @@
 //! Without a valid key the agent sends nothing, opens nothing, and counts itself out of the
 //! alive set (it claims no IP), and says so in its log.
 //!
+//! When the agent is told to leave (SIGTERM), it sends every other Node a [`goodbye`] (so they
+//! take it out of placement at once, without waiting for its lease), leaves foca's cluster, and
+//! from then on counts itself out and takes part in nothing; the agent keeps its IPs until their
+//! next holders have them.
+//!
 //! It never decides where an IP goes (placement does) and never touches the datapath.
 
+pub mod goodbye;
 pub mod identity;
 pub mod liveness;
 pub mod seal;
@@ -32,8 +38,10 @@ use rand::rngs::SmallRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 
+use goodbye::Goodbye;
 pub use identity::Member;
 use liveness::Liveness;
+pub use liveness::MemberCounts;
 use seal::{DropCounts, Keys, Opener, Sealer};
 
 /// How often Nodes that are not up are announced to again.
@@ -74,6 +82,15 @@ pub struct State {
     pub settled: bool,
     /// Datagrams dropped so far, by reason.
     pub drops: DropCounts,
+    /// The Nodes that left on purpose (said goodbye): out of `alive`, but they release their IPs
+    /// and say so themselves.
+    pub left: BTreeSet<String>,
+    /// This Node has said goodbye: it is out of `alive` and takes part in nothing any more.
+    pub leaving: bool,
+    /// The other Nodes by state (for the metrics).
+    pub members: MemberCounts,
+    /// When each Node declared down or gone was last heard from (for the failover metrics).
+    pub silent_since: BTreeMap<String, Instant>,
 }
 
 /// The keys as last read from the Secret, or why there are none.
@@ -122,11 +139,13 @@ pub fn foca_config(settings: &Settings, size: usize) -> foca::Config {
 }
 
 /// Starts the membership of `settings.node`: `nodes` is the agent's list of Nodes, `keys` the
-/// Secret's keys; `changed` is notified whenever the published state changes.
+/// Secret's keys, `leave` turns true when the agent is to leave (SIGTERM); `changed` is notified
+/// whenever the published state changes.
 pub fn start(
     settings: Settings,
     nodes: watch::Receiver<Vec<ovs_egress_core::model::Node>>,
     keys: watch::Receiver<KeyInput>,
+    leave: watch::Receiver<bool>,
     changed: Arc<Notify>,
 ) -> watch::Receiver<State> {
     let now = Instant::now();
@@ -136,10 +155,14 @@ pub fn start(
         problem: Some("membership not started yet".into()),
         settled: false,
         drops: DropCounts::default(),
+        left: BTreeSet::new(),
+        leaving: false,
+        members: MemberCounts::default(),
+        silent_since: BTreeMap::new(),
     };
     let (tx, rx) = watch::channel(initial);
     let task = Task::new(settings, liveness, tx, changed);
-    tokio::spawn(task.run(nodes, keys));
+    tokio::spawn(task.run(nodes, keys, leave));
     rx
 }
 
@@ -169,6 +192,10 @@ struct Task {
     started: Instant,
     /// Whether the Node list has been received.
     have_nodes: bool,
+    /// This Node has said goodbye and left foca's cluster.
+    leaving: bool,
+    /// This Node's boot id (its foca identity's), once foca runs.
+    boot: Option<u64>,
 }
 
 impl Task {
@@ -198,6 +225,8 @@ impl Task {
             joined: false,
             started: Instant::now(),
             have_nodes: false,
+            leaving: false,
+            boot: None,
         }
     }
 
@@ -213,6 +242,7 @@ impl Task {
         };
         let config = foca_config(&self.settings, self.nodes.len());
         tracing::info!(%addr, boot, "membership listening");
+        self.boot = Some(boot);
         self.swim = Some(Foca::new(
             me,
             config,
@@ -238,6 +268,7 @@ impl Task {
         mut self,
         mut nodes: watch::Receiver<Vec<ovs_egress_core::model::Node>>,
         mut keys: watch::Receiver<KeyInput>,
+        mut leave: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; 65_536];
         let mut rejoin = tokio::time::interval(REJOIN_INTERVAL);
@@ -245,6 +276,7 @@ impl Task {
         let mut drop_log = tokio::time::interval(DROP_LOG_INTERVAL);
         let mut nodes_open = true;
         let mut keys_open = true;
+        let mut leave_open = true;
         self.set_nodes(&nodes.borrow_and_update().clone());
         self.set_keys(keys.borrow_and_update().clone());
         loop {
@@ -294,6 +326,14 @@ impl Task {
                         self.announce_absent();
                     }
                     Err(_) => keys_open = false,
+                },
+                changed = leave.changed(), if leave_open && !self.leaving => match changed {
+                    Ok(()) => {
+                        if *leave.borrow_and_update() {
+                            self.leave();
+                        }
+                    }
+                    Err(_) => leave_open = false,
                 },
             }
         }
@@ -394,6 +434,10 @@ impl Task {
                 return;
             }
         };
+        if let Some(goodbye) = Goodbye::decode(&plain) {
+            self.goodbye(goodbye, from);
+            return;
+        }
         let header = match PostcardCodec.decode_header(&plain[..]) {
             Ok(header) => header,
             Err(error) => {
@@ -423,6 +467,75 @@ impl Task {
             }
         }
         self.drain(io);
+    }
+
+    /// A goodbye arrived (authenticated): the sender leaves placement at once.
+    fn goodbye(&mut self, goodbye: Result<Goodbye, &'static str>, from: SocketAddr) {
+        let goodbye = match goodbye {
+            Ok(goodbye) => goodbye,
+            Err(error) => {
+                tracing::debug!(%from, error, "membership goodbye does not decode");
+                self.drops.undecodable += 1;
+                return;
+            }
+        };
+        if self.nodes.get(&goodbye.node) != Some(&from.ip()) {
+            tracing::warn!(
+                %from, claimed = %goodbye.node,
+                "membership goodbye from an address that is not the claimed Node's InternalIP"
+            );
+            self.drops.spoofed += 1;
+            return;
+        }
+        tracing::info!(
+            node = %goodbye.node, boot = goodbye.boot,
+            "member left (goodbye): its IPs move now, handed over by it"
+        );
+        self.liveness.heard(&goodbye.node, Instant::now());
+        self.liveness.left(&goodbye.node, goodbye.boot);
+    }
+
+    /// Says goodbye to every other Node (twice, against a lost datagram), leaves foca's cluster
+    /// and stops taking part: this Node counts itself out from now on.
+    fn leave(&mut self) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        let (Some(boot), Some((sealer, _))) = (self.boot, &mut self.crypto) else {
+            tracing::info!("leaving the membership (it had not started)");
+            return;
+        };
+        let plain = Goodbye {
+            node: self.settings.node.clone(),
+            boot,
+        }
+        .encode();
+        let mut told = 0;
+        for (name, ip) in &self.nodes {
+            if *name == self.settings.node {
+                continue;
+            }
+            let to = SocketAddr::new(*ip, self.settings.port);
+            for _ in 0..2 {
+                self.outbox.push((to, sealer.seal(&plain, now_ms())));
+            }
+            told += 1;
+        }
+        if let Some(mut swim) = self.swim.take() {
+            let mut io = Io::default();
+            if let Err(error) = swim.leave_cluster(&mut io) {
+                tracing::debug!(%error, "foca leave failed");
+            }
+            io.notes.clear();
+            io.timers.clear();
+            self.drain(io);
+        }
+        self.timers.clear();
+        tracing::info!(
+            told,
+            "left the membership (goodbye sent): this Node claims no egress IP"
+        );
     }
 
     fn fire_timers(&mut self) {
@@ -514,6 +627,21 @@ impl Task {
         }
     }
 
+    /// The other Nodes by state: SWIM's suspicion for those up, the liveness for the rest.
+    fn member_counts(&self) -> MemberCounts {
+        let mut alive = BTreeSet::new();
+        let mut suspect = BTreeSet::new();
+        for member in self.swim.iter().flat_map(|swim| swim.iter_members()) {
+            let node = member.id().node.as_str();
+            match member.state() {
+                foca::State::Suspect => suspect.insert(node),
+                _ => alive.insert(node),
+            };
+        }
+        self.liveness
+            .counts(|name| suspect.contains(name) && !alive.contains(name))
+    }
+
     fn publish(&mut self) {
         let isolated = self.liveness.isolated();
         if isolated != self.isolated {
@@ -538,9 +666,15 @@ impl Task {
                 || Instant::now() >= self.started + self.settings.join_grace);
         let state = State {
             settled,
-            alive: self.liveness.alive(Instant::now(), problem.is_none()),
+            alive: self
+                .liveness
+                .alive(Instant::now(), problem.is_none() && !self.leaving),
             problem,
             drops: self.drops,
+            left: self.liveness.gone(),
+            leaving: self.leaving,
+            members: self.member_counts(),
+            silent_since: self.liveness.silent_since(),
         };
         let mut alive_changed = false;
         self.out.send_if_modified(|old| {
@@ -549,7 +683,9 @@ impl Task {
             }
             alive_changed = old.alive != state.alive
                 || old.problem != state.problem
-                || old.settled != state.settled;
+                || old.settled != state.settled
+                || old.left != state.left
+                || old.leaving != state.leaving;
             *old = state;
             true
         });
@@ -717,6 +853,46 @@ mod tests {
         }
         assert_eq!(n1.drops.total(), 7);
         assert!(n1.liveness.last_heard("n2").unwrap() >= now);
+    }
+
+    #[test]
+    fn a_member_that_leaves_says_goodbye_and_the_others_drop_it_at_once_without_its_lease() {
+        let mut tasks = vec![
+            (addr(1), member("n1", addr(1), 9)),
+            (addr(2), member("n2", addr(2), 9)),
+            (addr(3), member("n3", addr(3), 9)),
+        ];
+        exchange(&mut tasks);
+        let now = Instant::now();
+        assert!(tasks[0].1.liveness.alive(now, true).contains("n2"));
+        tasks[1].1.leave();
+        let sent: Vec<(SocketAddr, Vec<u8>)> = tasks[1].1.outbox.clone();
+        assert!(
+            sent.iter().filter(|(to, _)| *to == addr(1)).count() >= 2,
+            "the goodbye goes to every other Node, twice"
+        );
+        // A goodbye of n2 replayed from n3's address is spoofed and changes nothing.
+        let (_, first) = sent.iter().find(|(to, _)| *to == addr(3)).unwrap();
+        tasks[0].1.receive(first, addr(3));
+        assert_eq!(tasks[0].1.drops.spoofed, 1);
+        assert!(tasks[0].1.liveness.alive(now, true).contains("n2"));
+        exchange(&mut tasks);
+        for i in [0, 2] {
+            let task = &mut tasks[i].1;
+            let alive = task.liveness.alive(Instant::now(), true);
+            assert!(!alive.contains("n2"), "{}: {alive:?}", task.settings.node);
+            task.publish();
+            let state = task.out.borrow().clone();
+            assert_eq!(state.left, BTreeSet::from(["n2".to_string()]));
+            assert!(state.alive.contains(&task.settings.node), "not cut off");
+        }
+        // The leaver counts itself out, and takes part in nothing any more.
+        let leaver = &mut tasks[1].1;
+        leaver.publish();
+        let state = leaver.out.borrow().clone();
+        assert!(state.leaving && !state.alive.contains("n2"));
+        leaver.announce_absent();
+        assert!(leaver.outbox.is_empty());
     }
 
     #[test]

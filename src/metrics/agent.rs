@@ -4,10 +4,12 @@
 //! Pods matched by several Egresses) is derived at scrape time by the pure functions below from
 //! the last [`PlanSnapshot`] the agent loop handed over, so applying a plan costs one `Arc` swap.
 //!
-//! Membership (members by state, datagrams dropped) and failover duration land with the
-//! high-availability work: register them in [`registry`] and bump them there; the `failover`,
-//! `drain` and `fenced` reasons of the assignment counters are already exported (at 0). SNAT
-//! connections per egress IP (conntrack) and drift repairs by kind are other issues' families.
+//! The membership's families (other Nodes by state, datagrams dropped by reason) are read at
+//! scrape time from the membership's last published state (a `watch` the agent hands over with
+//! [`AgentMetrics::set_membership`]); the failover duration is observed by the agent loop when it
+//! takes an IP over from a Node that is gone. The `fenced` reason of the assignment counters is
+//! exported (at 0) but not told apart yet. SNAT connections per egress IP (conntrack) and drift
+//! repairs by kind are other issues' families.
 //! Nothing here may do I/O or hold a lock while anything else than memory is touched.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,16 +18,19 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::membership::MemberCounts;
+use crate::membership::seal::DropCounts;
 use ovs_egress_core::plan::{ConditionStatus, EgressStatus, NodePlan};
 
-/// Why this Node took or gave up an egress IP. Only `placement` and `deleted` are told apart
-/// today; the others come with the high-availability work.
+/// Why this Node took or gave up an egress IP: `failover` (taken from a Node that is gone),
+/// `drain` (handed over by an agent stopping, or moved off a drained Node), `deleted` (its
+/// Egress is gone), `placement` (everything else); `fenced` is not told apart yet.
 pub const REASONS: [&str; 5] = ["placement", "failover", "drain", "fenced", "deleted"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +52,14 @@ pub struct AgentMetrics {
     pub iptables_apply: Histogram,
     /// Pod ports acknowledged to the CNI plugin (their flows, Egress included, are in).
     pub port_acks: Counter,
+    /// An IP taken over from a Node that is gone: membership change seen → IP applied and
+    /// announced here, seconds.
+    pub failover: Histogram,
+    /// An IP taken over from a Node that is gone: last datagram heard from that Node → IP
+    /// applied and announced here, seconds.
+    pub failover_since_contact: Histogram,
+    /// The membership's published state (members by state, drops), when it runs.
+    membership: Mutex<Option<tokio::sync::watch::Receiver<crate::membership::State>>>,
     /// Flows the programmer owns, by table name (replaced after every successful sync).
     flows: Mutex<Arc<BTreeMap<String, u64>>>,
     /// The last applied plan, for the derived families.
@@ -70,6 +83,9 @@ static METRICS: LazyLock<AgentMetrics> = LazyLock::new(|| {
         bundle_flows: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
         iptables_apply: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
         port_acks: Counter::default(),
+        failover: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+        failover_since_contact: Histogram::new(exponential_buckets(0.05, 2.0, 11)),
+        membership: Mutex::new(None),
         flows: Mutex::new(Arc::new(BTreeMap::new())),
         snapshot: Mutex::new(None),
     }
@@ -95,6 +111,34 @@ impl AgentMetrics {
     pub fn observe_realization(&self, seconds: f64) {
         self.realization.observe(seconds);
         self.last_realization.set(seconds);
+    }
+
+    /// An IP taken over from a Node that is gone was announced `seconds` after the change was
+    /// seen.
+    pub fn observe_failover(&self, seconds: f64) {
+        self.failover.observe(seconds);
+    }
+
+    /// An IP taken over from a Node that is gone was announced `seconds` after that Node was
+    /// last heard from.
+    pub fn observe_failover_since_contact(&self, seconds: f64) {
+        self.failover_since_contact.observe(seconds);
+    }
+
+    /// The membership whose state the scrape reads.
+    pub fn set_membership(&self, state: tokio::sync::watch::Receiver<crate::membership::State>) {
+        *lock(&self.membership) = Some(state);
+    }
+
+    /// (members by state, drops) of the membership, zeros when none runs.
+    fn membership_counts(&self) -> (MemberCounts, DropCounts) {
+        lock(&self.membership)
+            .as_ref()
+            .map(|state| {
+                let state = state.borrow();
+                (state.members, state.drops)
+            })
+            .unwrap_or_default()
     }
 
     /// The flows the programmer now owns, by table name.
@@ -131,13 +175,21 @@ pub struct PlanSnapshot {
 }
 
 /// The reason label of an assignment (`assigned`) or release: an IP taken over from a Node the
-/// membership declared gone is `failover`, a release of an Egress that no longer exists is
-/// `deleted`; everything else is `placement` (drains and fencing are not told apart yet).
-pub fn change_reason(assigned: bool, egress_exists: bool, taken_over: bool) -> &'static str {
+/// membership declared gone is `failover`; a release of an Egress that no longer exists is
+/// `deleted`; a move off a Node that is stopping (it said goodbye) or drained (annotation) is
+/// `drain`; everything else is `placement`.
+pub fn change_reason(
+    assigned: bool,
+    egress_exists: bool,
+    taken_over: bool,
+    drained: bool,
+) -> &'static str {
     if assigned && taken_over {
         "failover"
     } else if !assigned && !egress_exists {
         "deleted"
+    } else if drained {
+        "drain"
     } else {
         "placement"
     }
@@ -183,6 +235,28 @@ pub fn held_ips(
             }
         })
         .collect()
+}
+
+/// The `state` label values of the members gauge with their counts.
+pub fn member_states(counts: &MemberCounts) -> [(&'static str, u64); 4] {
+    [
+        ("alive", counts.alive),
+        ("suspect", counts.suspect),
+        ("down", counts.down),
+        ("left", counts.left),
+    ]
+}
+
+/// The `reason` label values of the dropped-datagrams counter with their counts.
+pub fn drop_reasons(drops: &DropCounts) -> [(&'static str, u64); 6] {
+    [
+        ("malformed", drops.malformed),
+        ("unauthenticated", drops.unauthenticated),
+        ("replayed", drops.replayed),
+        ("stale", drops.stale),
+        ("undecodable", drops.undecodable),
+        ("spoofed", drops.spoofed),
+    ]
 }
 
 /// Local Pods per effective Egress (Pods whose Egress has no usable IP included).
@@ -260,6 +334,21 @@ pub fn registry() -> Registry {
         "Pod ports acknowledged to the CNI plugin once their flows (Egress included) were in.",
         m.port_acks.clone(),
     );
+    registry.register_with_unit(
+        "agent_failover_duration",
+        "From the membership change that made this Node take an egress IP from a Node that is \
+         gone (seen by the agent) to the IP applied and announced here.",
+        Unit::Seconds,
+        m.failover.clone(),
+    );
+    registry.register_with_unit(
+        "agent_failover_since_last_contact",
+        "From the last membership datagram heard from a Node that is gone to an egress IP it \
+         held applied and announced here (detection, lease bound and apply: the outage a \
+         failover costs at most).",
+        Unit::Seconds,
+        m.failover_since_contact.clone(),
+    );
     registry.register_collector(Box::new(Derived));
     registry
 }
@@ -324,6 +413,33 @@ impl Collector for Derived {
             several.metric_type(),
         )?;
         several.encode(metric)?;
+
+        let (members, drops) = m.membership_counts();
+        let mut family = encoder.encode_descriptor(
+            "agent_membership_members",
+            "The other Nodes as this agent's membership sees them, by state: alive, suspect (a \
+             probe failed; still alive), down (declared down, or not heard from since the agent \
+             started), left (said goodbye when its agent stopped).",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (state, count) in member_states(&members) {
+            let labels = [("state", state)];
+            ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
+        }
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "agent_membership_datagrams_dropped",
+            "Membership datagrams dropped unread, by reason: malformed, unauthenticated (forged, \
+             tampered or another key), replayed, stale (clock), undecodable, spoofed (not from \
+             the claimed Node's InternalIP).",
+            None,
+            counter.metric_type(),
+        )?;
+        for (reason, count) in drop_reasons(&drops) {
+            let labels = [("reason", reason)];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -422,13 +538,51 @@ mod tests {
     }
 
     #[test]
-    fn only_a_release_of_a_deleted_egress_has_the_deleted_reason() {
-        assert_eq!(change_reason(false, false, false), "deleted");
-        assert_eq!(change_reason(false, true, false), "placement");
-        assert_eq!(change_reason(true, true, false), "placement");
-        assert_eq!(change_reason(true, true, true), "failover");
-        assert!(REASONS.contains(&change_reason(true, false, false)));
-        assert!(REASONS.contains(&change_reason(true, true, true)));
+    fn reasons_are_failover_then_deleted_then_drain_then_placement() {
+        assert_eq!(change_reason(false, false, false, false), "deleted");
+        assert_eq!(change_reason(false, false, false, true), "deleted");
+        assert_eq!(change_reason(false, true, false, false), "placement");
+        assert_eq!(change_reason(true, true, false, false), "placement");
+        assert_eq!(change_reason(true, true, true, false), "failover");
+        assert_eq!(change_reason(true, true, true, true), "failover");
+        assert_eq!(change_reason(true, true, false, true), "drain");
+        assert_eq!(change_reason(false, true, false, true), "drain");
+        for assigned in [false, true] {
+            for exists in [false, true] {
+                for taken in [false, true] {
+                    for drained in [false, true] {
+                        let reason = change_reason(assigned, exists, taken, drained);
+                        assert!(REASONS.contains(&reason), "{reason}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn membership_families_name_every_state_and_reason_with_its_count() {
+        let members = MemberCounts {
+            alive: 3,
+            suspect: 1,
+            down: 2,
+            left: 4,
+        };
+        assert_eq!(
+            member_states(&members),
+            [("alive", 3), ("suspect", 1), ("down", 2), ("left", 4)]
+        );
+        let drops = DropCounts {
+            malformed: 1,
+            unauthenticated: 2,
+            replayed: 3,
+            stale: 4,
+            undecodable: 5,
+            spoofed: 6,
+        };
+        let reasons = drop_reasons(&drops);
+        assert_eq!(reasons.iter().map(|(_, n)| n).sum::<u64>(), drops.total());
+        assert_eq!(reasons[1], ("unauthenticated", 2));
+        assert_eq!(reasons[5], ("spoofed", 6));
     }
 
     #[test]

@@ -53,3 +53,41 @@ fn every_family_of_both_processes_has_help_and_the_ovs_egress_prefix() {
         assert!(text.contains("ovs_egress_process_open_fds "), "{text}");
     }
 }
+
+#[test]
+fn the_agent_exports_the_membership_it_runs_by_state_and_drop_reason() {
+    let state = crate::membership::State {
+        members: crate::membership::MemberCounts {
+            alive: 2,
+            suspect: 1,
+            down: 0,
+            left: 1,
+        },
+        drops: crate::membership::seal::DropCounts {
+            unauthenticated: 7,
+            spoofed: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(state);
+    agent::metrics().set_membership(rx);
+    agent::metrics().observe_failover(0.3);
+    agent::metrics().observe_failover_since_contact(2.5);
+    let (_, text) = exposition(&agent::registry(), None).unwrap();
+    for line in [
+        "ovs_egress_agent_membership_members{state=\"alive\"} 2",
+        "ovs_egress_agent_membership_members{state=\"suspect\"} 1",
+        "ovs_egress_agent_membership_members{state=\"down\"} 0",
+        "ovs_egress_agent_membership_members{state=\"left\"} 1",
+        "ovs_egress_agent_membership_datagrams_dropped_total{reason=\"unauthenticated\"} 7",
+        "ovs_egress_agent_membership_datagrams_dropped_total{reason=\"spoofed\"} 2",
+        "ovs_egress_agent_membership_datagrams_dropped_total{reason=\"replayed\"} 0",
+        "# TYPE ovs_egress_agent_membership_datagrams_dropped_total counter",
+        "# TYPE ovs_egress_agent_failover_duration_seconds histogram",
+        "ovs_egress_agent_failover_duration_seconds_bucket{le=\"0.64\"} 1",
+        "ovs_egress_agent_failover_since_last_contact_seconds_bucket{le=\"3.2\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+}

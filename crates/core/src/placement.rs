@@ -1,6 +1,6 @@
 //! Which Node holds each pool egress IP: rendezvous (highest-random-weight) hashing of
-//! (IP, Node name) with a stable hash, over alive Nodes matching the pool's nodeSelector, with a
-//! per-Node capacity. Every agent computes the same answer from the same inputs, so the hash and
+//! (IP, Node name) with a stable hash, over alive Nodes matching the pool's nodeSelector and not
+//! drained (annotation [`DRAIN_ANNOTATION`] `"true"`), with a per-Node capacity. Every agent computes the same answer from the same inputs, so the hash and
 //! its byte encoding must never change between versions. Pure.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +13,17 @@ use crate::model::{ClusterView, Egress, Node};
 
 /// Node annotation that overrides `maxEgressIPsPerNode` for one Node.
 pub const MAX_EGRESS_IPS_ANNOTATION: &str = "node.antrea.io/max-egress-ips";
+
+/// Node annotation that, set to `"true"`, moves every egress IP away from the Node (as for a
+/// Node that is gone). `kubectl cordon` alone does not: it is about Pods, not egress IPs.
+pub const DRAIN_ANNOTATION: &str = "ovs-egress.io/drain";
+
+/// Whether `node` is drained of egress IPs (its [`DRAIN_ANNOTATION`] is exactly `"true"`).
+pub fn drained(node: &Node) -> bool {
+    node.annotations
+        .get(DRAIN_ANNOTATION)
+        .is_some_and(|value| value == "true")
+}
 
 /// A Node never holds more egress IPs than there are SNAT marks (1..=255).
 pub const MAX_EGRESS_IPS_PER_NODE: u32 = 255;
@@ -87,6 +98,7 @@ pub fn place(view: &ClusterView) -> BTreeMap<String, Result<(IpAddr, String), Pl
             view.alive
                 .as_ref()
                 .is_none_or(|alive| alive.contains(&node.name))
+                && !drained(node)
         })
         .map(|node| Candidate {
             node,
@@ -379,6 +391,53 @@ mod tests {
         );
         view.alive = Some(["other"].map(String::from).into());
         assert!(holders(&view).values().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_drained_node_holds_no_ip_and_its_ips_go_to_their_next_ranked_node() {
+        let names = ["n1", "n2", "n3"];
+        let egresses: Vec<Egress> = (0..30)
+            .map(|i| egress(&format!("e{i}"), i, &format!("10.0.0.{i}"), "p"))
+            .collect();
+        let mut nodes: Vec<Node> = names.iter().map(|n| node(n)).collect();
+        let before = holders(&view(nodes.clone(), egresses.clone(), 255));
+        assert!(before.values().any(|n| n.as_deref() == Some("n1")));
+        nodes[0]
+            .annotations
+            .insert(DRAIN_ANNOTATION.into(), "true".into());
+        let after = holders(&view(nodes.clone(), egresses.clone(), 255));
+        for (egress, holder) in &after {
+            let ip: IpAddr = egresses
+                .iter()
+                .find(|e| e.name == *egress)
+                .and_then(|e| e.egress_ip.as_deref())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let ranked = rank(&ip_key(ip), names);
+            let expected = ranked.into_iter().find(|n| *n != "n1");
+            assert_eq!(holder.as_deref(), expected, "{egress}");
+            if before[egress].as_deref() != Some("n1") {
+                assert_eq!(holder, &before[egress], "{egress} moved needlessly");
+            }
+        }
+        // Only "true" drains; anything else (or removing it) gives the IPs back.
+        for value in ["false", "True", "", "yes"] {
+            nodes[0]
+                .annotations
+                .insert(DRAIN_ANNOTATION.into(), value.into());
+            assert_eq!(holders(&view(nodes.clone(), egresses.clone(), 255)), before);
+        }
+        // Every Node drained: no Node available.
+        for node in &mut nodes {
+            node.annotations
+                .insert(DRAIN_ANNOTATION.into(), "true".into());
+        }
+        assert!(
+            holders(&view(nodes, egresses, 255))
+                .values()
+                .all(Option::is_none)
+        );
     }
 
     #[test]

@@ -106,16 +106,37 @@ enum Resolution {
 /// Compute the plan of `node`. `previous` is the last plan of the same Node: IPs that stay local
 /// keep their marks.
 pub fn compute(view: &ClusterView, node: &str, previous: Option<&NodePlan>) -> NodePlan {
+    compute_keeping(view, node, previous, &BTreeSet::new())
+}
+
+/// [`compute`], but this Node still holds the pool IPs of `keep` that placement gives to another
+/// Node (make before break: the agent keeps an IP it is giving up until the next holder has
+/// announced it). A kept IP keeps its mark, SNAT rule and address, and this Node's Pods using it
+/// leave through it here; its Egresses' statuses name the next holder, which writes them.
+pub fn compute_keeping(
+    view: &ClusterView,
+    node: &str,
+    previous: Option<&NodePlan>,
+    keep: &BTreeSet<IpAddr>,
+) -> NodePlan {
     let mut egresses: Vec<&Egress> = view.egresses.iter().collect();
     egresses.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
     let resolutions: Vec<Resolution> = resolve(view, node, &egresses);
 
+    let kept: Vec<IpAddr> = resolutions
+        .iter()
+        .filter_map(|r| match r {
+            Resolution::Remote(ip, Some(_)) if keep.contains(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect();
     let local_ips: Vec<IpAddr> = resolutions
         .iter()
         .filter_map(|r| match r {
             Resolution::Local(ip) => Some(*ip),
             _ => None,
         })
+        .chain(kept.iter().copied())
         .collect();
     let previous_marks: BTreeMap<IpAddr, u8> = previous
         .map(|p| p.snat_rules.iter().map(|r| (r.ip, r.mark)).collect())
@@ -140,6 +161,8 @@ pub fn compute(view: &ClusterView, node: &str, previous: Option<&NodePlan>) -> N
         let status = egress_status(egress, resolution, node, &marks, &writers);
         plan.statuses.insert(egress.name.clone(), status);
     }
+    plan.hold_ips
+        .extend(kept.into_iter().filter(|ip| marks.contains_key(ip)));
     bind_local_pods(view, node, &egresses, &resolutions, &marks, &mut plan);
     plan
 }

@@ -226,6 +226,54 @@ fn pool_ip_is_held_with_snat_by_its_node_and_tunnelled_to_by_the_others() {
 }
 
 #[test]
+fn a_kept_pool_ip_stays_held_with_its_mark_while_its_status_names_the_next_holder() {
+    let pods = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| pod(&format!("web-{n}"), n, "web"))
+        .collect();
+    let view = cluster(
+        vec![
+            pool_egress("e", 0, Some("10.10.1.5"), "web"),
+            static_egress("s", 1, "10.0.0.1", "none"),
+        ],
+        pods,
+    );
+    let owner = holder(&view, "e");
+    let other = node_names(&view)
+        .into_iter()
+        .find(|n| *n != owner)
+        .unwrap()
+        .to_string();
+    let was = compute(&view, &owner, None);
+    let keep = BTreeSet::from([ip("10.10.1.5"), ip("10.0.0.1"), ip("10.10.1.99")]);
+    let plan = compute_keeping(&view, &other, Some(&was), &keep);
+    assert!(plan.hold_ips.contains(&ip("10.10.1.5")));
+    let mark = plan
+        .mark_of(ip("10.10.1.5"))
+        .expect("a SNAT rule for the kept IP");
+    let pod = &plan.pods[&format!("prod/web-{other}")];
+    assert_eq!(pod.egress_ip, Some(ip("10.10.1.5")));
+    assert_eq!(
+        plan.egress_ips[&ip("10.10.1.5")],
+        IpLocality::Local { mark },
+        "its Pods leave through it here"
+    );
+    let status = &plan.statuses["e"];
+    assert_eq!(
+        (status.egress_node.as_str(), status.writer),
+        (owner.as_str(), false)
+    );
+    // Only pool IPs placed elsewhere are kept: not a static IP, not an IP no Egress uses.
+    assert_eq!(plan.hold_ips.len(), 1);
+    // Without keep it is the plain plan; on the holder keep changes nothing.
+    assert_eq!(
+        compute_keeping(&view, &other, None, &BTreeSet::new()),
+        compute(&view, &other, None)
+    );
+    assert_eq!(compute_keeping(&view, &owner, None, &keep), was);
+}
+
+#[test]
 fn unallocated_pool_egress_gives_no_treatment_and_says_so_once() {
     let view = cluster(
         vec![pool_egress("e", 0, None, "web")],

@@ -231,12 +231,13 @@ impl Loop {
         // When the input change behind the plan not yet applied was seen.
         let mut unrealized_since: Option<std::time::Instant> = None;
         let metrics = crate::metrics::agent::metrics();
+        let mut views = view::Views::new();
         loop {
             if let Some(result) = passes.next(local_ips.changed()).await {
                 result.context("the local IP watch stopped")?;
             }
             let ips = local_ips.borrow_and_update().clone();
-            let mut snapshot = stores.snapshot(ips, &self.config);
+            let snapshot = views.refresh(stores, ips, &self.config);
             self.nodes.send_if_modified(|nodes| {
                 let changed = *nodes != snapshot.view.nodes;
                 if changed {

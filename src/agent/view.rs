@@ -288,6 +288,8 @@ struct Tracked {
     /// By the address of the store's `Arc`, which `Entry::object` holds: no other object can
     /// have that address while it is tracked.
     entries: HashMap<usize, Entry>,
+    /// Counts the updates; an entry not seen by the current one was replaced or deleted.
+    update: u64,
 }
 
 struct Entry {
@@ -295,6 +297,8 @@ struct Entry {
     key: Key,
     /// Whether it parsed (and so contributes to the view).
     parsed: bool,
+    /// The last update that saw it in the store.
+    seen: u64,
 }
 
 fn address(object: &Arc<DynamicObject>) -> usize {
@@ -315,20 +319,32 @@ impl Tracked {
         objects: Vec<Arc<DynamicObject>>,
         parse: impl Fn(&DynamicObject) -> Option<M>,
     ) -> Vec<Change<M>> {
-        let mut before = std::mem::take(&mut self.entries);
+        self.update += 1;
+        let update = self.update;
         let mut fresh = Vec::new();
+        let mut kept = 0;
         for object in objects {
-            let at = address(&object);
-            match before.remove(&at) {
+            match self.entries.get_mut(&address(&object)) {
                 Some(entry) => {
-                    self.entries.insert(at, entry);
+                    entry.seen = update;
+                    kept += 1;
                 }
                 None => fresh.push(object),
             }
         }
-        // What is left of `before` was replaced or deleted since the last call.
-        let mut left: HashMap<Key, Entry> = before
-            .into_values()
+        if fresh.is_empty() && kept == self.entries.len() {
+            return Vec::new();
+        }
+        // The entries not seen were replaced or deleted since the last call.
+        let gone: Vec<usize> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.seen != update)
+            .map(|(at, _)| *at)
+            .collect();
+        let mut left: HashMap<Key, Entry> = gone
+            .iter()
+            .filter_map(|at| self.entries.remove(at))
             .map(|entry| (entry.key.clone(), entry))
             .collect();
         let mut changes = Vec::new();
@@ -354,6 +370,7 @@ impl Tracked {
                 object,
                 key,
                 parsed,
+                seen: update,
             };
             self.entries.insert(address(&entry.object), entry);
         }

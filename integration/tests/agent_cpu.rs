@@ -5,7 +5,8 @@
 //! of the agent's Node (the knobs below, from the environment).
 //!
 //! Each round patches an annotation of the Egresses `OE_BENCH_UPDATES` (default 1,000) times,
-//! round-robin, 8 patches in flight, and reads the agent's utime+stime from `/proc/<pid>/stat`
+//! round-robin, at a fixed pace (one every `OE_BENCH_INTERVAL_US`, default 6,000 µs, at most 8
+//! in flight: the agent's debounce coalesces events the same way whatever it runs), and reads the agent's utime+stime from `/proc/<pid>/stat`
 //! from the first patch until a fixed tail after the last one. The baseline, measured in the
 //! same round, is the agent's CPU time over a window of the same length with nothing changing
 //! (its resyncs, watch keep-alives, the netlink watch). It prints every round and the medians
@@ -75,6 +76,7 @@ async fn agent_cpu_for_a_burst_of_egress_updates() {
     let egresses = env_or("OE_BENCH_EGRESSES", 200).unwrap();
     let updates = env_or("OE_BENCH_UPDATES", 1_000).unwrap();
     let rounds = env_or("OE_BENCH_ROUNDS", 5).unwrap();
+    let interval = Duration::from_micros(env_or("OE_BENCH_INTERVAL_US", 6_000).unwrap() as u64);
     let bed = Bed::start().await;
     let started = Instant::now();
     futures::stream::iter(0..nodes)
@@ -145,6 +147,10 @@ async fn agent_cpu_for_a_burst_of_egress_updates() {
         let before = cpu_seconds(pid);
         let start = Instant::now();
         futures::stream::iter(0..updates)
+            .then(|i| async move {
+                tokio::time::sleep_until((start + interval * i as u32).into()).await;
+                i
+            })
             .map(|i| {
                 let api = api.clone();
                 async move {

@@ -291,6 +291,7 @@ impl Loop {
         // Pool IPs moving to another Node, kept here until it has announced them.
         let mut keeping = handover::Keeping::new(self.config.egress.hand_over_timeout.0);
         let metrics = crate::metrics::agent::metrics();
+        let mut views = view::Views::new();
         loop {
             let woken = passes.next(async {
                 tokio::select! {
@@ -314,7 +315,7 @@ impl Loop {
                     .await;
             }
             let ips = local_ips.borrow_and_update().clone();
-            let mut snapshot = stores.snapshot(ips, &self.config);
+            let snapshot = views.refresh(stores, ips, &self.config);
             self.nodes.send_if_modified(|nodes| {
                 let changed = *nodes != snapshot.view.nodes;
                 if changed {

@@ -91,16 +91,19 @@ where
 pub fn typed_objects<K: DeserializeOwned>(objects: &[Arc<DynamicObject>], kind: &str) -> Vec<K> {
     objects
         .iter()
-        .filter_map(|object| {
-            let parsed = serde_json::to_value(object.as_ref()).and_then(serde_json::from_value);
-            parsed
-                .map_err(|error| {
-                    let name = object.metadata.name.as_deref().unwrap_or("");
-                    tracing::warn!(kind, name, %error, "skipping malformed object");
-                })
-                .ok()
-        })
+        .filter_map(|object| typed_object(object, kind))
         .collect()
+}
+
+/// `object` as a `K`; `None`, logged with its name, when it does not deserialize.
+pub fn typed_object<K: DeserializeOwned>(object: &DynamicObject, kind: &str) -> Option<K> {
+    let parsed = serde_json::to_value(object).and_then(serde_json::from_value);
+    parsed
+        .map_err(|error| {
+            let name = object.metadata.name.as_deref().unwrap_or("");
+            tracing::warn!(kind, name, %error, "skipping malformed object");
+        })
+        .ok()
 }
 
 #[cfg(test)]

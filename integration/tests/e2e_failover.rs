@@ -87,6 +87,37 @@ async fn wait_assigned(c: &ClusterBox, name: &str, node: &str) {
     .await
 }
 
+/// Waits until eg-ha's events hold `IPAssigned` for `ip` on `next` and `IPUnassigned` for it
+/// from `holder`, the latter reported by `unassigned_by`; returns every event seen.
+async fn move_events(
+    c: &ClusterBox,
+    what: &str,
+    ip: impl std::fmt::Display,
+    holder: &str,
+    next: &str,
+    unassigned_by: &str,
+) -> Vec<(String, String, String)> {
+    let assigned = (
+        "IPAssigned".to_string(),
+        format!("Assigned Egress eg-ha with IP {ip} on Node {next}"),
+        next.to_string(),
+    );
+    let unassigned = (
+        "IPUnassigned".to_string(),
+        format!("Unassigned Egress eg-ha with IP {ip} from Node {holder}"),
+        unassigned_by.to_string(),
+    );
+    eventually(c, what, async || {
+        let events = events_of(c, "eg-ha").await;
+        if events.contains(&assigned) && events.contains(&unassigned) {
+            Ok(events)
+        } else {
+            Err(format!("{events:?}"))
+        }
+    })
+    .await
+}
+
 /// `(reason, note, reportingInstance)` of every Event regarding Egress `egress`.
 async fn events_of(c: &ClusterBox, egress: &str) -> Vec<(String, String, String)> {
     let api: Api<Event> = Api::all(c.client.clone());
@@ -338,25 +369,7 @@ impl Ha {
         };
         let (old_gone, new_held) = (after(&|h| !h[old]), after(&|h| h[new]));
         let (holder, next) = (&self.holder, &self.next);
-        let events = eventually(c, "the takeover's events", async || {
-            let events = events_of(c, "eg-ha").await;
-            let assigned = (
-                "IPAssigned".to_string(),
-                format!("Assigned Egress eg-ha with IP {egress_ip} on Node {next}"),
-                next.clone(),
-            );
-            let unassigned = (
-                "IPUnassigned".to_string(),
-                format!("Unassigned Egress eg-ha with IP {egress_ip} from Node {holder}"),
-                next.clone(),
-            );
-            if events.contains(&assigned) && events.contains(&unassigned) {
-                Ok(events)
-            } else {
-                Err(format!("{events:?}"))
-            }
-        })
-        .await;
+        let events = move_events(c, "the takeover's events", egress_ip, holder, next, next).await;
         // The next holder counts a failover and times it.
         let (_, metrics) = c.node(next).unwrap().agent_get("/metrics").unwrap();
         let sample = |name: &str| {
@@ -659,25 +672,7 @@ async fn sigterm_of_the_holders_agent_hands_its_ip_over_without_the_lease_wait_a
     );
 
     // The status names the next holder; each Node says what it did itself.
-    let events = eventually(c, "the hand-over's events", async || {
-        let events = events_of(c, "eg-ha").await;
-        let assigned = (
-            "IPAssigned".to_string(),
-            format!("Assigned Egress eg-ha with IP {ip} on Node {next}"),
-            next.clone(),
-        );
-        let unassigned = (
-            "IPUnassigned".to_string(),
-            format!("Unassigned Egress eg-ha with IP {ip} from Node {holder}"),
-            holder.clone(),
-        );
-        if events.contains(&assigned) && events.contains(&unassigned) {
-            Ok(events)
-        } else {
-            Err(format!("{events:?}"))
-        }
-    })
-    .await;
+    let events = move_events(c, "the hand-over's events", ip, &holder, &next, &holder).await;
     assert!(
         !events
             .iter()

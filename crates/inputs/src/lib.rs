@@ -135,7 +135,10 @@ pub fn parse_pod_cidr(text: &str) -> Result<IpNetwork, String> {
             "{text:?} needs a prefix length from 1 to {bits} (0 would be every address)"
         ));
     }
-    let host_mask = u128::MAX >> (128 - u32::from(bits) + u32::from(net.prefix()));
+    // Zero for a full-length prefix (a shift by 128 would overflow).
+    let host_mask = u128::MAX
+        .checked_shr(128 - u32::from(bits) + u32::from(net.prefix()))
+        .unwrap_or(0);
     let start = ip_to_u128(net.network());
     match special_in(net.is_ipv6(), start, start | host_mask) {
         Some(what) => Err(format!("{text:?} contains {what} addresses")),

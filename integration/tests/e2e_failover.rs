@@ -272,6 +272,24 @@ impl Ha {
         self.names.iter().position(|n| n == node).unwrap()
     }
 
+    /// Waits until the egress IP is on `node` and on no other Node.
+    async fn wait_alone(&self, node: &str) {
+        let (c, ip, index) = (&self.c, self.ip, self.index(node));
+        eventually(c, &format!("{ip} on {node} alone"), async || {
+            let held: Vec<bool> = self
+                .names
+                .iter()
+                .map(|n| c.node(n).unwrap().has_ip(ip).unwrap())
+                .collect();
+            if held[index] && held.iter().filter(|h| **h).count() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{held:?}"))
+            }
+        })
+        .await;
+    }
+
     fn netns(&self) -> Vec<Netns> {
         self.names
             .iter()
@@ -445,19 +463,7 @@ async fn sigstop_of_the_holders_agent_moves_its_ip_after_the_lease_and_sigcont_b
     wait_assigned(&ha.c, "eg-ha", &ha.holder).await;
     let back_after = since.elapsed();
     let (old, new) = (ha.index(&ha.holder), ha.index(&ha.next));
-    eventually(&ha.c, "the IP back on the resumed Node alone", async || {
-        let held: Vec<bool> = ha
-            .names
-            .iter()
-            .map(|n| ha.c.node(n).unwrap().has_ip(ha.ip).unwrap())
-            .collect();
-        if held[old] && held.iter().filter(|h| **h).count() == 1 {
-            Ok(())
-        } else {
-            Err(format!("{held:?}"))
-        }
-    })
-    .await;
+    ha.wait_alone(&ha.holder).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let samples = sampler.finish();
     let doubled = samples
@@ -707,22 +713,6 @@ async fn the_drain_annotation_moves_the_ip_to_the_next_ranked_node_and_removing_
     let (c, ip) = (&ha.c, ha.ip);
     let (holder, next) = (ha.holder.clone(), ha.next.clone());
     ha.apply_egress(&holder).await;
-    let on_alone = async |node: &str| {
-        let index = ha.index(node);
-        eventually(c, &format!("{ip} on {node} alone"), async || {
-            let held: Vec<bool> = ha
-                .names
-                .iter()
-                .map(|n| c.node(n).unwrap().has_ip(ip).unwrap())
-                .collect();
-            if held[index] && held.iter().filter(|h| **h).count() == 1 {
-                Ok(())
-            } else {
-                Err(format!("{held:?}"))
-            }
-        })
-        .await;
-    };
     let drain = "ovs-egress.io/drain";
     // Cordoning alone moves nothing.
     kubectl_ok(c, &["cordon", &holder], None);
@@ -734,7 +724,7 @@ async fn the_drain_annotation_moves_the_ip_to_the_next_ranked_node_and_removing_
         None,
     );
     wait_assigned(c, "eg-ha", &next).await;
-    on_alone(&next).await;
+    ha.wait_alone(&next).await;
     if let Err(e) = c.wait_source(&ha.pod, ip, TIMEOUT).await {
         panic!("{e}\n{}", c.logs());
     }
@@ -749,7 +739,7 @@ async fn the_drain_annotation_moves_the_ip_to_the_next_ranked_node_and_removing_
         None,
     );
     wait_assigned(c, "eg-ha", &holder).await;
-    on_alone(&holder).await;
+    ha.wait_alone(&holder).await;
     if let Err(e) = c.wait_source(&ha.pod, ip, TIMEOUT).await {
         panic!("{e}\n{}", c.logs());
     }
@@ -787,20 +777,7 @@ impl Ha {
             None,
         );
         wait_assigned(c, "eg-ha", to).await;
-        let index = self.index(to);
-        eventually(c, &format!("{ip} on {to} alone"), async || {
-            let held: Vec<bool> = self
-                .names
-                .iter()
-                .map(|n| c.node(n).unwrap().has_ip(ip).unwrap())
-                .collect();
-            if held[index] && held.iter().filter(|h| **h).count() == 1 {
-                Ok(())
-            } else {
-                Err(format!("{held:?}"))
-            }
-        })
-        .await;
+        self.wait_alone(to).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         (caller.finish(), sampler.finish(), began)
     }
